@@ -1,0 +1,200 @@
+"""Shared test fixtures: OS-assigned ports, meshraft subprocesses that are always
+stopped by PID, and the ``needs_root`` marker.
+
+A ``needs_root`` test is skipped when not root, except under ``CI=true``, where a
+test that cannot run is a failure: CI must prove the namespace tests, not skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the OS just handed out for ``kind``. Closed again before returning,
+    so there is a small window in which someone else may take it; tests that can
+    bind port 0 themselves should prefer that."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports, free for both TCP and UDP at the moment of asking."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < n:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, port))
+            except OSError:
+                tcp.close()
+                udp.close()
+                continue
+            held += [tcp, udp]
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def ports():
+    return free_ports
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_root") and not IS_ROOT:
+        if IN_CI:
+            pytest.fail("needs root, and CI=true: root-only tests must run in CI, not be skipped")
+        pytest.skip("needs root (network namespaces, iptables)")
+
+
+@dataclass
+class Proc:
+    """One subprocess started by a test, with where its output goes."""
+
+    args: list[str]
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.popen.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+@dataclass
+class ProcessManager:
+    """Starts ``meshraft`` (or other) subprocesses for a test and always stops
+    exactly those, by PID, and removes the temp dirs it made."""
+
+    root: Path
+    procs: list[Proc] = field(default_factory=list)
+    _counter: int = 0
+
+    def tmpdir(self, name: str = "d") -> Path:
+        self._counter += 1
+        p = self.root / f"{name}-{self._counter}"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def start(self, *args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+        """Start ``meshraft ARGS...`` (``python -m meshraft.cli``, so it works
+        without the console script on PATH)."""
+        return self.start_raw([sys.executable, "-m", "meshraft.cli", *args], env=env, name=name)
+
+    def start_raw(
+        self, argv: list[str], env: dict[str, str] | None = None, name: str = "proc"
+    ) -> Proc:
+        self._counter += 1
+        log_path = self.root / f"{name}-{self._counter}.log"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env
+            )
+        proc = Proc(list(argv), popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``meshraft ARGS...`` to completion and return its result."""
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "meshraft.cli", *args],
+            capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
+        )
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                try:
+                    proc.signal(signal.SIGCONT)  # a paused process cannot die of SIGTERM
+                    proc.terminate(timeout=5)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def procs() -> Iterator[ProcessManager]:
+    root = Path(tempfile.mkdtemp(prefix="meshraft-test-"))
+    manager = ProcessManager(root)
+    try:
+        yield manager
+    finally:
+        manager.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test with
+    ``what`` if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the predicate may race with startup
+            last_exc = exc
+        time.sleep(interval)
+    detail = f": {last_exc!r}" if last_exc else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
