@@ -1,0 +1,351 @@
+"""The key-value state machine that Raft replicates.
+
+This module owns the store's data (keys, values, revisions), the exactly-once
+session table, and the encoding of write commands and snapshots. It is pure:
+``apply`` is a deterministic function of the state and the entry, with no IO,
+no clocks, no randomness and no logging of secrets. It must never raise on a
+bad entry (a hostile or corrupt command becomes an error result, because an
+exception here would stop the node), and it never reads from the network.
+
+Revisions work like etcd's: one global counter, bumped by every write that
+changes something; each key remembers the revision that created it
+(``create_revision``), the one that last changed it (``mod_revision``) and how
+many times it was written since it was created (``version``). A write's
+answer carries the store revision after it, usable as a fencing token.
+
+Exactly once: a write may carry a client id, a sequence number and an
+acknowledgement floor (the client's lowest sequence number still waiting for
+an answer). The table remembers the answers of a client's writes at or above
+its floor, so a retried write returns the first answer instead of applying
+twice, and a write below the floor (a stale duplicate) is refused. Sessions are
+evicted least-recently-used beyond ``max_sessions``; that order is part of the
+replicated state, so every replica evicts the same ones.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+# Error codes shared with the client protocol (meshraft.kv.protocol re-exports them).
+NOT_FOUND = "not-found"
+CAS_MISMATCH = "cas-mismatch"
+BAD_REQUEST = "bad-request"
+TOO_LARGE = "too-large"
+STALE = "stale"
+
+DEFAULT_MAX_KEY = 1024
+DEFAULT_MAX_VALUE = 1024 * 1024
+DEFAULT_MAX_SESSIONS = 10_000
+# Answers kept per client: at least what one client id may have in flight at once.
+DEFAULT_MAX_ANSWERS = 128
+SNAPSHOT_VERSION = 1
+
+WRITE_OPS = ("put", "delete", "cas")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_key: int = DEFAULT_MAX_KEY
+    max_value: int = DEFAULT_MAX_VALUE
+
+
+@dataclass(slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "create_revision": self.create_revision,
+            "mod_revision": self.mod_revision,
+            "version": self.version,
+        }
+
+
+@dataclass(slots=True)
+class _Session:
+    floor: int = 0
+    answers: dict[int, Any] | None = None
+
+
+class CommandError(Exception):
+    """A command that is invalid on its face (size, type). ``code`` is a protocol code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_result(code: str, message: str) -> dict[str, Any]:
+    return {"error": code, "message": message}
+
+
+def validate_key(key: Any, limits: Limits) -> bytes:
+    if not isinstance(key, bytes | bytearray):
+        raise CommandError(BAD_REQUEST, "key must be bytes")
+    if len(key) == 0:
+        raise CommandError(BAD_REQUEST, "key must not be empty")
+    if len(key) > limits.max_key:
+        raise CommandError(
+            TOO_LARGE, f"key is {len(key)} bytes, the limit is {limits.max_key} bytes"
+        )
+    return bytes(key)
+
+
+def validate_value(value: Any, limits: Limits, what: str = "value") -> bytes:
+    if not isinstance(value, bytes | bytearray):
+        raise CommandError(BAD_REQUEST, f"{what} must be bytes")
+    if len(value) > limits.max_value:
+        raise CommandError(
+            TOO_LARGE, f"{what} is {len(value)} bytes, the limit is {limits.max_value} bytes"
+        )
+    return bytes(value)
+
+
+def validate_prefix(prefix: Any, limits: Limits) -> bytes:
+    if not isinstance(prefix, bytes | bytearray):
+        raise CommandError(BAD_REQUEST, "prefix must be bytes")
+    if len(prefix) > limits.max_key:
+        raise CommandError(
+            TOO_LARGE, f"prefix is {len(prefix)} bytes, the limit is {limits.max_key}"
+        )
+    return bytes(prefix)
+
+
+def _check_session_fields(cmd: dict[str, Any]) -> None:
+    cid = cmd.get("cid")
+    if cid is None:
+        return
+    if not isinstance(cid, str | bytes) or len(cid) > 64:
+        raise CommandError(BAD_REQUEST, "client id must be a string of at most 64 characters")
+    for name in ("seq", "ack"):
+        v = cmd.get(name, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 2**63:
+            raise CommandError(BAD_REQUEST, f"{name} must be a non-negative integer")
+    if "seq" not in cmd:
+        raise CommandError(BAD_REQUEST, "a client id needs a sequence number")
+
+
+def check_write(cmd: Any, limits: Limits) -> dict[str, Any]:
+    """Validate a write command (a dict as decoded from msgpack); return it normalised.
+
+    Raises CommandError. Used by the server before proposing (so a bad command
+    never reaches the log) and by ``apply`` (so a bad entry cannot hurt).
+    """
+    if not isinstance(cmd, dict):
+        raise CommandError(BAD_REQUEST, "command must be a map")
+    op = cmd.get("op")
+    if op not in WRITE_OPS:
+        raise CommandError(BAD_REQUEST, f"unknown write operation {op!r}")
+    out: dict[str, Any] = {"op": op, "key": validate_key(cmd.get("key"), limits)}
+    if op == "put":
+        out["value"] = validate_value(cmd.get("value"), limits)
+    elif op == "cas":
+        expected = cmd.get("expected")
+        out["expected"] = None if expected is None else validate_value(
+            expected, limits, "expected value")
+        out["value"] = validate_value(cmd.get("value"), limits, "new value")
+    _check_session_fields(cmd)
+    if cmd.get("cid") is not None:
+        out["cid"] = cmd["cid"]
+        out["seq"] = cmd["seq"]
+        out["ack"] = cmd.get("ack", 0)
+    return out
+
+
+def encode_command(cmd: dict[str, Any]) -> bytes:
+    """The bytes a write command travels as through the Raft log."""
+    return msgpack.packb(cmd, use_bin_type=True)
+
+
+def _unpack_limits(limits: Limits, total: int) -> dict[str, int]:
+    return {
+        "max_bin_len": max(limits.max_value, limits.max_key) + 1,
+        "max_str_len": 1024,
+        "max_array_len": total,
+        "max_map_len": total,
+        "max_ext_len": 0,
+    }
+
+
+def decode_command(data: bytes, limits: Limits) -> dict[str, Any]:
+    try:
+        cmd = msgpack.unpackb(data, raw=False, strict_map_key=True, **_unpack_limits(limits, 64))
+    except Exception as exc:  # msgpack raises several types for hostile bytes
+        raise CommandError(BAD_REQUEST, f"undecodable command: {exc.__class__.__name__}") from None
+    return check_write(cmd, limits)
+
+
+class KVStateMachine:
+    """The replicated store. Implements the node's StateMachine protocol."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_answers: int = DEFAULT_MAX_ANSWERS,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.max_sessions = max_sessions
+        self.max_answers = max_answers
+        self.revision = 0
+        self._data: dict[bytes, KeyValue] = {}
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    # -- the StateMachine protocol ----------------------------------------------------------
+
+    def apply(self, entry: Any) -> Any:
+        """Apply one committed entry; return the answer for its proposer.
+
+        Entries with no data (the leader's no-op) and non-normal entries are
+        ignored and answer None.
+        """
+        if getattr(entry, "type", 0) not in (0, None):
+            return None
+        data = getattr(entry, "data", b"")
+        if not data:
+            return None
+        return self.apply_command(data)
+
+    def apply_command(self, data: bytes) -> dict[str, Any]:
+        try:
+            cmd = decode_command(data, self.limits)
+        except CommandError as exc:
+            return error_result(exc.code, exc.message)
+        cid = cmd.get("cid")
+        if cid is None:
+            return self._execute(cmd)
+        key = cid if isinstance(cid, str) else cid.hex()
+        session = self._sessions.pop(key, None)
+        if session is None:
+            session = _Session(0, {})
+        self._sessions[key] = session  # most recently used goes last
+        answers = session.answers if session.answers is not None else {}
+        session.answers = answers
+        seq = cmd["seq"]
+        if seq < session.floor:
+            return error_result(STALE, f"request {seq} of this client was already answered")
+        if seq in answers:
+            return answers[seq]
+        result = self._execute(cmd)
+        answers[seq] = result
+        new_floor = max(session.floor, min(cmd["ack"], seq))
+        if len(answers) > self.max_answers:
+            new_floor = max(new_floor, sorted(answers)[len(answers) - self.max_answers])
+        if new_floor != session.floor:
+            session.floor = new_floor
+            for s in [s for s in answers if s < new_floor]:
+                del answers[s]
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return result
+
+    def snapshot(self) -> bytes:
+        state = {
+            "v": SNAPSHOT_VERSION,
+            "revision": self.revision,
+            "kv": [
+                [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+                for kv in self._data.values()
+            ],
+            "sessions": [
+                [cid, s.floor, sorted((s.answers or {}).items())]
+                for cid, s in self._sessions.items()
+            ],
+        }
+        return msgpack.packb(state, use_bin_type=True)
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.__init__(self.limits, self.max_sessions, self.max_answers)  # type: ignore[misc]
+            return
+        # A snapshot can hold many keys; bound the single items, not the count.
+        state = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            max_bin_len=max(self.limits.max_value, self.limits.max_key) + 1,
+            max_str_len=1024 * 1024,
+            max_ext_len=0,
+        )
+        if not isinstance(state, dict) or state.get("v") != SNAPSHOT_VERSION:
+            raise ValueError("not a meshraft kv snapshot (or an unknown version)")
+        revision = int(state["revision"])
+        store: dict[bytes, KeyValue] = {}
+        for key, value, create, mod, version in state["kv"]:
+            store[bytes(key)] = KeyValue(bytes(key), bytes(value), create, mod, version)
+        sessions: OrderedDict[str, _Session] = OrderedDict()
+        for cid, floor, answers in state["sessions"]:
+            sessions[cid] = _Session(floor, {int(s): a for s, a in answers})
+        self.revision, self._data, self._sessions = revision, store, sessions
+
+    # -- reads (local; the server puts a read barrier in front for linearizability) ----------
+
+    def get(self, key: bytes) -> KeyValue | None:
+        return self._data.get(key)
+
+    def list(self, prefix: bytes = b"", limit: int | None = None) -> list[KeyValue]:
+        keys = sorted(k for k in self._data if k.startswith(prefix))
+        if limit is not None:
+            keys = keys[:limit]
+        return [self._data[k] for k in keys]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _execute(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        op = cmd["op"]
+        key = cmd["key"]
+        current = self._data.get(key)
+        if op == "put":
+            return self._put(key, cmd["value"], current)
+        if op == "delete":
+            if current is None:
+                return {"revision": self.revision, "deleted": 0}
+            self.revision += 1
+            del self._data[key]
+            return {"revision": self.revision, "deleted": 1}
+        # cas: expected None means "only if absent"
+        expected = cmd["expected"]
+        matches = current is None if expected is None else (
+            current is not None and current.value == expected)
+        if not matches:
+            return {
+                "error": CAS_MISMATCH,
+                "message": "the current value is not the expected one",
+                "revision": self.revision,
+                # Not the value itself: answers are kept for retries, so they stay small.
+                "mod_revision": current.mod_revision if current is not None else 0,
+            }
+        result = self._put(key, cmd["value"], current)
+        result["succeeded"] = True
+        return result
+
+    def _put(self, key: bytes, value: bytes, current: KeyValue | None) -> dict[str, Any]:
+        self.revision += 1
+        if current is None:
+            kv = KeyValue(key, value, self.revision, self.revision, 1)
+        else:
+            kv = KeyValue(key, value, current.create_revision, self.revision, current.version + 1)
+        self._data[key] = kv
+        return {
+            "revision": self.revision,
+            "create_revision": kv.create_revision,
+            "version": kv.version,
+        }
