@@ -23,5 +23,11 @@ def version() -> None:
     click.echo(f"jepsen-lite {__version__}")
 
 
+# jepsen-lite run / clean (issue 9): defined in runner.py
+from jepsen_lite.runner import clean_cmd  # noqa: E402
+
+main.add_command(clean_cmd)
+
+
 if __name__ == "__main__":
     main()
