@@ -1,0 +1,342 @@
+"""Storage: what survives a restart, what a torn or garbled WAL does, and what a
+failing disk does. Every test reopens the data dir the way a restarted process
+would and checks what it reads back."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshraft.raft.errors import (
+    CorruptSnapshot,
+    CorruptWAL,
+    DataDirLocked,
+    StorageFailed,
+)
+from meshraft.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from meshraft.raft.storage import DiskIO, Storage, StorageOptions
+
+
+def ent(term: int, index: int, data: bytes | None = None) -> Entry:
+    return Entry(term=term, index=index, data=data if data is not None else b"e%d" % index)
+
+
+async def fill(s: Storage, lo: int, hi: int, term: int = 1) -> None:
+    for i in range(lo, hi + 1):
+        await s.save(HardState(term, "1", i - 1), [ent(term, i)])
+
+
+def reopen(s: Storage, **kw) -> Storage:
+    s.close()
+    return Storage.open(s.data_dir, **kw)
+
+
+def all_entries(s: Storage) -> list[tuple[int, int, bytes]]:
+    return [(e.term, e.index, e.data) for e in s.entries(s.first_index(), s.last_index() + 1)]
+
+
+async def test_roundtrip_entries_hard_state(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await s.save(HardState(3, "2", 0), [ent(3, 1), ent(3, 2)])
+    await s.save(HardState(3, "2", 2), [ent(3, 3, b"")])
+    s = reopen(s)
+    assert s.hard_state == HardState(3, "2", 2)
+    assert all_entries(s) == [(3, 1, b"e1"), (3, 2, b"e2"), (3, 3, b"")]
+    assert s.term(0) == 0 and s.term(2) == 3 and s.term(4) is None
+    s.close()
+
+
+async def test_conflicting_suffix_is_replaced_after_restart(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await s.save(HardState(1, "1", 0), [ent(1, i) for i in range(1, 11)])
+    await s.save(HardState(2, "2", 5), [ent(2, 6, b"new6"), ent(2, 7, b"new7")])
+    assert s.last_index() == 7
+    s = reopen(s)
+    assert s.last_index() == 7
+    assert [e.term for e in s.entries(1, 8)] == [1] * 5 + [2, 2]
+    assert s.entries(6, 8)[0].data == b"new6"
+    s.close()
+
+
+def last_segment(s: Storage) -> Path:
+    return s.segment_paths()[-1]
+
+
+async def test_truncated_tail_is_recovered(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 20)
+    seg = last_segment(s)
+    s.close()
+    size = seg.stat().st_size
+    os.truncate(seg, size - 3)  # tear the last record (entry 20's hard state)
+    s = Storage.open(tmp_path / "d")
+    assert s.recovery.truncated_tail is not None
+    assert s.recovery.truncated_tail[0] == str(seg)
+    # The torn batch held entry 20 and its hard state; everything before survives.
+    assert s.last_index() >= 19
+    assert all_entries(s)[:19] == [(1, i, b"e%d" % i) for i in range(1, 20)]
+    # And the log keeps working after the truncation.
+    await s.save(HardState(1, "1", 19), [ent(1, s.last_index() + 1, b"after")])
+    s = reopen(s)
+    assert s.entries(s.last_index(), s.last_index() + 1)[0].data == b"after"
+    s.close()
+
+
+async def test_garbled_tail_is_recovered(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 10)
+    await s.save(None, [ent(1, 11, b"x" * 100)])
+    seg = last_segment(s)
+    s.close()
+    raw = bytearray(seg.read_bytes())
+    raw[-50] ^= 0xFF  # inside entry 11's payload, the last record
+    seg.write_bytes(bytes(raw))
+    s = Storage.open(tmp_path / "d")
+    assert s.last_index() == 10
+    assert s.recovery.truncated_tail is not None
+    s.close()
+
+
+async def test_zero_filled_tail_is_recovered(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 5)
+    seg = last_segment(s)
+    s.close()
+    # The filesystem extended the file but the data never landed.
+    seg.write_bytes(seg.read_bytes() + b"\0" * 4096)
+    s = Storage.open(tmp_path / "d")
+    assert s.last_index() == 5
+    assert s.recovery.truncated_tail == (str(seg), seg.stat().st_size, 4096)
+    s.close()
+
+
+async def test_garbled_middle_record_refuses_to_start(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 10)
+    seg = last_segment(s)
+    s.close()
+    raw = bytearray(seg.read_bytes())
+    # Find entry 3's payload and flip one bit in it.
+    pos = raw.find(b"e3")
+    assert pos > 0
+    raw[pos] ^= 0x01
+    seg.write_bytes(bytes(raw))
+    before = seg.read_bytes()
+    with pytest.raises(CorruptWAL) as info:
+        Storage.open(tmp_path / "d")
+    err = info.value
+    assert err.path == str(seg)
+    assert 8 <= err.offset < pos
+    assert str(seg) in str(err) and f"offset {err.offset}" in str(err)
+    assert seg.read_bytes() == before, "a refused start must not modify the WAL"
+    # The lock was released: fixing the file lets the member start again.
+    raw[pos] ^= 0x01
+    seg.write_bytes(bytes(raw))
+    s = Storage.open(tmp_path / "d")
+    assert s.last_index() == 10
+    s.close()
+
+
+async def test_damage_in_an_older_segment_is_never_a_torn_tail(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=512))
+    await fill(s, 1, 60)
+    segs = s.segment_paths()
+    assert len(segs) >= 3
+    s.close()
+    first = segs[0]
+    os.truncate(first, first.stat().st_size - 2)
+    with pytest.raises(CorruptWAL) as info:
+        Storage.open(tmp_path / "d")
+    assert info.value.path == str(first)
+
+
+async def test_segments_are_cut_and_replayed_in_order(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=256))
+    await fill(s, 1, 100)
+    assert len(s.segment_paths()) > 5
+    s = reopen(s)
+    assert all_entries(s) == [(1, i, b"e%d" % i) for i in range(1, 101)]
+    assert s.hard_state.commit == 99
+    s.close()
+
+
+def test_second_process_cannot_open_a_locked_data_dir(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    with pytest.raises(DataDirLocked, match="in use by another process"):
+        Storage.open(tmp_path / "d")
+    code = (
+        "import sys\n"
+        "from meshraft.raft.storage import Storage\n"
+        "from meshraft.raft.errors import DataDirLocked\n"
+        "try:\n"
+        f"    Storage.open({str(tmp_path / 'd')!r})\n"
+        "except DataDirLocked as e:\n"
+        "    print(e); sys.exit(7)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 7, res.stderr
+    assert f"pid {os.getpid()}" in res.stdout
+    s.close()
+    s = Storage.open(tmp_path / "d")  # released on close
+    s.close()
+
+
+async def test_snapshot_compacts_wal_and_keeps_two_files(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=1024))
+    cs = ConfState(voters=["1", "2", "3"])
+    await fill(s, 1, 100)
+    for at in (30, 60, 90):
+        meta = await s.create_snapshot(at, cs, b"state@%d" % at)
+        assert meta.index == at and meta.term == 1
+        await fill(s, s.last_index() + 1, s.last_index() + 40)
+    snaps = sorted(p.name for p in (tmp_path / "d" / "snap").glob("*.snap"))
+    assert len(snaps) == 2 and snaps[-1].startswith(f"{90:020d}")
+    assert s.first_index() == 91
+    # No segment survives whose entries all precede the snapshot.
+    wal_bytes = sum(p.stat().st_size for p in s.segment_paths())
+    assert wal_bytes < 100 * 60  # 100 entries of ~60 bytes would be far more than kept
+    last = s.last_index()
+    s = reopen(s)
+    snap = s.snapshot()
+    assert snap.meta.index == 90 and snap.data == b"state@90"
+    assert snap.meta.conf_state.voters == ["1", "2", "3"]
+    assert s.first_index() == 91 and s.last_index() == last
+    assert all_entries(s) == [(1, i, b"e%d" % i) for i in range(91, last + 1)]
+    with pytest.raises(IndexError):
+        s.entries(50, 60)
+    s.close()
+
+
+async def test_installed_snapshot_replaces_the_log(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=512))
+    await fill(s, 1, 40, term=1)  # a stale follower's log, partly conflicting
+    snap = Snapshot(SnapshotMeta(index=500, term=4, conf_state=ConfState(["1", "2"])), b"S" * 1000)
+    await s.save(HardState(4, None, 500), [ent(4, 501)], snapshot=snap)
+    assert s.first_index() == 501 and s.last_index() == 501
+    assert len(s.segment_paths()) <= 2
+    s = reopen(s)
+    assert s.snapshot().meta.index == 500 and s.snapshot().data == b"S" * 1000
+    assert all_entries(s) == [(4, 501, b"e501")]
+    assert s.hard_state == HardState(4, None, 500)
+    assert s.initial_state()[1].voters == ["1", "2"]
+    s.close()
+
+
+async def test_leftover_tmp_snapshot_is_removed_and_corrupt_snapshot_refused(
+        tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 10)
+    await s.create_snapshot(5, ConfState(["1"]), b"five")
+    s.close()
+    snap_dir = tmp_path / "d" / "snap"
+    (snap_dir / "x.snap.tmp").write_bytes(b"half")
+    s = Storage.open(tmp_path / "d")
+    assert not (snap_dir / "x.snap.tmp").exists()
+    s.close()
+    path = next(snap_dir.glob("*.snap"))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptSnapshot, match="checksum") as info:
+        Storage.open(tmp_path / "d")
+    assert info.value.path == str(path)
+
+
+class FailingIO(DiskIO):
+    """Works for ``ok_calls`` write/fsync calls, then raises ``error`` forever."""
+
+    def __init__(self, ok_calls: int, error: int, on: str) -> None:
+        self.left = ok_calls
+        self.error = error
+        self.on = on
+
+    def _maybe_fail(self, op: str) -> None:
+        if op != self.on:
+            return
+        if self.left <= 0:
+            raise OSError(self.error, os.strerror(self.error))
+        self.left -= 1
+
+    def write(self, fd: int, data) -> None:
+        self._maybe_fail("write")
+        super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        self._maybe_fail("fsync")
+        super().fsync(fd)
+
+
+@pytest.mark.parametrize("on,error", [("fsync", errno.EIO), ("write", errno.ENOSPC)])
+async def test_failing_disk_stops_writes_and_loses_nothing_acknowledged(
+        tmp_path: Path, on: str, error: int) -> None:
+    io = FailingIO(ok_calls=25, error=error, on=on)
+    s = Storage.open(tmp_path / "d", io=io)
+    acked = 0
+    with pytest.raises(StorageFailed, match=os.strerror(error)):
+        for i in range(1, 100):
+            await s.save(HardState(1, "1", i - 1), [ent(1, i)])
+            acked = i
+    assert 5 < acked < 99
+    assert s.failed is not None and os.strerror(error) in s.failed
+    # Every later write is refused, with the reason, even if the disk recovered.
+    io.left = 1000
+    with pytest.raises(StorageFailed, match="refusing writes"):
+        await s.save(HardState(1, "1", 0), [ent(1, acked + 1)])
+    with pytest.raises(StorageFailed):
+        await s.create_snapshot(1, ConfState(["1"]), b"")
+    s = reopen(s)
+    assert s.last_index() >= acked
+    assert all_entries(s)[:acked] == [(1, i, b"e%d" % i) for i in range(1, acked + 1)]
+    s.close()
+
+
+async def test_random_histories_survive_restart(tmp_path: Path) -> None:
+    """Random appends, conflicting rewrites, snapshots, installs and segment cuts;
+    after every reopen the log equals a plain in-memory model of it."""
+    for seed in range(6):
+        rng = random.Random(seed)
+        d = tmp_path / f"d{seed}"
+        s = Storage.open(d, options=StorageOptions(segment_bytes=rng.choice([200, 700, 5000])))
+        model: dict[int, tuple[int, bytes]] = {}
+        snap_index, term, commit = 0, 1, 0
+        for step in range(150):
+            op = rng.random()
+            last = s.last_index()
+            if op < 0.6:
+                n = rng.randint(1, 5)
+                start = last + 1
+                if rng.random() < 0.2 and last > commit:
+                    start = rng.randint(commit + 1, last)  # overwrite an uncommitted suffix
+                    term += 1
+                ents = [Entry(term, i, data=rng.randbytes(rng.randint(0, 40)))
+                        for i in range(start, start + n)]
+                for k in [k for k in model if k >= start]:
+                    del model[k]
+                model.update({e.index: (e.term, e.data) for e in ents})
+                commit = rng.randint(commit, max(commit, start - 1))
+                await s.save(HardState(term, "1", commit), ents)
+            elif op < 0.75 and commit > snap_index:
+                snap_index = rng.randint(snap_index + 1, commit)
+                await s.create_snapshot(snap_index, ConfState(["1"]), b"snap%d" % snap_index)
+            elif op < 0.8:
+                term += 1
+                snap_index = commit = last + rng.randint(1, 20)
+                model = {}
+                await s.save(HardState(term, None, commit), [], snapshot=Snapshot(
+                    SnapshotMeta(snap_index, term, ConfState(["1"])), b"inst%d" % snap_index))
+            elif op < 0.9:
+                s = reopen(s, options=s.options)
+            got = {i: (e.term, e.data) for i, e in
+                   zip(range(s.first_index(), s.last_index() + 1),
+                       s.entries(s.first_index(), s.last_index() + 1), strict=True)}
+            want = {i: v for i, v in model.items() if i > s.snapshot_meta.index}
+            assert got == want, (seed, step)
+            assert s.snapshot_meta.index == snap_index, (seed, step)
+            assert s.hard_state.commit == commit
+        s.close()
