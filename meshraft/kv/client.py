@@ -1,0 +1,523 @@
+"""The Python client for meshraft's kv service.
+
+This module owns the client side of the protocol: connecting to one of several
+endpoints, request ids and many requests in flight per connection, retries
+with backoff across endpoints, and exactly-once writes (a client id plus a
+sequence number per write, retried with the same number). It never reports a
+write whose outcome it does not know as failed: that is ``OutcomeUnknown``.
+
+``AsyncClient`` is the asyncio client (jepsen-lite, applications);
+``Client`` is a thin synchronous wrapper (the CLI, scripts).
+
+Errors (all subclasses of ``MeshraftError``):
+
+- ``BadRequest`` (``TooLarge``): the request is invalid; retrying will not help.
+- ``Unavailable`` (``Busy``): the request certainly did not take effect.
+- ``OutcomeUnknown``: the write was sent and may or may not take effect.
+- ``Unauthorized``: reserved for authenticated clients.
+
+A get of an absent key returns ``None``; a cas whose expectation does not hold
+returns ``CasResult(succeeded=False)``. Those are answers, not errors.
+"""
+
+# ruff: noqa: ASYNC109  (a per-call timeout argument is part of the node's and client's API)
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meshraft.kv import protocol as p
+
+log = logging.getLogger("meshraft.kv.client")
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ATTEMPT_TIMEOUT = 2.0
+DEFAULT_CONNECT_TIMEOUT = 1.0
+# Replies may be larger than requests (a list page).
+MAX_REPLY_FRAME = 4 * p.DEFAULT_MAX_FRAME
+# Writes one client id may have in flight: the state machine keeps answers for these.
+MAX_WRITES_IN_FLIGHT = 64
+
+
+class MeshraftError(Exception):
+    """Base class of every error this client raises. ``code`` is the protocol's code."""
+
+    code = p.INTERNAL
+
+    def __init__(self, message: str, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class BadRequest(MeshraftError):
+    code = p.BAD_REQUEST
+
+
+class TooLarge(BadRequest):
+    code = p.TOO_LARGE
+
+
+class Unauthorized(MeshraftError):
+    code = p.UNAUTHORIZED
+
+
+class Unavailable(MeshraftError):
+    """The request certainly did not take effect (no endpoint, no leader, no quorum)."""
+
+    code = p.UNAVAILABLE
+
+
+class Busy(Unavailable):
+    code = p.BUSY
+
+
+class OutcomeUnknown(MeshraftError):
+    """The write was sent but no answer came back in time: it may or may not take effect."""
+
+    code = p.TIMEOUT
+
+
+class ProtocolViolation(MeshraftError):
+    """The server answered something that is not the protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> KeyValue:
+        return cls(
+            bytes(d["key"]), bytes(d["value"]), int(d["create_revision"]),
+            int(d["mod_revision"]), int(d["version"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    revision: int
+    create_revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    revision: int
+    deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class CasResult:
+    succeeded: bool
+    revision: int
+    # the key's mod_revision when the cas failed (0: the key was absent)
+    mod_revision: int = 0
+
+
+def parse_endpoint(endpoint: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(endpoint, tuple):
+        return endpoint[0], int(endpoint[1])
+    host, sep, port = endpoint.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {endpoint!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_endpoints(text: str | Iterable[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = [parse_endpoint(e) for e in items if not (isinstance(e, str) and not e.strip())]
+    if not out:
+        raise ValueError("no endpoints given")
+    return out
+
+
+def _as_bytes(x: bytes | str, what: str) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    if isinstance(x, bytearray | memoryview):
+        return bytes(x)
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    raise TypeError(f"{what} must be bytes or str, not {type(x).__name__}")
+
+
+class _ConnectionLost(Exception):
+    """The connection ended; ``sent`` tells whether the request had been written."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class _Connection:
+    """One TCP connection to one endpoint; replies are matched to requests by id."""
+
+    def __init__(self, endpoint: tuple[str, int]) -> None:
+        self.endpoint = endpoint
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.ids = itertools.count(1)
+        self.reader_task: asyncio.Task | None = None
+        self.closed = False
+
+    async def open(self, timeout: float) -> None:
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(*self.endpoint, limit=2**16), timeout)
+        self.reader_task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        assert self.reader is not None
+        error: BaseException = _ConnectionLost("connection closed by the server", True)
+        try:
+            while True:
+                payload = await p.read_frame(self.reader, MAX_REPLY_FRAME)
+                body = p.decode_body(payload, MAX_REPLY_FRAME, max_items=1 << 20)
+                rid = body.get("id")
+                if rid is None:
+                    # A connection-level error from the server (it is about to close).
+                    error = _ConnectionLost(
+                        f"server error: {body.get('error')}: {body.get('message')}", True)
+                    continue
+                fut = self.waiters.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(body)
+        except asyncio.CancelledError:
+            error = _ConnectionLost("connection closed", True)
+            raise
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except p.ProtocolError as exc:
+            error = ProtocolViolation(f"bad reply from {self.endpoint}: {exc.message}")
+        finally:
+            self.closed = True
+            for fut in self.waiters.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self.waiters.clear()
+            if self.writer is not None:
+                self.writer.close()
+
+    async def request(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its reply. Raises _ConnectionLost or TimeoutError
+        (after sending)."""
+        if self.closed or self.writer is None:
+            raise _ConnectionLost("not connected", False)
+        rid = next(self.ids)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.waiters[rid] = fut
+        try:
+            try:
+                self.writer.write(p.encode_frame({**body, "id": rid}))
+                await self.writer.drain()
+            except (ConnectionError, OSError) as exc:
+                raise _ConnectionLost(str(exc), True) from None
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.waiters.pop(rid, None)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        if self.reader_task is not None:
+            self.reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.reader_task
+
+
+_WRITE_RETRY = {p.BUSY, p.UNAVAILABLE, p.NOT_LEADER, p.TIMEOUT}
+_READ_RETRY = {p.BUSY, p.UNAVAILABLE, p.NOT_LEADER, p.TIMEOUT}
+
+
+class AsyncClient:
+    """An asyncio client for a meshraft cluster.
+
+    ``endpoints``: client addresses of any members ("HOST:PORT" strings, tuples, or
+    one comma-separated string). ``timeout``: the total time one operation may
+    take, retries included. ``attempt_timeout``: how long one try on one endpoint
+    may take before the client tries another (the same write, same sequence number).
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str | tuple[str, int]],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        client_id: str | None = None,
+        backoff: tuple[float, float] = (0.02, 0.5),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.connect_timeout = connect_timeout
+        self.client_id = client_id or os.urandom(8).hex()
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self._current = 0
+        self._conns: dict[tuple[str, int], _Connection] = {}
+        self._seq = 0
+        self._outstanding: set[int] = set()
+        self._write_slots = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
+        self.retries = 0  # how many times a request was tried again (for tools)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for c in conns:
+            await c.close()
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The endpoint the client currently prefers."""
+        return self.endpoints[self._current]
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def put(self, key: bytes | str, value: bytes | str, *,
+                  timeout: float | None = None) -> PutResult:
+        r = await self._write({"op": "put", "key": _as_bytes(key, "key"),
+                               "value": _as_bytes(value, "value")}, timeout)
+        res = r["result"]
+        return PutResult(res["revision"], res.get("create_revision", 0), res.get("version", 0))
+
+    async def delete(self, key: bytes | str, *, timeout: float | None = None) -> DeleteResult:
+        r = await self._write({"op": "delete", "key": _as_bytes(key, "key")}, timeout)
+        return DeleteResult(r["result"]["revision"], r["result"].get("deleted", 0))
+
+    async def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str, *,
+                  timeout: float | None = None) -> CasResult:
+        """Set ``key`` to ``new`` only if its value is ``expected`` (None: only if absent)."""
+        r = await self._write({
+            "op": "cas", "key": _as_bytes(key, "key"),
+            "expected": None if expected is None else _as_bytes(expected, "expected"),
+            "value": _as_bytes(new, "new value"),
+        }, timeout, answers=(p.CAS_MISMATCH,))
+        if r.get("ok"):
+            return CasResult(True, r["result"]["revision"])
+        return CasResult(False, r.get("revision", 0), r.get("mod_revision", 0))
+
+    async def get(self, key: bytes | str, *, serializable: bool = False,
+                  timeout: float | None = None) -> KeyValue | None:
+        r = await self._read({"op": "get", "key": _as_bytes(key, "key"),
+                              "serializable": serializable}, timeout, answers=(p.NOT_FOUND,))
+        if not r.get("ok"):
+            return None
+        return KeyValue.from_wire(r["result"]["kv"])
+
+    async def list(self, prefix: bytes | str = b"", *, serializable: bool = False,
+                   timeout: float | None = None, limit: int | None = None) -> list[KeyValue]:
+        """Every key with ``prefix``, sorted, fetched in pages (each page linearizable)."""
+        out: list[KeyValue] = []
+        after: bytes | None = None
+        while True:
+            req: dict[str, Any] = {"op": "list", "prefix": _as_bytes(prefix, "prefix"),
+                                   "serializable": serializable}
+            if after is not None:
+                req["after"] = after
+            if limit is not None:
+                req["limit"] = limit - len(out)
+            r = await self._read(req, timeout)
+            page = [KeyValue.from_wire(d) for d in r["result"]["kvs"]]
+            out.extend(page)
+            if not r["result"].get("more") or not page or (limit is not None
+                                                            and len(out) >= limit):
+                return out
+            after = page[-1].key
+
+    async def status(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The status of the node the client talks to (the first endpoint that answers)."""
+        r = await self._read({"op": "status"}, timeout)
+        return r["result"]
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        await self._read({"op": "ping"}, timeout)
+
+    # -- machinery ----------------------------------------------------------------------------
+
+    async def _connection(self, endpoint: tuple[str, int]) -> _Connection:
+        conn = self._conns.get(endpoint)
+        if conn is not None and not conn.closed:
+            return conn
+        conn = _Connection(endpoint)
+        await conn.open(self.connect_timeout)
+        self._conns[endpoint] = conn
+        return conn
+
+    def _rotate(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
+
+    async def _backoff(self, attempt: int, deadline: float) -> None:
+        lo, hi = self.backoff
+        delay = min(hi, lo * (2 ** min(attempt, 10))) * (0.5 + self.rng.random() / 2)
+        delay = min(delay, max(0.0, deadline - time.monotonic()))
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _write(self, body: dict[str, Any], timeout: float | None,
+                     answers: tuple[str, ...] = ()) -> dict[str, Any]:
+        async with self._write_slots:
+            self._seq += 1
+            seq = self._seq
+            self._outstanding.add(seq)
+            try:
+                body = {**body, "cid": self.client_id, "seq": seq}
+                return await self._call(body, timeout, write=True, answers=answers)
+            finally:
+                self._outstanding.discard(seq)
+
+    async def _read(self, body: dict[str, Any], timeout: float | None,
+                    answers: tuple[str, ...] = ()) -> dict[str, Any]:
+        return await self._call(body, timeout, write=False, answers=answers)
+
+    async def _call(self, body: dict[str, Any], timeout: float | None, *, write: bool,
+                    answers: tuple[str, ...]) -> dict[str, Any]:
+        total = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + total
+        maybe_applied = False  # some attempt of this write may have reached the log
+        last = "no endpoint answered"
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if attempt:
+                self.retries += 1
+            endpoint = self.endpoint
+            per_try = min(self.attempt_timeout, remaining)
+            try:
+                conn = await self._connection(endpoint)
+            except (OSError, TimeoutError) as exc:
+                last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc or 'timed out'}"
+                self._rotate()
+                attempt += 1
+                if attempt % len(self.endpoints) == 0:
+                    await self._backoff(attempt // len(self.endpoints), deadline)
+                continue
+            if write:
+                # The ack floor lets the server forget answers this client has seen.
+                body["ack"] = min(self._outstanding) if self._outstanding else body["seq"]
+            # The server gets a little less time than we wait, so its answer can arrive.
+            req = {**body, "timeout": max(0.05, per_try - 0.05)}
+            try:
+                reply = await conn.request(req, per_try + 0.25)
+            except _ConnectionLost as exc:
+                maybe_applied |= write and exc.sent
+                last = f"{endpoint[0]}:{endpoint[1]}: {exc}"
+                await conn.close()
+                self._rotate()
+                attempt += 1
+                await self._backoff(attempt, deadline)
+                continue
+            except TimeoutError:
+                maybe_applied |= write
+                last = f"{endpoint[0]}:{endpoint[1]} did not answer in {per_try:.1f}s"
+                await conn.close()  # a stuck server: the next try goes elsewhere
+                self._rotate()
+                attempt += 1
+                continue
+            if reply.get("ok"):
+                return reply
+            code = reply.get("error")
+            message = str(reply.get("message", ""))
+            if code in answers:
+                return reply
+            if code in (p.TOO_LARGE,):
+                raise TooLarge(message)
+            if code == p.BAD_REQUEST:
+                raise BadRequest(message)
+            if code == p.UNAUTHORIZED:
+                raise Unauthorized(message)
+            if code == p.STALE:
+                # Our earlier try was applied and its answer is gone.
+                raise OutcomeUnknown(f"the write was applied but its answer was lost: {message}")
+            if code in (_WRITE_RETRY if write else _READ_RETRY):
+                if code == p.TIMEOUT:
+                    maybe_applied |= write
+                last = f"{endpoint[0]}:{endpoint[1]}: {code}: {message}"
+                if code != p.BUSY:
+                    self._rotate()
+                attempt += 1
+                await self._backoff(attempt, deadline)
+                continue
+            raise MeshraftError(f"{code}: {message}", code=str(code))
+        if maybe_applied:
+            raise OutcomeUnknown(
+                f"no answer within {total:g}s; the write may or may not have been applied "
+                f"(last: {last})")
+        if "busy" in last:
+            raise Busy(f"cluster busy for {total:g}s (last: {last})")
+        raise Unavailable(f"unavailable for {total:g}s (last: {last})")
+
+
+class Client:
+    """A synchronous client: the same operations as ``AsyncClient``, blocking.
+
+    It runs its own event loop; do not use it from inside a running loop.
+    """
+
+    def __init__(self, endpoints: str | Sequence[str | tuple[str, int]], **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = AsyncClient(endpoints, **kwargs)
+
+    def _run(self, coro):
+        return self._loop.run_until_complete(coro)
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    def put(self, key, value, **kw) -> PutResult:
+        return self._run(self._client.put(key, value, **kw))
+
+    def get(self, key, **kw) -> KeyValue | None:
+        return self._run(self._client.get(key, **kw))
+
+    def delete(self, key, **kw) -> DeleteResult:
+        return self._run(self._client.delete(key, **kw))
+
+    def cas(self, key, expected, new, **kw) -> CasResult:
+        return self._run(self._client.cas(key, expected, new, **kw))
+
+    def list(self, prefix=b"", **kw) -> list[KeyValue]:
+        return self._run(self._client.list(prefix, **kw))
+
+    def status(self, **kw) -> dict[str, Any]:
+        return self._run(self._client.status(**kw))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._run(self._client.close())
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

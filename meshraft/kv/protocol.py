@@ -1,0 +1,153 @@
+"""The client protocol: length-prefixed msgpack frames over TCP.
+
+This module owns the wire format between clients and a kv server, the error
+codes both sides speak, and the limits on what a peer may send. It does no
+networking of its own beyond reading/writing frames on asyncio streams, and it
+never unpickles or evaluates anything: bodies are msgpack with strict limits.
+
+Frame: a 4-byte big-endian length, then that many bytes of msgpack. A frame
+longer than the cap is refused before it is read (the connection is then
+closed: once a length cannot be trusted, neither can the framing).
+
+Request body, a map: ``{"id": int, "op": str, ...arguments}``. Several
+requests may be in flight on one connection; replies come back in any order
+and carry the request's id:
+
+- success: ``{"id": 7, "ok": true, "result": {...}}``
+- failure: ``{"id": 7, "ok": false, "error": CODE, "message": str, ...details}``
+
+A reply to a frame whose id could not be read carries ``"id": null``.
+
+Operations and their arguments (keys and values are msgpack bin):
+
+- ``put`` key value [cid seq ack]    -> {revision, create_revision, version}
+- ``delete`` key [cid seq ack]       -> {revision, deleted}
+- ``cas`` key expected(nil = absent) value [cid seq ack] -> {revision, succeeded}
+  (a mismatch is the error ``cas-mismatch`` with ``revision`` and ``mod_revision``)
+- ``get`` key [serializable]         -> {kv: {key value create_revision mod_revision version},
+  revision}; an absent key is the error ``not-found`` with ``revision``
+- ``list`` [prefix after limit serializable] -> {kvs: [...], more: bool, revision}
+- ``status``                         -> the node's status (plain data)
+- ``ping``                           -> {}
+
+``cid``/``seq``/``ack`` make a write exactly-once (see state_machine). Any
+request may carry ``timeout`` (seconds) to bound how long the server waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import msgpack
+
+from meshraft.kv.state_machine import (
+    BAD_REQUEST,
+    CAS_MISMATCH,
+    DEFAULT_MAX_KEY,
+    DEFAULT_MAX_VALUE,
+    NOT_FOUND,
+    STALE,
+    TOO_LARGE,
+)
+
+# Error codes. not-found and cas-mismatch are an operation's own "no";
+# timeout means the outcome is unknown (a write may still be applied).
+UNAUTHORIZED = "unauthorized"  # reserved for authenticated clients
+BUSY = "busy"  # too many requests in flight: retry later
+UNAVAILABLE = "unavailable"  # no leader, no quorum, or the node is stopping: certainly not applied
+NOT_LEADER = "not-leader"  # this node cannot serve it now; try another (``leader`` may say who)
+TIMEOUT = "timeout"  # deadline passed after the write was proposed: outcome unknown
+INTERNAL = "internal"  # a bug on the server; the message says what
+
+ERROR_CODES = frozenset({
+    NOT_FOUND, CAS_MISMATCH, BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, BUSY, UNAVAILABLE,
+    NOT_LEADER, TIMEOUT, STALE, INTERNAL,
+})
+
+__all__ = [
+    "BAD_REQUEST", "BUSY", "CAS_MISMATCH", "ERROR_CODES", "INTERNAL", "NOT_FOUND", "NOT_LEADER",
+    "STALE", "TIMEOUT", "TOO_LARGE", "UNAUTHORIZED", "UNAVAILABLE", "FrameTooLarge",
+    "ProtocolError", "decode_body", "encode_frame", "max_frame_for", "read_frame",
+]
+
+HEADER = struct.Struct(">I")
+# Room around the largest key + value for the request's other fields.
+FRAME_OVERHEAD = 64 * 1024
+READ_OPS = ("get", "list", "status", "ping")
+
+
+def max_frame_for(max_key: int = DEFAULT_MAX_KEY, max_value: int = DEFAULT_MAX_VALUE) -> int:
+    """The frame cap that fits a request with the largest key and value allowed."""
+    # cas carries two values (expected and new).
+    return max_key + 2 * max_value + FRAME_OVERHEAD
+
+
+DEFAULT_MAX_FRAME = max_frame_for()
+
+
+class ProtocolError(Exception):
+    """A frame or body that breaks the protocol. ``code`` is a protocol error code."""
+
+    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(TOO_LARGE, f"frame of {size} bytes exceeds the cap of {cap} bytes")
+        self.size = size
+        self.cap = cap
+
+
+def encode_frame(body: dict[str, Any]) -> bytes:
+    payload = msgpack.packb(body, use_bin_type=True)
+    return HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes:
+    """Read one frame's body. Raises ``asyncio.IncompleteReadError`` at EOF (clean when
+    ``partial`` is empty) and ``FrameTooLarge`` without reading the oversized body."""
+    header = await reader.readexactly(HEADER.size)
+    (size,) = HEADER.unpack(header)
+    if size > max_frame:
+        raise FrameTooLarge(size, max_frame)
+    return await reader.readexactly(size)
+
+
+def decode_body(payload: bytes, max_frame: int, max_items: int = 64) -> dict[str, Any]:
+    """Decode one body into a map with an int (or nil) ``id``. Raises ProtocolError."""
+    try:
+        body = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=max_frame,
+            max_str_len=max_frame,
+            max_array_len=max_items,
+            max_map_len=max_items,
+            max_ext_len=0,
+        )
+    except msgpack.ExtraData:
+        raise ProtocolError(BAD_REQUEST, "frame holds trailing bytes after the message") from None
+    except Exception as exc:  # msgpack raises several types on hostile bytes
+        raise ProtocolError(
+            BAD_REQUEST, f"frame is not valid msgpack ({exc.__class__.__name__})") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(BAD_REQUEST, "message must be a msgpack map")
+    rid = body.get("id")
+    if rid is not None and (not isinstance(rid, int) or isinstance(rid, bool)):
+        raise ProtocolError(BAD_REQUEST, "request id must be an integer")
+    return body
+
+
+def ok_reply(request_id: int | None, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": request_id, "ok": True, "result": result}
+
+
+def error_reply(request_id: int | None, code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": code, "message": message, **details}

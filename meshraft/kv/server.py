@@ -1,0 +1,356 @@
+"""The kv server: the client protocol in front of one Raft node.
+
+This module owns client connections on the client port and the translation of
+requests into node operations: writes become ``node.propose()`` (on any node —
+a follower's node forwards through Raft), linearizable reads wait for
+``node.read_barrier()`` and then read the local state machine, serializable
+reads skip the barrier. It must never let a client crash the process or grow
+memory without bound: every frame is capped, every body decoded with strict
+limits, in-flight proposals are bounded (beyond: ``busy``), and a broken
+connection only ends that connection.
+
+It uses only the node's public API (propose, read_barrier, status) and knows
+nothing of the mesh or the CLI; ``status_extra`` lets the embedder add its own
+sections (the CLI adds the mesh's) to ``status``.
+"""
+
+# ruff: noqa: ASYNC109  (a per-call timeout argument is part of the node's and client's API)
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any
+
+from meshraft.kv import protocol as p
+from meshraft.kv.state_machine import (
+    CommandError,
+    KVStateMachine,
+    check_write,
+    encode_command,
+    validate_key,
+    validate_prefix,
+)
+
+log = logging.getLogger("meshraft.kv.server")
+
+DEFAULT_MAX_INFLIGHT = 1024
+MAX_REQUESTS_PER_CONNECTION = 256
+DEFAULT_REQUEST_TIMEOUT = 5.0
+MAX_REQUEST_TIMEOUT = 60.0
+# A client that starts a frame and then goes silent gets dropped after this long.
+PARTIAL_FRAME_TIMEOUT = 30.0
+LIST_PAGE_MAX = 10_000
+
+
+class _NodeLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"[node {self.extra['node']}] {msg}", kwargs
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Status data as msgpack-able plain values (dict keys as strings)."""
+    if depth > 8:
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "value") and hasattr(value, "name"):  # enums
+        return _plain(value.value, depth + 1)
+    return str(value)
+
+
+def _error_kind(exc: BaseException) -> str:
+    """Map the node's exceptions (meshraft.raft.errors) onto protocol codes by class
+    name, so this layer depends on the node's contract, not on its module layout."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "Busy" in names:
+        return p.BUSY
+    if "NotLeader" in names:
+        return p.NOT_LEADER
+    if "Timeout" in names or isinstance(exc, TimeoutError):
+        return p.TIMEOUT
+    if names & {"Unavailable", "StorageFailed", "Removed", "RaftError"}:
+        return p.UNAVAILABLE
+    return p.INTERNAL
+
+
+class KVServer:
+    """Serves the client protocol for one node and its state machine."""
+
+    def __init__(
+        self,
+        node: Any,
+        state_machine: KVStateMachine,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        max_frame: int | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.node = node
+        self.sm = state_machine
+        self.limits = state_machine.limits
+        self.host = host
+        self.port = port
+        self.max_inflight = max_inflight
+        self.max_frame = max_frame or p.max_frame_for(self.limits.max_key, self.limits.max_value)
+        self.request_timeout = request_timeout
+        self.status_extra = status_extra
+        self.inflight = 0
+        self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
+        self._server: asyncio.base_events.Server | None = None
+        self._conn_tasks: set[asyncio.Task] = set()
+        self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, limit=2**16
+        )
+        sock = self._server.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        self.log.info("serving clients on %s:%s", self.host, self.port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._conn_tasks):
+            task.cancel()
+        for task in list(self._conn_tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conn_tasks.add(task)
+        self.stats["connections"] += 1
+        peer = writer.get_extra_info("peername")
+        slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
+        pending: set[asyncio.Task] = set()
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(p.HEADER.size)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        self.log.info("client %s sent a truncated frame header", peer)
+                    return
+                (size,) = p.HEADER.unpack(header)
+                if size > self.max_frame:
+                    # The length is not to be trusted, so neither is the framing: reply, close.
+                    self.stats["bad_frames"] += 1
+                    self.log.info("client %s: frame of %d bytes over the cap; closing", peer, size)
+                    err = p.FrameTooLarge(size, self.max_frame)
+                    await self._send(writer, p.error_reply(
+                        None, p.TOO_LARGE, err.message + "; closing the connection"))
+                    return
+                try:
+                    payload = await asyncio.wait_for(
+                        reader.readexactly(size), PARTIAL_FRAME_TIMEOUT)
+                except (asyncio.IncompleteReadError, TimeoutError):
+                    self.stats["bad_frames"] += 1
+                    self.log.info("client %s sent a truncated frame (%d bytes announced)",
+                                  peer, size)
+                    with contextlib.suppress(Exception):
+                        await self._send(writer, p.error_reply(
+                            None, p.BAD_REQUEST, "truncated frame; closing the connection"))
+                    return
+                await slots.acquire()
+                t = asyncio.create_task(self._serve_one(payload, writer, slots))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            for t in list(pending):
+                t.cancel()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._conn_tasks.discard(task)
+
+    async def _send(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+        if writer.is_closing():
+            return
+        writer.write(p.encode_frame(body))
+        await writer.drain()
+
+    async def _serve_one(
+        self, payload: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            reply = await self.handle_payload(payload)
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._send(writer, reply)
+        finally:
+            slots.release()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def handle_payload(self, payload: bytes) -> dict[str, Any]:
+        """One request frame's body -> its reply body. Never raises."""
+        self.stats["requests"] += 1
+        try:
+            body = p.decode_body(payload, self.max_frame)
+        except p.ProtocolError as exc:
+            self.stats["bad_frames"] += 1
+            return p.error_reply(None, exc.code, exc.message)
+        rid = body.get("id")
+        try:
+            return await self.handle(body)
+        except (CommandError, p.ProtocolError) as exc:
+            return p.error_reply(rid, exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not take the connection down with it
+            self.log.exception("request %r failed", body.get("op"))
+            return p.error_reply(rid, p.INTERNAL, f"internal error: {exc.__class__.__name__}")
+
+    def _timeout(self, body: dict[str, Any]) -> float:
+        t = body.get("timeout")
+        if t is None:
+            return self.request_timeout
+        if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+            raise p.ProtocolError(p.BAD_REQUEST, "timeout must be a positive number of seconds")
+        return min(float(t), MAX_REQUEST_TIMEOUT)
+
+    async def handle(self, body: dict[str, Any]) -> dict[str, Any]:
+        rid = body.get("id")
+        op = body.get("op")
+        if not isinstance(op, str):
+            return p.error_reply(rid, p.BAD_REQUEST, "request needs an 'op' string")
+        timeout = self._timeout(body)
+        if op in ("put", "delete", "cas"):
+            return await self._write(rid, body, timeout)
+        if op == "get":
+            key = validate_key(body.get("key"), self.limits)
+            await self._barrier(body, timeout)
+            kv = self.sm.get(key)
+            if kv is None:
+                return p.error_reply(rid, p.NOT_FOUND, "key not found", revision=self.sm.revision)
+            return p.ok_reply(rid, {"kv": kv.to_wire(), "revision": self.sm.revision})
+        if op == "list":
+            return await self._list(rid, body, timeout)
+        if op == "status":
+            return p.ok_reply(rid, self.status())
+        if op == "ping":
+            return p.ok_reply(rid, {})
+        return p.error_reply(rid, p.BAD_REQUEST, f"unknown operation {op[:64]!r}")
+
+    async def _barrier(self, body: dict[str, Any], timeout: float) -> None:
+        serializable = body.get("serializable", False)
+        if not isinstance(serializable, bool):
+            raise p.ProtocolError(p.BAD_REQUEST, "serializable must be true or false")
+        if serializable:
+            return
+        try:
+            await self.node.read_barrier(timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kind = _error_kind(exc)
+            if kind == p.INTERNAL:
+                raise
+            # A read that did not happen has no side effect: never "outcome unknown".
+            code = p.UNAVAILABLE if kind == p.TIMEOUT else kind
+            raise p.ProtocolError(code, f"read barrier failed: {exc or kind}") from None
+
+    async def _list(self, rid: Any, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        prefix = validate_prefix(body.get("prefix", b""), self.limits)
+        after = body.get("after")
+        if after is not None:
+            after = validate_prefix(after, self.limits)
+        limit = body.get("limit", LIST_PAGE_MAX)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            raise p.ProtocolError(p.BAD_REQUEST, "limit must be a positive integer")
+        limit = min(limit, LIST_PAGE_MAX)
+        await self._barrier(body, timeout)
+        kvs: list[dict[str, Any]] = []
+        size = 0
+        more = False
+        for kv in self.sm.list(prefix):
+            if after is not None and kv.key <= after:
+                continue
+            item_size = len(kv.key) + len(kv.value) + 64
+            if len(kvs) >= limit or (kvs and size + item_size > self.max_frame // 2):
+                more = True
+                break
+            kvs.append(kv.to_wire())
+            size += item_size
+        return p.ok_reply(rid, {"kvs": kvs, "more": more, "revision": self.sm.revision})
+
+    async def _write(self, rid: Any, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        cmd = check_write(body, self.limits)
+        if self.inflight >= self.max_inflight:
+            self.stats["busy"] += 1
+            return p.error_reply(rid, p.BUSY, "server busy: too many writes in flight, retry")
+        self.inflight += 1
+        try:
+            result = await self.node.propose(encode_command(cmd), timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kind = _error_kind(exc)
+            if kind == p.INTERNAL:
+                raise
+            details: dict[str, Any] = {}
+            leader = getattr(exc, "leader_id", None)
+            if leader is not None:
+                details["leader"] = str(leader)
+            msg = {
+                p.TIMEOUT: "timed out waiting for the write to apply; it may still be applied",
+                p.BUSY: "node busy: too many proposals in flight, retry",
+            }.get(kind, str(exc) or kind)
+            return p.error_reply(rid, kind, msg, **details)
+        finally:
+            self.inflight -= 1
+        if not isinstance(result, dict):
+            return p.error_reply(rid, p.INTERNAL, "state machine gave no answer")
+        if "error" in result:
+            details = {k: v for k, v in result.items() if k not in ("error", "message")}
+            return p.error_reply(rid, result["error"], result.get("message", ""), **details)
+        return p.ok_reply(rid, dict(result))
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = dict(self.node.status())
+        if self.status_extra is not None:
+            try:
+                st.update(self.status_extra())
+            except Exception as exc:  # status must answer even if a part of it cannot
+                st["status_extra_error"] = repr(exc)
+        st["kv"] = {
+            "revision": self.sm.revision,
+            "keys": len(self.sm),
+            "sessions": self.sm.session_count,
+            "inflight": self.inflight,
+            "client": f"{self.host}:{self.port}",
+        }
+        return _plain(st)

@@ -1,0 +1,79 @@
+"""An in-process stand-in for ``meshraft.raft.node.RaftNode`` (its contract's methods only),
+so the kv server and client can be tested without Raft. Not part of the package."""
+
+# ruff: noqa: ASYNC109  (a per-call timeout argument is part of the node's and client's API)
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from meshraft.raft.messages import Entry
+
+try:  # the real error classes once the node helper's module exists
+    from meshraft.raft.errors import Busy, NotLeader, Timeout, Unavailable
+except ImportError:  # pragma: no cover - until then, classes with the contract's names
+    class RaftError(Exception):
+        pass
+
+    class Unavailable(RaftError):  # type: ignore[no-redef]
+        pass
+
+    class Busy(Unavailable):  # type: ignore[no-redef]
+        pass
+
+    class Timeout(RaftError):  # type: ignore[no-redef]
+        pass
+
+    class NotLeader(RaftError):  # type: ignore[no-redef]
+        def __init__(self, leader_id=None):
+            super().__init__(f"not leader (leader: {leader_id})")
+            self.leader_id = leader_id
+
+
+class FakeNode:
+    """Applies every proposal at once, unless told to fail, delay or lose answers.
+
+    ``fail_with``: an exception raised by the next propose/read_barrier calls.
+    ``apply_then_timeout``: apply the entry but raise Timeout (an unknown outcome).
+    ``delay``: seconds each proposal waits before it is applied.
+    """
+
+    def __init__(self, sm, node_id: str = "1") -> None:
+        self.sm = sm
+        self.node_id = node_id
+        self.index = 0
+        self.fail_with: BaseException | None = None
+        self.apply_then_timeout = 0
+        self.delay = 0.0
+        self.barriers = 0
+        self.proposals = 0
+        self.role = "leader"
+        self.leader_id: str | None = node_id
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
+        self.proposals += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.delay:
+            try:
+                await asyncio.wait_for(asyncio.sleep(self.delay), timeout)
+            except TimeoutError:
+                raise Timeout("not applied in time") from None
+        self.index += 1
+        result = self.sm.apply(Entry(term=1, index=self.index, data=data))
+        if self.apply_then_timeout:
+            self.apply_then_timeout -= 1
+            raise Timeout("applied, but the answer was lost")
+        return result
+
+    async def read_barrier(self, timeout: float = 5.0) -> None:
+        self.barriers += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        await asyncio.sleep(0)
+
+    def status(self) -> dict:
+        return {"id": self.node_id, "role": self.role, "term": 1, "leader": self.leader_id,
+                "commit_index": self.index, "applied_index": self.index,
+                "progress": {"2": 0}}

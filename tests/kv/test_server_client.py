@@ -1,0 +1,336 @@
+"""The kv server and client over real TCP sockets, in front of a fake in-process node."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import msgpack
+import pytest
+from fakenode import Busy, FakeNode, NotLeader, Timeout, Unavailable
+
+from meshraft.kv import client as kc
+from meshraft.kv import protocol as p
+from meshraft.kv import server as ks
+from meshraft.kv.state_machine import KVStateMachine, Limits
+
+
+@pytest.fixture
+async def served():
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm, status_extra=lambda: {"mesh": {"peers": ["2"], "routes": {}}})
+    await srv.start()
+    try:
+        yield srv, node, sm
+    finally:
+        await srv.stop()
+
+
+def ep(srv) -> str:
+    return f"{srv.host}:{srv.port}"
+
+
+async def raw(srv):
+    return await asyncio.open_connection(srv.host, srv.port)
+
+
+async def send(writer, body) -> None:
+    writer.write(p.encode_frame(body))
+    await writer.drain()
+
+
+async def recv(reader) -> dict:
+    payload = await asyncio.wait_for(p.read_frame(reader, 1 << 24), 5)
+    return msgpack.unpackb(payload, raw=False)
+
+
+async def test_roundtrip_put_get_delete_cas_list(served):
+    srv, _node, _sm = served
+    async with kc.AsyncClient([ep(srv)]) as c:
+        r = await c.put("a", "1")
+        assert r.revision == 1 and r.version == 1
+        await c.put(b"b", b"\x00\xff")
+        kv = await c.get("a")
+        assert kv == kc.KeyValue(b"a", b"1", 1, 1, 1)
+        assert await c.get("missing") is None
+        assert (await c.cas("a", "1", "2")).succeeded
+        res = await c.cas("a", "1", "3")
+        assert not res.succeeded and res.mod_revision == 3
+        assert (await c.cas("new", None, "x")).succeeded
+        assert not (await c.cas("new", None, "y")).succeeded
+        assert [k.key for k in await c.list()] == [b"a", b"b", b"new"]
+        assert (await c.delete("a")).deleted == 1
+        assert (await c.delete("a")).deleted == 0
+        assert [k.key for k in await c.list("n")] == [b"new"]
+
+
+async def test_reads_are_linearizable_by_default_and_serializable_skips_the_barrier(served):
+    srv, node, _sm = served
+    async with kc.AsyncClient([ep(srv)]) as c:
+        await c.put("k", "v")
+        await c.get("k")
+        assert node.barriers == 1
+        await c.get("k", serializable=True)
+        await c.list(serializable=True)
+        assert node.barriers == 1
+        await c.list()
+        assert node.barriers == 2
+
+
+async def test_a_write_whose_answer_was_lost_is_retried_and_applied_once(served):
+    srv, node, sm = served
+    node.apply_then_timeout = 1
+    async with kc.AsyncClient([ep(srv)], backoff=(0.001, 0.01)) as c:
+        r = await c.put("k", "v")
+    assert node.proposals == 2  # proposed twice ...
+    assert sm.revision == 1 and r.revision == 1  # ... applied once, first answer returned
+    assert sm.get(b"k").version == 1
+
+
+async def test_write_that_keeps_timing_out_is_outcome_unknown(served):
+    srv, node, _sm = served
+    node.fail_with = Timeout("slow")
+    async with kc.AsyncClient([ep(srv)], timeout=0.5, backoff=(0.01, 0.02)) as c:
+        with pytest.raises(kc.OutcomeUnknown):
+            await c.put("k", "v")
+        # a read that cannot happen is simply unavailable: it has no effect to be unsure of
+        with pytest.raises(kc.Unavailable):
+            await c.get("k")
+
+
+@pytest.mark.parametrize("exc,cls", [(Unavailable("no leader"), kc.Unavailable),
+                                     (NotLeader("2"), kc.Unavailable),
+                                     (Busy("full"), kc.Busy)])
+async def test_write_that_certainly_failed_is_unavailable(served, exc, cls):
+    srv, node, sm = served
+    node.fail_with = exc
+    async with kc.AsyncClient([ep(srv)], timeout=0.3, backoff=(0.01, 0.02)) as c:
+        with pytest.raises(cls):
+            await c.put("k", "v")
+    assert sm.revision == 0
+
+
+async def test_bounded_inflight_proposals_answer_busy(served):
+    srv, node, sm = served
+    srv.max_inflight = 2
+    node.delay = 0.3
+    r, w = await raw(srv)
+    for i in range(1, 5):
+        await send(w, {"id": i, "op": "put", "key": b"k%d" % i, "value": b"v"})
+    replies = [await recv(r) for _ in range(4)]
+    codes = sorted(str(x.get("error")) for x in replies if not x["ok"])
+    assert codes == ["busy", "busy"]
+    assert sum(1 for x in replies if x["ok"]) == 2
+    assert sm.revision == 2
+    w.close()
+
+
+async def test_several_requests_in_flight_answer_out_of_order(served):
+    srv, node, _sm = served
+    node.delay = 0.3
+    r, w = await raw(srv)
+    await send(w, {"id": 1, "op": "put", "key": b"k", "value": b"v"})
+    await send(w, {"id": 2, "op": "ping"})
+    first, second = await recv(r), await recv(r)
+    assert (first["id"], second["id"]) == (2, 1)
+    assert second["ok"] and second["result"]["revision"] == 1
+    w.close()
+
+
+async def test_client_uses_the_next_endpoint_when_one_is_down(served):
+    srv, _node, _sm = served
+    dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead_port = dead.sockets[0].getsockname()[1]
+    dead.close()
+    await dead.wait_closed()
+    async with kc.AsyncClient([f"127.0.0.1:{dead_port}", ep(srv)]) as c:
+        assert (await c.put("k", "v")).revision == 1
+        assert c.endpoint == (srv.host, srv.port)
+
+
+async def test_no_endpoint_reachable_is_unavailable():
+    dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = dead.sockets[0].getsockname()[1]
+    dead.close()
+    await dead.wait_closed()
+    async with kc.AsyncClient([f"127.0.0.1:{port}"], timeout=0.3) as c:
+        with pytest.raises(kc.Unavailable, match="cannot connect"):
+            await c.put("k", "v")
+
+
+async def test_status_includes_node_kv_and_extra(served):
+    srv, _node, _sm = served
+    async with kc.AsyncClient([ep(srv)]) as c:
+        await c.put("k", "v")
+        st = await c.status()
+    assert st["role"] == "leader" and st["mesh"]["peers"] == ["2"]
+    assert st["kv"]["revision"] == 1 and st["kv"]["keys"] == 1
+    assert st["progress"] == {"2": 0}
+
+
+async def test_list_pages(served, monkeypatch):
+    srv, _node, _sm = served
+    monkeypatch.setattr(ks, "LIST_PAGE_MAX", 3)
+    async with kc.AsyncClient([ep(srv)]) as c:
+        for i in range(10):
+            await c.put(f"k{i}", "v")
+        await c.put("other", "v")
+        keys = [kv.key for kv in await c.list("k")]
+    assert keys == [b"k%d" % i for i in range(10)]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+async def assert_still_serving(srv, sm, revision):
+    """The server answers a fresh connection and the store did not change."""
+    assert sm.revision == revision
+    async with kc.AsyncClient([ep(srv)]) as c:
+        await c.ping()
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"id": 1, "op": "put", "key": b"k" * 1025, "value": b"v"}, "too-large"),
+    ({"id": 1, "op": "put", "key": b"k", "value": b"v" * (1024 * 1024 + 1)}, "too-large"),
+    ({"id": 1, "op": "cas", "key": b"k", "expected": b"x" * (1024 * 1024 + 1), "value": b"v"},
+     "too-large"),
+    ({"id": 1, "op": "get", "key": b"k" * 1025}, "too-large"),
+    ({"id": 1, "op": "frobnicate", "key": b"k"}, "bad-request"),
+    ({"id": 1, "key": b"k"}, "bad-request"),
+    ({"id": 1, "op": "put", "key": "str-not-bytes", "value": b"v"}, "bad-request"),
+    ({"id": 1, "op": "put", "key": b"k", "value": 42}, "bad-request"),
+    ({"id": 1, "op": "get", "key": b"k", "serializable": "yes"}, "bad-request"),
+    ({"id": 1, "op": "get", "key": b"k", "timeout": -1}, "bad-request"),
+    ({"id": 1, "op": "list", "limit": 0}, "bad-request"),
+])
+async def test_bad_requests_get_a_clear_error_and_change_nothing(served, body, code):
+    srv, _node, sm = served
+    async with kc.AsyncClient([ep(srv)]) as c:
+        await c.put("k", "orig")
+    r, w = await raw(srv)
+    await send(w, body)
+    reply = await recv(r)
+    assert reply["id"] == 1 and reply["ok"] is False
+    assert reply["error"] == code and reply["message"]
+    # the same connection keeps working
+    await send(w, {"id": 2, "op": "get", "key": b"k"})
+    reply = await recv(r)
+    assert reply["ok"] and reply["result"]["kv"]["value"] == b"orig"
+    w.close()
+    await assert_still_serving(srv, sm, 1)
+
+
+async def test_client_raises_clear_errors_for_bad_input(served):
+    srv, _node, sm = served
+    async with kc.AsyncClient([ep(srv)]) as c:
+        with pytest.raises(kc.TooLarge, match="key is 1025 bytes"):
+            await c.put(b"k" * 1025, b"v")
+        with pytest.raises(kc.TooLarge, match="value is 1048577 bytes"):
+            await c.put(b"k", b"v" * (1024 * 1024 + 1))
+        with pytest.raises(kc.BadRequest, match="empty"):
+            await c.put(b"", b"v")
+        # a value of exactly the limit is fine
+        assert (await c.put(b"k", b"v" * (1024 * 1024))).revision == 1
+    assert sm.revision == 1
+
+
+async def test_undecodable_body_is_answered_and_the_connection_survives(served):
+    srv, _node, sm = served
+    r, w = await raw(srv)
+    for garbage in (b"\xc1\xc1\xc1", b"\x93\x01\x02\x03", b"\x81\xa2id\xa3str", b"\x01\x02"):
+        w.write(struct.pack(">I", len(garbage)) + garbage)
+        await w.drain()
+        reply = await recv(r)
+        assert reply["ok"] is False and reply["error"] == "bad-request" and reply["id"] is None
+    await send(w, {"id": 9, "op": "ping"})
+    assert (await recv(r))["ok"]
+    w.close()
+    await assert_still_serving(srv, sm, 0)
+
+
+async def test_broken_framing_is_answered_then_closed(served):
+    srv, _node, sm = served
+    r, w = await raw(srv)
+    w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # length prefix reads as ~1.2 GB
+    await w.drain()
+    reply = await recv(r)
+    assert reply["error"] == "too-large" and "closing" in reply["message"]
+    assert await asyncio.wait_for(r.read(), 5) == b""  # closed
+    w.close()
+    await assert_still_serving(srv, sm, 0)
+
+
+async def test_truncated_frame_closes_only_that_connection(served):
+    srv, _node, sm = served
+    r, w = await raw(srv)
+    frame = p.encode_frame({"id": 1, "op": "put", "key": b"k", "value": b"v" * 100})
+    w.write(frame[: len(frame) // 2])
+    await w.drain()
+    w.write_eof()
+    reply = await recv(r)
+    assert reply["error"] == "bad-request" and "truncated" in reply["message"]
+    assert await asyncio.wait_for(r.read(), 5) == b""  # closed by the server
+    w.close()
+    # a half header, too
+    r2, w2 = await raw(srv)
+    w2.write(b"\x00\x00")
+    w2.write_eof()
+    assert await asyncio.wait_for(r2.read(), 5) == b""
+    w2.close()
+    await assert_still_serving(srv, sm, 0)
+
+
+async def test_configurable_limits():
+    sm = KVStateMachine(Limits(max_key=8, max_value=16))
+    srv = ks.KVServer(FakeNode(sm), sm)
+    await srv.start()
+    try:
+        async with kc.AsyncClient([ep(srv)]) as c:
+            with pytest.raises(kc.TooLarge):
+                await c.put(b"123456789", b"v")
+            with pytest.raises(kc.TooLarge):
+                await c.put(b"k", b"x" * 17)
+            await c.put(b"12345678", b"x" * 16)
+    finally:
+        await srv.stop()
+
+
+def test_sync_client(served_sync):
+    host, port, sm = served_sync
+    with kc.Client([f"{host}:{port}"]) as c:
+        assert c.put("k", "v").revision == 1
+        assert c.get("k").value == b"v"
+        assert c.cas("k", "v", "w").succeeded
+        assert [kv.key for kv in c.list()] == [b"k"]
+        assert c.delete("k").deleted == 1
+        assert c.get("k") is None
+    assert sm.revision == 3
+
+
+@pytest.fixture
+def served_sync():
+    """A server on its own loop in a thread, for the blocking client."""
+    import threading
+
+    sm = KVStateMachine()
+    loop = asyncio.new_event_loop()
+    srv = ks.KVServer(FakeNode(sm), sm)
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(srv.start())
+        ready.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait(5)
+    try:
+        yield srv.host, srv.port, sm
+    finally:
+        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
