@@ -1,0 +1,434 @@
+"""The nemesis: faults, their schedule, and their record in the history.
+
+Owns:
+- the shapes of the network partitions (``halves``, ``majorities_ring``, ``bridge``,
+  ``isolate``), as pure functions of the node list and a seeded ``random.Random``;
+- the fault families (partition-halves, partition-ring, partition-bridge,
+  isolate-leader, kill, pause, loss) and a registry others may add to (issue 12
+  adds ``member`` through :func:`register_fault`);
+- ``Nemesis``: one fault at a time, chosen and timed by the seeded RNG, each healed
+  after a random interval, every start and stop written to the history as a
+  ``process: "nemesis"`` info event (``start-X`` / ``stop-X`` with a value), and a
+  final heal that leaves every node running, resumed and reachable.
+
+Must never: know how the processes or the network are made (that is the cluster's
+and netns' job), block the event loop (subprocess work goes to a thread), or leave a
+fault in place when it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jepsen_lite.netns import Net
+
+log = logging.getLogger("jepsen_lite.nemesis")
+
+Grudge = dict[str, list[str]]  # node -> the nodes it can neither hear nor reach
+
+
+class Cluster(Protocol):
+    """What the nemesis needs from the runner's cluster."""
+
+    net: Net
+    node_ids: list[str]
+
+    def kill(self, node: str) -> None: ...
+    def restart(self, node: str) -> None: ...
+    def pause(self, node: str) -> None: ...
+    def resume(self, node: str) -> None: ...
+    async def find_leader(self) -> str | None: ...
+
+
+class Recorder(Protocol):
+    def info(self, process: int | str, f: str, value: Any = None, **extra: Any) -> Any: ...
+
+
+# ---------------------------------------------------------------- partition shapes
+
+
+def _sym(nodes: Sequence[str], cut_pairs: set[tuple[str, str]]) -> Grudge:
+    g: dict[str, set[str]] = {n: set() for n in nodes}
+    for a, b in cut_pairs:
+        g[a].add(b)
+        g[b].add(a)
+    return {n: sorted(v, key=_nkey) for n, v in g.items() if v}
+
+
+def _nkey(n: str) -> tuple[int, str]:
+    return (int(n), n) if n.isdigit() else (1 << 30, n)
+
+
+def halves(nodes: Sequence[str], rng: random.Random) -> Grudge:
+    """Random halves (the smaller first when odd): no traffic between them."""
+    s = list(nodes)
+    rng.shuffle(s)
+    a, b = s[: len(s) // 2], s[len(s) // 2 :]
+    return _sym(nodes, {(x, y) for x in a for y in b})
+
+
+def majorities_ring(nodes: Sequence[str], rng: random.Random) -> Grudge:
+    """Each node sees a majority (itself included) and no two see the same one.
+
+    Nodes sit on a shuffled ring and each keeps links to its ring neighbours within
+    distance d, the least d that gives a majority. For three nodes (where a ring
+    gives everyone everything) it is a path a-b-c: views {a,b}, {a,b,c}, {b,c}."""
+    s = list(nodes)
+    rng.shuffle(s)
+    n = len(s)
+    if n < 3:
+        return halves(nodes, rng)
+    if n == 3:
+        return _sym(nodes, {(s[0], s[2])})
+    majority = n // 2 + 1
+    d = (majority - 1 + 1) // 2  # neighbours on each side: ceil((majority - 1) / 2)
+    keep = set()
+    for i in range(n):
+        for k in range(1, d + 1):
+            keep.add(frozenset((s[i], s[(i + k) % n])))
+    cuts = {(s[i], s[j]) for i in range(n) for j in range(i + 1, n)
+            if frozenset((s[i], s[j])) not in keep}
+    return _sym(nodes, cuts)
+
+
+def bridge(nodes: Sequence[str], rng: random.Random) -> Grudge:
+    """Two halves that cannot talk, joined by one node that sees both."""
+    s = list(nodes)
+    rng.shuffle(s)
+    if len(s) < 3:
+        return halves(nodes, rng)
+    mid, rest = s[0], s[1:]
+    a, b = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+    del mid  # the bridge keeps every link
+    return _sym(nodes, {(x, y) for x in a for y in b})
+
+
+def isolate(node: str, nodes: Sequence[str]) -> Grudge:
+    return _sym(nodes, {(node, other) for other in nodes if other != node})
+
+
+def views(nodes: Sequence[str], grudge: Grudge) -> dict[str, set[str]]:
+    """What each node can reach (itself included) under ``grudge``."""
+    return {n: {m for m in nodes if m not in grudge.get(n, [])} for n in nodes}
+
+
+# ---------------------------------------------------------------- faults
+
+
+class Fault:
+    """One kind of fault. ``start`` applies it and returns the value to record;
+    ``stop`` undoes it and returns the value to record."""
+
+    name = "fault"
+    needs_network = False
+
+    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.rng = rng
+
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def stop(self) -> Any:
+        raise NotImplementedError
+
+
+class PartitionFault(Fault):
+    needs_network = True
+
+    def __init__(self, cluster: Cluster, rng: random.Random, name: str,
+                 shape: Callable[[Sequence[str], random.Random], Grudge]) -> None:
+        super().__init__(cluster, rng)
+        self.name = name
+        self.shape = shape
+
+    async def start(self) -> Any:
+        grudge = self.shape(self.cluster.node_ids, self.rng)
+        await asyncio.to_thread(self.cluster.net.partition, {k: set(v) for k, v in grudge.items()})
+        return grudge
+
+    async def stop(self) -> Any:
+        await asyncio.to_thread(self.cluster.net.heal)
+        return None
+
+
+class IsolateLeaderFault(Fault):
+    """Cut the current leader off from every other node (not from clients)."""
+
+    name = "isolate-leader"
+    needs_network = True
+
+    async def start(self) -> Any:
+        leader = await self.cluster.find_leader()
+        target = leader if leader is not None else self.rng.choice(self.cluster.node_ids)
+        grudge = isolate(target, self.cluster.node_ids)
+        await asyncio.to_thread(self.cluster.net.partition, {k: set(v) for k, v in grudge.items()})
+        return {"leader": leader, "isolated": target, "cuts": grudge}
+
+    async def stop(self) -> Any:
+        await asyncio.to_thread(self.cluster.net.heal)
+        return None
+
+
+class LossFault(Fault):
+    """Random drop of node<->node packets at every node."""
+
+    name = "loss"
+    needs_network = True
+
+    async def start(self) -> Any:
+        p = round(self.rng.uniform(0.1, 0.4), 2)
+        await asyncio.to_thread(self.cluster.net.loss, p)
+        return {"probability": p, "nodes": list(self.cluster.node_ids)}
+
+    async def stop(self) -> Any:
+        await asyncio.to_thread(self.cluster.net.heal)
+        return None
+
+
+class _ProcessFault(Fault):
+    """Targets: one random node, the leader, or a random minority."""
+
+    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
+        super().__init__(cluster, rng)
+        self.targets: list[str] = []
+
+    async def _choose(self) -> tuple[str, list[str]]:
+        nodes = self.cluster.node_ids
+        mode = self.rng.choice(["one", "leader", "minority"])
+        if mode == "leader":
+            leader = await self.cluster.find_leader()
+            if leader is not None:
+                return mode, [leader]
+            mode = "one"
+        if mode == "minority" and len(nodes) >= 3:
+            k = self.rng.randint(1, (len(nodes) - 1) // 2)
+            return mode, sorted(self.rng.sample(nodes, k), key=_nkey)
+        return "one", [self.rng.choice(nodes)]
+
+
+class KillFault(_ProcessFault):
+    """SIGKILL, then (at stop) restart on the same data dir."""
+
+    name = "kill"
+
+    async def start(self) -> Any:
+        mode, self.targets = await self._choose()
+        for n in self.targets:
+            await asyncio.to_thread(self.cluster.kill, n)
+        return {"mode": mode, "nodes": self.targets}
+
+    async def stop(self) -> Any:
+        for n in self.targets:
+            await asyncio.to_thread(self.cluster.restart, n)
+        done, self.targets = self.targets, []
+        return {"nodes": done}
+
+
+class PauseFault(_ProcessFault):
+    """SIGSTOP, then (at stop) SIGCONT."""
+
+    name = "pause"
+
+    async def start(self) -> Any:
+        mode, self.targets = await self._choose()
+        for n in self.targets:
+            self.cluster.pause(n)
+        return {"mode": mode, "nodes": self.targets}
+
+    async def stop(self) -> Any:
+        for n in self.targets:
+            self.cluster.resume(n)
+        done, self.targets = self.targets, []
+        return {"nodes": done}
+
+
+FaultFactory = Callable[[Cluster, random.Random], Fault]
+
+FAULTS: dict[str, FaultFactory] = {
+    "partition-halves": lambda c, r: PartitionFault(c, r, "partition-halves", halves),
+    "partition-ring": lambda c, r: PartitionFault(c, r, "partition-ring", majorities_ring),
+    "partition-bridge": lambda c, r: PartitionFault(c, r, "partition-bridge", bridge),
+    "isolate-leader": IsolateLeaderFault,
+    "kill": KillFault,
+    "pause": PauseFault,
+    "loss": LossFault,
+}
+NETWORK_FAULTS = {"partition-halves", "partition-ring", "partition-bridge", "isolate-leader",
+                  "loss"}
+
+
+def register_fault(name: str, factory: FaultFactory, network: bool = False) -> None:
+    """Add a fault family (e.g. issue 12's ``member``). ``all`` includes it."""
+    FAULTS[name] = factory
+    if network:
+        NETWORK_FAULTS.add(name)
+
+
+def nemesis_names() -> list[str]:
+    return ["none", *FAULTS, "all"]
+
+
+def families_for(name: str, network_faults: bool) -> list[str]:
+    """The fault families ``--nemesis name`` draws from. Raises ValueError for a name
+    that is unknown or needs network faults the net cannot make."""
+    if name == "none":
+        return []
+    if name == "all":
+        return [f for f in FAULTS if network_faults or f not in NETWORK_FAULTS]
+    if name not in FAULTS:
+        raise ValueError(f"unknown nemesis {name!r}: one of {', '.join(nemesis_names())}")
+    if name in NETWORK_FAULTS and not network_faults:
+        raise ValueError(f"--nemesis {name} needs network faults: use --net netns (root); "
+                         "--net local has kill and pause only")
+    return [name]
+
+
+# ---------------------------------------------------------------- schedule
+
+
+@dataclass
+class Period:
+    """One fault, from its start to its stop (monotonic seconds since the run began)."""
+
+    f: str
+    start: float
+    stop: float | None = None
+    value: Any = None
+
+
+@dataclass
+class Schedule:
+    fault_min: float = 2.0
+    fault_max: float = 8.0
+    gap_min: float = 1.0
+    gap_max: float = 4.0
+
+    @classmethod
+    def for_duration(cls, seconds: float) -> Schedule:
+        """Faults long enough to force elections (several election timeouts), short
+        enough that a short run still sees several of them."""
+        top = max(3.0, min(10.0, seconds / 4))
+        return cls(fault_min=min(2.5, top), fault_max=top, gap_min=1.0,
+                   gap_max=max(1.5, min(4.0, seconds / 10)))
+
+
+@dataclass
+class Nemesis:
+    families: list[str]
+    cluster: Cluster
+    rng: random.Random
+    history: Recorder
+    schedule: Schedule = field(default_factory=Schedule)
+    clock: Callable[[], float] = time.monotonic
+    t0: float = field(default_factory=time.monotonic)
+    periods: list[Period] = field(default_factory=list)
+    _active: Fault | None = None
+    _active_period: Period | None = None
+
+    async def run(self, duration: float) -> None:
+        """Start and stop faults until ``duration`` seconds after ``t0``; always
+        leaves no fault active (also when cancelled)."""
+        if not self.families:
+            return
+        faults = {name: FAULTS[name](self.cluster, self.rng) for name in self.families}
+        end = self.t0 + duration
+        try:
+            while True:
+                gap = self.rng.uniform(self.schedule.gap_min, self.schedule.gap_max)
+                if self.clock() + gap + self.schedule.fault_min > end:
+                    break
+                await self._sleep_until(self.clock() + gap)
+                name = self.rng.choice(self.families)
+                hold = self.rng.uniform(self.schedule.fault_min, self.schedule.fault_max)
+                hold = min(hold, end - self.clock())
+                await self._start(faults[name])
+                await self._sleep_until(self.clock() + hold)
+                await self._stop()
+        finally:
+            if self._active is not None:
+                await asyncio.shield(self._stop())
+
+    async def _sleep_until(self, t: float) -> None:
+        delay = t - self.clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _start(self, fault: Fault) -> None:
+        # the event is written once the fault is in place, so a period never starts
+        # before the fault does
+        self._active = fault
+        try:
+            value = await fault.start()
+        except Exception as exc:  # a fault that could not start is recorded, not fatal
+            log.warning("nemesis: start-%s failed: %s", fault.name, exc)
+            value = {"error": str(exc)}
+        period = Period(fault.name, self.clock() - self.t0, None, value)
+        self._active_period = period
+        self.periods.append(period)
+        self.history.info("nemesis", f"start-{fault.name}", value)
+        log.info("nemesis: start-%s %s", fault.name, value)
+
+    async def _stop(self) -> None:
+        fault, period = self._active, self._active_period
+        if fault is None:
+            return
+        try:
+            value = await fault.stop()
+        except Exception as exc:
+            log.warning("nemesis: stop-%s failed: %s", fault.name, exc)
+            value = {"error": str(exc)}
+        if period is not None:
+            period.stop = self.clock() - self.t0
+        self._active = self._active_period = None
+        self.history.info("nemesis", f"stop-{fault.name}", value)
+        log.info("nemesis: stop-%s %s", fault.name, value)
+
+    async def final_heal(self, heal_all: Callable[[], Awaitable[Any]]) -> None:
+        """Whatever happened: no network fault, every node resumed and running."""
+        await self._stop()
+        value = await heal_all()
+        self.history.info("nemesis", "final-heal", value)
+
+
+def periods_from_history(events: Sequence[dict[str, Any]]) -> list[Period]:
+    """Fault periods (in seconds since the first event) from a history's nemesis events:
+    a ``start-X`` opens one (its first event, before the fault is applied), the next
+    ``stop-X`` closes it; one still open at the end is closed at the last event."""
+    if not events:
+        return []
+    times = [e.get("time") for e in events if e.get("time") is not None]
+    if not times:
+        return []
+    t0 = min(times)
+    last = max(times)
+    out: list[Period] = []
+    open_: dict[str, Period] = {}
+    for e in events:
+        if e.get("process") != "nemesis" or e.get("time") is None:
+            continue
+        f = str(e.get("f", ""))
+        t = (e["time"] - t0) / 1e9
+        if f.startswith("start-"):
+            name = f[len("start-"):]
+            if name in open_:
+                continue
+            p = Period(name, t, None, e.get("value"))
+            open_[name] = p
+            out.append(p)
+        elif f.startswith("stop-"):
+            p2 = open_.pop(f[len("stop-"):], None)
+            if p2 is not None:
+                p2.stop = t
+    for p in open_.values():
+        p.stop = (last - t0) / 1e9
+    with contextlib.suppress(TypeError):
+        out.sort(key=lambda p: p.start)
+    return out
