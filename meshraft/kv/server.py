@@ -35,6 +35,7 @@ from meshraft.kv.state_machine import (
     validate_key,
     validate_prefix,
 )
+from meshraft.raft import errors
 
 log = logging.getLogger("meshraft.kv.server")
 
@@ -70,16 +71,14 @@ def _plain(value: Any, depth: int = 0) -> Any:
 
 
 def _error_kind(exc: BaseException) -> str:
-    """Map the node's exceptions (meshraft.raft.errors) onto protocol codes by class
-    name, so this layer depends on the node's contract, not on its module layout."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if "Busy" in names:
+    """Map the node's exceptions (meshraft.raft.errors) onto protocol codes."""
+    if isinstance(exc, errors.Busy):
         return p.BUSY
-    if "NotLeader" in names:
+    if isinstance(exc, errors.NotLeader):
         return p.NOT_LEADER
-    if "Timeout" in names or isinstance(exc, TimeoutError):
+    if isinstance(exc, errors.Timeout | TimeoutError):
         return p.TIMEOUT
-    if names & {"Unavailable", "StorageFailed", "Removed", "RaftError"}:
+    if isinstance(exc, errors.RaftError):  # Unavailable, StorageFailed, Removed
         return p.UNAVAILABLE
     return p.INTERNAL
 

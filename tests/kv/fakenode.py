@@ -8,27 +8,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from meshraft.raft.errors import Busy, NotLeader, Timeout, Unavailable
 from meshraft.raft.messages import Entry
 
-try:  # the real error classes once the node helper's module exists
-    from meshraft.raft.errors import Busy, NotLeader, Timeout, Unavailable
-except ImportError:  # pragma: no cover - until then, classes with the contract's names
-    class RaftError(Exception):
-        pass
-
-    class Unavailable(RaftError):  # type: ignore[no-redef]
-        pass
-
-    class Busy(Unavailable):  # type: ignore[no-redef]
-        pass
-
-    class Timeout(RaftError):  # type: ignore[no-redef]
-        pass
-
-    class NotLeader(RaftError):  # type: ignore[no-redef]
-        def __init__(self, leader_id=None):
-            super().__init__(f"not leader (leader: {leader_id})")
-            self.leader_id = leader_id
+__all__ = ["Busy", "FakeNode", "NotLeader", "Timeout", "Unavailable"]
 
 
 class FakeNode:

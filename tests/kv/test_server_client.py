@@ -100,7 +100,7 @@ async def test_write_that_keeps_timing_out_is_outcome_unknown(served):
 
 
 @pytest.mark.parametrize("exc,cls", [(Unavailable("no leader"), kc.Unavailable),
-                                     (NotLeader("2"), kc.Unavailable),
+                                     (NotLeader(leader_id="2"), kc.Unavailable),
                                      (Busy("full"), kc.Busy)])
 async def test_write_that_certainly_failed_is_unavailable(served, exc, cls):
     srv, node, sm = served
