@@ -1,0 +1,514 @@
+"""Load generator and report behind ``meshraft bench``.
+
+This module owns three things:
+
+- a system-agnostic closed-loop load runner (:func:`run_load`): N clients, each with
+  one operation in flight, for a bounded duration, recording per-operation latency;
+  ``benchmarks/compare.py`` drives etcd and PySyncObj through the very same runner so
+  the three systems see the same load shape;
+- the report (:class:`BenchResult`: ops/s, p50/p90/p99/max, as a table or JSON) and
+  the progress bar shown while a run is going;
+- the meshraft side: starting a throw-away local cluster of ``meshraft serve``
+  processes (or targeting ``--endpoints``) and adapting the kv Python client.
+
+It must never reach into raft, mesh or kv internals: it talks to a cluster only
+through the public client (:mod:`meshraft.kv.client`) and the ``meshraft`` CLI, and
+every load loop is bounded in time and in operation count. Processes it starts are
+stopped by PID in ``finally`` blocks; temporary data directories are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+log = logging.getLogger("meshraft.bench")
+
+OPS = ("put", "get", "serializable-get", "mixed", "cas")
+# Latency samples are kept exactly (for honest percentiles); this caps memory.
+MAX_SAMPLES = 5_000_000
+MAX_OP_TIMEOUT_S = 60.0
+
+
+class BenchError(Exception):
+    """A benchmark that cannot run (bad parameters, a cluster that never came up)."""
+
+
+class BenchClient(Protocol):
+    """What the runner needs from a system under test: one logical client that has
+    at most one operation in flight at a time (the runner never overlaps calls)."""
+
+    async def put(self, key: bytes, value: bytes) -> None: ...
+
+    async def get(self, key: bytes, serializable: bool = False) -> bytes | None: ...
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+ClientFactory = Callable[[int], Awaitable[BenchClient]]
+
+
+@dataclass
+class LoadSpec:
+    """The load shape. ``duration`` and ``max_ops`` both bound a run."""
+
+    ops: str = "put"
+    clients: int = 64
+    duration: float = 10.0
+    warmup: float = 1.0
+    key_size: int = 16
+    value_size: int = 100
+    keyspace: int = 1000
+    max_ops: int = 2_000_000
+    op_timeout: float = 10.0
+    seed: int = 1
+
+    def validate(self) -> None:
+        if self.ops not in OPS:
+            raise BenchError(f"unknown --ops {self.ops!r}; choose one of {', '.join(OPS)}")
+        if not 1 <= self.clients <= 4096:
+            raise BenchError(f"--clients must be between 1 and 4096, got {self.clients}")
+        if not 0 < self.duration <= 3600:
+            raise BenchError(f"--duration must be in (0, 3600] seconds, got {self.duration}")
+        if not 0 <= self.warmup <= 600:
+            raise BenchError(f"--warmup must be in [0, 600] seconds, got {self.warmup}")
+        if not 1 <= self.value_size <= 1 << 20:
+            raise BenchError(f"--value-size must be in [1, 1048576], got {self.value_size}")
+        if not 1 <= self.keyspace <= 10_000_000:
+            raise BenchError(f"--keyspace must be in [1, 10000000], got {self.keyspace}")
+        if not 0 < self.op_timeout <= MAX_OP_TIMEOUT_S:
+            raise BenchError(
+                f"op timeout must be in (0, {MAX_OP_TIMEOUT_S}], got {self.op_timeout}")
+        if self.max_ops < 1:
+            raise BenchError(f"--max-ops must be positive, got {self.max_ops}")
+        # cas gives every client a key of its own; the others share the keyspace.
+        needed = max(self.keyspace, self.clients) if self.ops == "cas" else self.keyspace
+        digits = len(str(needed - 1))
+        if self.key_size < digits + 1 or self.key_size > 1024:
+            raise BenchError(
+                f"--key-size must be in [{digits + 1}, 1024] to number {needed} keys, "
+                f"got {self.key_size}"
+            )
+
+
+def make_key(i: int, key_size: int) -> bytes:
+    """Key number ``i``, exactly ``key_size`` ASCII bytes: ``k`` then zero-padded digits."""
+    return b"k" + str(i).zfill(key_size - 1).encode()
+
+
+def make_values(rng: random.Random, value_size: int, count: int = 64) -> list[bytes]:
+    """A small pool of printable values (ASCII, so every system's API takes them)."""
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return [bytes(rng.choice(alphabet) for _ in range(value_size)) for _ in range(count)]
+
+
+@dataclass
+class BenchResult:
+    """One run's numbers. Latencies in milliseconds; ``ops`` counts successes that
+    completed inside the measured window; ``errors`` counts failures in it."""
+
+    system: str
+    op: str
+    clients: int
+    duration_s: float
+    ops: int
+    errors: int
+    ops_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    key_size: int
+    value_size: int
+    nodes: int | None = None
+    transport: str | None = None
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    timeline: list[int] = field(default_factory=list)  # ops completed per second
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def percentile(sorted_values: Sequence[int | float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (0 if empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return float(sorted_values[min(rank, len(sorted_values)) - 1])
+
+
+class Progress:
+    """A one-line progress bar on a terminal (or periodic lines when not a tty)."""
+
+    def __init__(self, total_s: float, label: str, stream: TextIO | None = None,
+                 enabled: bool = True, width: int = 30) -> None:
+        self.total_s = total_s
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_line = 0.0
+
+    def update(self, elapsed: float, ops: int, rate: float, phase: str) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, max(0.0, elapsed / self.total_s)) if self.total_s > 0 else 1.0
+        filled = int(frac * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = (f"{self.label} [{bar}] {elapsed:5.1f}/{self.total_s:.0f}s {phase:7s} "
+                f"{ops:>9,} ops {rate:>9,.0f} ops/s")
+        if self.tty:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+        elif elapsed - self._last_line >= 5.0 or frac >= 1.0:
+            self._last_line = elapsed
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _Recorder:
+    """Shared by all workers: the window, latency samples, counts. One event loop,
+    so no locks."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.record_from = 0.0
+        self.record_until = 0.0
+        self.stop_at = 0.0
+        self.latencies = array("q")
+        self.ok = 0
+        self.errors: Counter[str] = Counter()
+        self.started = 0
+        self.completed_total = 0
+        self.per_second: Counter[int] = Counter()
+
+    def record_ok(self, t0: int, t1: int) -> None:
+        self.completed_total += 1
+        if self.record_from <= t1 / 1e9 <= self.record_until:
+            self.ok += 1
+            if len(self.latencies) < MAX_SAMPLES:
+                self.latencies.append(t1 - t0)
+            self.per_second[int(t1 / 1e9 - self.record_from)] += 1
+
+    def record_error(self, t1: int, exc: BaseException) -> None:
+        self.completed_total += 1
+        if self.record_from <= t1 / 1e9 <= self.record_until:
+            self.errors[_error_kind(exc)] += 1
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+async def _preload(clients: Sequence[BenchClient], spec: LoadSpec, values: list[bytes]) -> None:
+    """Write every key of the keyspace once, so gets find something. Spread over
+    the clients; bounded by the keyspace and by a deadline."""
+    deadline = time.monotonic() + max(60.0, spec.keyspace / 100)
+    next_key = 0
+
+    async def loader(c: BenchClient) -> None:
+        nonlocal next_key
+        while next_key < spec.keyspace:
+            if time.monotonic() > deadline:
+                raise BenchError("preloading the keyspace timed out")
+            i = next_key
+            next_key += 1
+            for attempt in range(5):
+                try:
+                    async with asyncio.timeout(spec.op_timeout):
+                        await c.put(make_key(i, spec.key_size), values[i % len(values)])
+                    break
+                except Exception as exc:  # a cluster still settling; retry a few times
+                    if attempt == 4:
+                        raise BenchError(f"preload put failed: {exc!r}") from exc
+                    await asyncio.sleep(0.1 * (attempt + 1))
+
+    await asyncio.gather(*(loader(c) for c in clients))
+
+
+async def run_load(
+    factory: ClientFactory,
+    spec: LoadSpec,
+    *,
+    system: str = "meshraft",
+    progress: Progress | None = None,
+    nodes: int | None = None,
+    transport: str | None = None,
+) -> BenchResult:
+    """Create ``spec.clients`` clients with ``factory(i)``, preload when reading,
+    run the closed loop for ``warmup + duration`` seconds and report the measured
+    window. Always closes the clients it made."""
+    spec.validate()
+    rng = random.Random(spec.seed)
+    values = make_values(rng, spec.value_size)
+    clients: list[BenchClient] = []
+    try:
+        made = await asyncio.gather(*(factory(i) for i in range(spec.clients)),
+                                    return_exceptions=True)
+        failures = [m for m in made if isinstance(m, BaseException)]
+        clients = [m for m in made if not isinstance(m, BaseException)]
+        if failures:
+            raise BenchError(f"could not connect {len(failures)} of {spec.clients} clients: "
+                             f"{failures[0]!r}")
+        if spec.ops in ("get", "serializable-get", "mixed"):
+            await _preload(clients, spec, values)
+        return await _run_window(clients, spec, values, system, progress, nodes, transport)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+async def _run_window(
+    clients: list[BenchClient], spec: LoadSpec, values: list[bytes], system: str,
+    progress: Progress | None, nodes: int | None, transport: str | None,
+) -> BenchResult:
+    rec = _Recorder(spec)
+    now = time.perf_counter()  # one clock for the window and the samples
+    rec.record_from = now + spec.warmup
+    rec.record_until = rec.record_from + spec.duration
+    rec.stop_at = rec.record_until
+    total_cap = spec.max_ops + spec.clients  # bounded in count as well as time
+
+    async def worker(idx: int, c: BenchClient) -> None:
+        wrng = random.Random(spec.seed * 1_000_003 + idx)
+        ks, kspace, nvals = spec.key_size, spec.keyspace, len(values)
+        op = spec.ops
+        own_key = make_key(idx, ks)
+        own_value: bytes | None = None
+        if op == "cas":
+            own_value = values[idx % nvals]
+            async with asyncio.timeout(spec.op_timeout):
+                await c.put(own_key, own_value)
+        n = 0
+        while time.perf_counter() < rec.stop_at and rec.started < total_cap:
+            rec.started += 1
+            n += 1
+            key = make_key(wrng.randrange(kspace), ks)
+            t0 = time.perf_counter_ns()
+            try:
+                async with asyncio.timeout(spec.op_timeout):
+                    if op == "put":
+                        await c.put(key, values[n % nvals])
+                    elif op == "get":
+                        await c.get(key, False)
+                    elif op == "serializable-get":
+                        await c.get(key, True)
+                    elif op == "mixed":
+                        if n & 1:
+                            await c.put(key, values[n % nvals])
+                        else:
+                            await c.get(key, False)
+                    else:  # cas: swap this client's own key from the value it last wrote
+                        new = values[n % nvals]
+                        if new == own_value:
+                            new = values[(n + 1) % nvals]
+                        if not await c.cas(own_key, own_value, new):
+                            raise CasMismatch("cas mismatch on a key only this client writes")
+                        own_value = new
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                rec.record_error(time.perf_counter_ns(), exc)
+                await asyncio.sleep(0.01)  # do not spin on a failing cluster
+                continue
+            rec.record_ok(t0, time.perf_counter_ns())
+
+    tasks = [asyncio.create_task(worker(i, c)) for i, c in enumerate(clients)]
+    total = spec.warmup + spec.duration
+    start = now
+    try:
+        last_done, last_t = 0, start
+        while not all(t.done() for t in tasks):
+            await asyncio.wait(tasks, timeout=0.25)
+            t = time.perf_counter()
+            if progress is not None:
+                rate = (rec.completed_total - last_done) / max(1e-9, t - last_t)
+                phase = "warmup" if t < start + spec.warmup else "measure"
+                progress.update(min(t - start, total), rec.ok, rate, phase)
+                last_done, last_t = rec.completed_total, t
+            if t > rec.stop_at + spec.op_timeout + 5:
+                break  # a client stuck past its own timeout: give up on it
+    finally:
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        if progress is not None:
+            progress.done()
+    setup_errors = [r for r in results
+                    if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    for r in setup_errors:
+        rec.errors["setup:" + _error_kind(r)] += 1
+
+    lat = sorted(rec.latencies)
+    ms = 1e-6
+    window = spec.duration
+    timeline = [rec.per_second.get(i, 0) for i in range(math.ceil(window))]
+    return BenchResult(
+        system=system, op=spec.ops, clients=spec.clients, duration_s=window,
+        ops=rec.ok, errors=sum(rec.errors.values()),
+        ops_per_s=rec.ok / window,
+        p50_ms=percentile(lat, 50) * ms, p90_ms=percentile(lat, 90) * ms,
+        p99_ms=percentile(lat, 99) * ms, max_ms=(lat[-1] * ms if lat else 0.0),
+        mean_ms=(sum(lat) / len(lat) * ms if lat else 0.0),
+        key_size=spec.key_size, value_size=spec.value_size, nodes=nodes, transport=transport,
+        error_kinds=dict(rec.errors), timeline=timeline,
+    )
+
+
+class CasMismatch(Exception):
+    """A cas that found a value other than the one this client last wrote."""
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """A plain-text table, one row per result."""
+    header = ("system", "op", "clients", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
+    rows = [header]
+    for r in results:
+        rows.append((r.system, r.op, str(r.clients), f"{r.ops_per_s:,.0f}", f"{r.p50_ms:.2f}",
+                     f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}", str(r.errors)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                     strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    """One line about the machine the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPU ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+# --------------------------------------------------------------------------------------
+# Local processes: ports from the OS, stopped by PID.
+# --------------------------------------------------------------------------------------
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that were free for both TCP and UDP when asked. They
+    are released before returning (the child binds them), so there is a small race."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < n:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, port))
+            except OSError:
+                tcp.close()
+                udp.close()
+                continue
+            held += [tcp, udp]
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+@dataclass
+class LocalProcess:
+    """A child process this module started, with its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; only this PID."""
+        if not self.alive():
+            return
+        try:
+            os.kill(self.popen.pid, signal.SIGCONT)
+            os.kill(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+          ) -> LocalProcess:
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as logf:
+        popen = subprocess.Popen(
+            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,  # a Ctrl-C at the terminal reaches us, not the cluster
+        )
+    return LocalProcess(name, popen, log_path)
+
+
+def make_tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove_tree(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
