@@ -632,25 +632,35 @@ class Storage:
     async def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> SnapshotMeta:
         """Persist the state machine's ``data`` as of applied entry ``index``: write
         the snapshot file durably, record it in the WAL, compact the in-memory log
-        and the WAL segments it covers, and keep only the newest snapshot files."""
+        and the WAL segments it covers, and keep only the newest snapshot files.
+
+        The (possibly large) file is written without holding up :meth:`save`; only
+        the WAL record and the compaction wait for the write lock. Returns the new
+        snapshot's metadata, or the newer one already there (nothing written)."""
+        self._check()
+        if index <= self._snapshot_meta.index:
+            return self._snapshot_meta
+        term = self.term(index)
+        if term is None:
+            raise ValueError(f"cannot snapshot at {index}: not in the log "
+                             f"[{self.first_index()}, {self.last_index()}]")
+        meta = SnapshotMeta(index=index, term=term,
+                            conf_state=ConfState(list(conf_state.voters),
+                                                 list(conf_state.learners)))
+        try:
+            await asyncio.to_thread(write_snapshot_file, self.snap_dir, Snapshot(meta, data),
+                                    self.io)
+        except OSError as exc:
+            raise self._fail("writing snapshot", exc) from exc
         async with self._write_lock:
             self._check()
-            if index <= self._snapshot_meta.index:
-                return self._snapshot_meta
-            term = self.term(index)
-            if term is None:
-                raise ValueError(f"cannot snapshot at {index}: not in the log "
-                                 f"[{self.first_index()}, {self.last_index()}]")
-            meta = SnapshotMeta(index=index, term=term,
-                                conf_state=ConfState(list(conf_state.voters),
-                                                     list(conf_state.learners)))
+            if index <= self._snapshot_meta.index or self.term(index) != term:
+                return self._snapshot_meta  # a snapshot from the leader got there first
             try:
-                await asyncio.to_thread(write_snapshot_file, self.snap_dir,
-                                        Snapshot(meta, data), self.io)
                 await asyncio.to_thread(self._write_sync,
                                         _record(REC_SNAPSHOT, _pack(_meta_list(meta))))
             except OSError as exc:
-                raise self._fail("writing snapshot", exc) from exc
+                raise self._fail("writing snapshot record", exc) from exc
             self._snapshot_meta = meta
             self._snapshot_data = data
             self._compact_memory(index, term)

@@ -1,0 +1,686 @@
+"""The asyncio Raft node: drives the sans-IO core with a clock, a datagram
+transport, durable storage and a state machine.
+
+This module owns the event loop side of Raft: the tick timer (``loop.time()``,
+monotonic), turning datagrams into ``core.step`` calls, and processing each
+``Ready`` strictly in order — persist, then send, then apply, then advance. It
+matches applied entries to the futures of the proposals this node made, serves
+ReadIndex barriers, triggers snapshots, and restores from the data dir. It must
+never decide anything Raft decides (that is ``core``), never write to disk but
+through ``storage``, and never know what the transport is (mesh or UDP) beyond
+"an address per member id".
+
+Group commit: while one ``Ready`` is being fsynced, proposals, votes and appends
+keep flowing into the core; the next ``Ready`` carries all of them, so any
+number of concurrent proposers share one fsync.
+
+Proposals are tagged (origin id, a random incarnation, a sequence number) around
+the caller's bytes so the proposer can resolve its future when it applies the
+entry; the state machine sees exactly the caller's bytes. Leader no-ops (empty
+entries) and membership changes are not passed to the state machine.
+
+Snapshot data on disk and on the wire is the node's envelope: the member
+address book plus the state machine's own ``snapshot()`` bytes, so a member that
+restarts from a snapshot still knows how to reach members added since boot.
+"""
+
+# The node API takes `timeout=` arguments by contract (kv and the CLI call it so).
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from meshraft.raft.errors import (
+    Busy,
+    NotLeader,
+    RaftError,
+    Removed,
+    StorageFailed,
+    Timeout,
+    Unavailable,
+)
+from meshraft.raft.messages import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    DecodeError,
+    Entry,
+    EntryType,
+    Message,
+    Ready,
+    Snapshot,
+    decode_message,
+    encode_message,
+)
+from meshraft.raft.storage import DiskIO, Storage, StorageOptions
+
+log = logging.getLogger("meshraft.raft.node")
+
+
+class StateMachine(Protocol):
+    def apply(self, entry: Entry) -> Any: ...  # deterministic; entry.data as given to propose()
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+
+
+@dataclass
+class NodeConfig:
+    tick_interval: float = 0.05  # seconds per core tick
+    election_ticks: int = 10  # randomized in [election, 2*election) ticks by the core
+    heartbeat_ticks: int = 1
+    snapshot_entries: int = 10000  # snapshot when this many entries since the last one ...
+    snapshot_bytes: int = 64 * 1024 * 1024  # ... or this many bytes of entry data
+    compaction_margin: int = 1000  # entries kept in memory before a snapshot for slow followers
+    max_inflight_proposals: int = 4096  # beyond: raise Busy (a subclass of Unavailable)
+    max_datagram: int = 60000  # bytes; the core batches entries and snapshot chunks below it
+    max_inflight_msgs: int = 64  # appends in flight per follower
+    pre_vote: bool = True
+    check_quorum: bool = True
+    segment_bytes: int = 64 * 1024 * 1024  # WAL segment size
+    apply_batch_bytes: int = 4 * 1024 * 1024  # committed entries handed out per Ready
+    extra: dict[str, Any] = field(default_factory=dict)  # passed through to the core config
+
+
+ProtocolFactory = Callable[[], asyncio.DatagramProtocol]
+TransportFactory = Callable[[ProtocolFactory], Awaitable[tuple[asyncio.DatagramTransport, Any]]]
+
+_TAG = 0xA7  # first byte of a node-tagged proposal
+_TAG_HDR = struct.Struct("<BQQB")  # tag, incarnation, seq, len(origin)
+
+
+def _norm_addr(addr: Any) -> Any:
+    """Addresses travel through msgpack (lists) and come back from sockets (tuples)."""
+    if isinstance(addr, list):
+        return tuple(addr)
+    return addr
+
+
+class _NodeLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"[node {self.extra['node_id']}] {msg}", kwargs
+
+
+class _RaftProtocol(asyncio.DatagramProtocol):
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.node._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.node._count("transport_error", f"{exc}", level=logging.DEBUG)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.node.log.warning("transport lost: %s", exc)
+
+
+def encode_snapshot_envelope(addresses: dict[str, Any], data: bytes) -> bytes:
+    return msgpack.packb([1, {k: v for k, v in addresses.items()}, data], use_bin_type=True)
+
+
+def decode_snapshot_envelope(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    if not blob:
+        return {}, b""
+    version, addrs, data = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+    if version != 1:
+        raise ValueError(f"unknown snapshot envelope version {version}")
+    return {str(k): _norm_addr(v) for k, v in addrs.items()}, data
+
+
+class RaftNode:
+    """One Raft member. Create with :meth:`start`, end with :meth:`stop`."""
+
+    def __init__(self) -> None:  # use start()
+        raise TypeError("use `await RaftNode.start(...)`")
+
+    # ------------------------------------------------------------------------ start
+
+    @classmethod
+    async def start(cls, *, node_id: str, peers: dict[str, Any],
+                    transport_factory: TransportFactory, data_dir: str | os.PathLike,
+                    state_machine: StateMachine, config: NodeConfig | None = None,
+                    rng: random.Random | None = None, join: bool = False,
+                    disk_io: DiskIO | None = None) -> RaftNode:
+        """Open (or create) ``data_dir``, restore the state machine from the newest
+        snapshot, replay the log, bind the transport and start ticking.
+
+        ``peers`` are the initial voters (id -> transport address), used only when
+        the data dir is new and ``join`` is false; a joining member starts with no
+        configuration and waits for a leader to add it (``add_member``)."""
+        self = object.__new__(cls)
+        self.node_id = str(node_id)
+        self.config = config or NodeConfig()
+        self.log = _NodeLog(log, {"node_id": self.node_id})
+        self._rng = rng or random.Random()
+        self._sm = state_machine
+        self._loop = asyncio.get_running_loop()
+        self._addresses = {str(k): _norm_addr(v) for k, v in peers.items()}
+        self._incarnation = random.SystemRandom().getrandbits(63)
+        self._seq = 0
+        self._waiters: dict[int, asyncio.Future] = {}
+        self._read_waiters: dict[bytes, asyncio.Future] = {}
+        self._pending_reads: list[tuple[int, asyncio.Future]] = []
+        self._apply_waiters: list[tuple[int, asyncio.Future]] = []
+        self._counters: dict[str, int] = {}
+        self._last_error: str | None = None
+        self._failed: str | None = None
+        self._removed = False
+        self._stopping = False
+        self._stopped = False
+        self._wake = asyncio.Event()
+        self._snapshot_task: asyncio.Task | None = None
+        self._applied = 0
+        self._tasks: list[asyncio.Task] = []
+        self._transport: asyncio.DatagramTransport | None = None
+        self.stats = {"readies": 0, "fsync_batches": 0, "proposals": 0, "applied": 0,
+                      "snapshots": 0, "snapshots_installed": 0, "sent": 0, "received": 0}
+
+        t0 = time.monotonic()
+        self.storage = await asyncio.to_thread(
+            Storage.open, data_dir, options=StorageOptions(segment_bytes=self.config.segment_bytes),
+            io=disk_io, logger=self.log)
+        try:
+            snap = self.storage.snapshot()
+            if snap.meta.index > 0:
+                addrs, sm_data = decode_snapshot_envelope(snap.data)
+                self._addresses.update(addrs)
+                self._sm.restore(sm_data)
+            self._applied = snap.meta.index
+            self._core = self._make_core(snap, join)
+            self.log.info(
+                "started in %.3fs: term %d, snapshot %d, log [%d, %d], commit %d%s",
+                time.monotonic() - t0, self.storage.hard_state.term, snap.meta.index,
+                self.storage.first_index(), self.storage.last_index(),
+                self.storage.hard_state.commit, ", joining" if join else "")
+            self._transport, _ = await transport_factory(lambda: _RaftProtocol(self))
+        except BaseException:
+            self.storage.close()
+            raise
+        self._tasks = [self._loop.create_task(self._run(), name=f"raft-{self.node_id}-ready"),
+                       self._loop.create_task(self._ticker(), name=f"raft-{self.node_id}-tick")]
+        self._wake.set()
+        return self
+
+    def _make_core(self, snap: Snapshot, join: bool):
+        from meshraft.raft.core import CoreConfig, RaftCore
+
+        hs, conf = self.storage.initial_state()
+        fresh = (snap.meta.index == 0 and self.storage.last_index() == 0 and hs.term == 0)
+        if fresh and not join:
+            conf = ConfState(voters=sorted(self._addresses), learners=[])
+        cfg = CoreConfig(
+            election_ticks=self.config.election_ticks,
+            heartbeat_ticks=self.config.heartbeat_ticks,
+            max_msg_bytes=self.config.max_datagram,
+            max_inflight=self.config.max_inflight_msgs,
+            pre_vote=self.config.pre_vote,
+            check_quorum=self.config.check_quorum,
+            max_committed_bytes=self.config.apply_batch_bytes,
+            **self.config.extra,
+        )
+        entries = self.storage.entries(self.storage.first_index(), self.storage.last_index() + 1)
+        return RaftCore(self.node_id, cfg, rng=self._rng, hard_state=hs, conf_state=conf,
+                        snapshot=snap if snap.meta.index > 0 else None, entries=entries)
+
+    # ------------------------------------------------------------------------ properties
+
+    @property
+    def leader_id(self) -> str | None:
+        return self._core.leader
+
+    @property
+    def role(self) -> str:
+        return self._core.role
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    def status(self) -> dict:
+        core = self._core
+        conf = core.conf_state()
+        st = {
+            "id": self.node_id,
+            "role": core.role,
+            "term": core.term,
+            "leader": core.leader,
+            "commit_index": core.commit_index,
+            "applied_index": self._applied,
+            "last_index": core.last_index,
+            "voters": sorted(conf.voters),
+            "learners": sorted(conf.learners),
+            "progress": core.progress_match() if core.role == "leader" else {},
+            "addresses": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in sorted(self._addresses.items())},
+            "storage": {
+                "dir": str(self.storage.data_dir),
+                "snapshot_index": self.storage.snapshot_meta.index,
+                "first_index": self.storage.first_index(),
+                "wal_segments": len(self.storage.segment_paths()),
+                "fsyncs": self.storage.fsyncs,
+                "failed": self.storage.failed,
+            },
+            "stats": dict(self.stats),
+            "dropped": dict(self._counters),
+            "last_error": self._failed or self._last_error,
+            "removed": self._removed,
+        }
+        return st
+
+    # ------------------------------------------------------------------------ public API
+
+    def _check_writable(self) -> None:
+        if self._failed is not None:
+            raise StorageFailed(self._failed)
+        if self._removed:
+            raise Removed(f"node {self.node_id} was removed from the cluster")
+        if self._stopping:
+            raise Unavailable(f"node {self.node_id} is stopped")
+
+    def _tag(self, seq: int) -> bytes:
+        origin = self.node_id.encode()
+        return _TAG_HDR.pack(_TAG, self._incarnation, seq, len(origin)) + origin
+
+    def _untag(self, data: bytes) -> tuple[str, int, int, bytes] | None:
+        if len(data) < _TAG_HDR.size or data[0] != _TAG:
+            return None
+        _, inc, seq, olen = _TAG_HDR.unpack_from(data, 0)
+        end = _TAG_HDR.size + olen
+        return data[_TAG_HDR.size:end].decode(errors="replace"), inc, seq, data[end:]
+
+    def _new_waiter(self) -> tuple[int, asyncio.Future]:
+        self._check_writable()
+        if len(self._waiters) >= self.config.max_inflight_proposals:
+            raise Busy(f"{len(self._waiters)} proposals in flight on node {self.node_id}")
+        self._seq += 1
+        fut = self._loop.create_future()
+        self._waiters[self._seq] = fut
+        return self._seq, fut
+
+    async def _await(self, seq: int, fut: asyncio.Future, timeout: float, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Timeout(f"{what} not applied within {timeout}s (outcome unknown)") from None
+        finally:
+            self._waiters.pop(seq, None)
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
+        """Append ``data`` through Raft from any member; return what this member's
+        ``state_machine.apply`` returned for it once applied here.
+
+        Raises Timeout (outcome unknown), Unavailable/Busy/NotLeader (certainly not
+        appended), StorageFailed, Removed."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("propose() takes bytes")
+        seq, fut = self._new_waiter()
+        try:
+            self._core.propose(self._tag(seq) + bytes(data))
+        except Exception as exc:
+            self._waiters.pop(seq, None)
+            raise self._map_core_error(exc) from exc
+        self.stats["proposals"] += 1
+        self._wake.set()
+        return await self._await(seq, fut, timeout, "proposal")
+
+    async def read_barrier(self, timeout: float = 5.0) -> None:
+        """Wait until this member may serve a linearizable read (ReadIndex)."""
+        self._check_writable()
+        self._seq += 1
+        ctx = self._tag(self._seq)
+        fut = self._loop.create_future()
+        self._read_waiters[ctx] = fut
+        try:
+            try:
+                self._core.read_index(ctx)
+            except Exception as exc:
+                raise self._map_core_error(exc) from exc
+            self._wake.set()
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Timeout(f"read index not served within {timeout}s") from None
+        finally:
+            self._read_waiters.pop(ctx, None)
+
+    async def wait_applied(self, index: int, timeout: float = 5.0) -> None:
+        """Wait until this member applied ``index``."""
+        if self._applied >= index:
+            return
+        fut = self._loop.create_future()
+        self._apply_waiters.append((index, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Timeout(f"index {index} not applied within {timeout}s") from None
+
+    async def transfer_leadership(self, to: str, timeout: float = 5.0) -> None:
+        """Ask the leader to hand leadership to ``to``; wait until ``to`` leads."""
+        self._check_writable()
+        try:
+            self._core.transfer_leadership(str(to))
+        except Exception as exc:
+            raise self._map_core_error(exc) from exc
+        self._wake.set()
+        deadline = self._loop.time() + timeout
+        while self._core.leader != str(to):
+            if self._loop.time() > deadline:
+                raise Timeout(f"leadership did not move to {to} within {timeout}s")
+            await asyncio.sleep(self.config.tick_interval)
+
+    async def _conf_change(self, cc_type: ConfChangeType, node_id: str, address: Any,
+                           timeout: float) -> None:
+        seq, fut = self._new_waiter()
+        ctx = msgpack.packb([address, self._tag(seq)], use_bin_type=True)
+        try:
+            self._core.propose_conf_change(ConfChange(cc_type, str(node_id), ctx))
+        except Exception as exc:
+            self._waiters.pop(seq, None)
+            raise self._map_core_error(exc) from exc
+        self._wake.set()
+        await self._await(seq, fut, timeout, f"membership change {cc_type.name} {node_id}")
+
+    async def add_member(self, node_id: str, address: Any, learner: bool = False,
+                         timeout: float = 5.0) -> None:
+        t = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        await self._conf_change(t, node_id, address, timeout)
+
+    async def promote_member(self, node_id: str, timeout: float = 5.0) -> None:
+        await self._conf_change(ConfChangeType.PROMOTE, node_id, None, timeout)
+
+    async def remove_member(self, node_id: str, timeout: float = 5.0) -> None:
+        await self._conf_change(ConfChangeType.REMOVE, node_id, None, timeout)
+
+    def _map_core_error(self, exc: Exception) -> RaftError:
+        if isinstance(exc, RaftError):
+            return exc
+        name = type(exc).__name__
+        msg = str(exc) or name
+        if "NotLeader" in name:
+            return NotLeader(msg, leader_id=self._core.leader)
+        return Unavailable(f"{msg} (leader: {self._core.leader})")
+
+    async def stop(self) -> None:
+        """Stop ticking and receiving, let the in-progress write finish, close the
+        transport and the data dir. Waiting callers get Unavailable."""
+        if self._stopped:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._snapshot_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._snapshot_task
+        for t in self._tasks:
+            if t.get_name().endswith("-tick"):
+                t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await t
+        if self._transport is not None:
+            self._transport.close()
+        self._fail_all(Unavailable(f"node {self.node_id} stopped"))
+        self.storage.close()
+        self._stopped = True
+        self.log.info("stopped")
+
+    # ------------------------------------------------------------------------ internals
+
+    def _count(self, reason: str, detail: str, level: int = logging.WARNING) -> None:
+        n = self._counters.get(reason, 0) + 1
+        self._counters[reason] = n
+        if n <= 5 or n % 1000 == 0:  # counted always, logged sparingly
+            self.log.log(level, "dropped (%s, #%d): %s", reason, n, detail)
+
+    def _on_datagram(self, data: bytes, addr: Any) -> None:
+        if self._stopping or self._failed is not None:
+            return
+        self.stats["received"] += 1
+        if len(data) > self.config.max_datagram + 1024:
+            self._count("oversize", f"{len(data)} bytes from {addr!r}")
+            return
+        try:
+            m = decode_message(data)
+        except DecodeError as exc:
+            self._count("malformed", f"{exc} from {addr!r}")
+            return
+        if m.to != self.node_id:
+            self._count("wrong_recipient", f"message for {m.to!r} from {addr!r}")
+            return
+        known = self._addresses.get(m.frm)
+        if known is not None and _norm_addr(addr) != known:
+            self._count("address_mismatch", f"{m.frm!r} claims {addr!r}, known as {known!r}")
+            return
+        try:
+            self._core.step(m)
+        except Exception as exc:  # the core rejects what it cannot take; never crash on input
+            self._count("rejected", f"{type(exc).__name__}: {exc} ({m.type.name} from {m.frm})")
+            return
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_interval
+        next_at = self._loop.time() + interval
+        while not self._stopping:
+            await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            if self._failed is None:
+                self._core.tick()
+                self._wake.set()
+            now = self._loop.time()
+            # Do not replay missed ticks after a stall: that would fire an election at once.
+            next_at = max(next_at + interval, now + interval / 2)
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._core.has_ready() and not self._stopping and self._failed is None:
+                    await self._handle_ready(self._core.ready())
+                self._maybe_snapshot()
+        except StorageFailed as exc:
+            self._on_storage_failed(str(exc))
+        except Exception:
+            self.log.exception("ready loop crashed")
+            self._on_storage_failed("internal error in the ready loop; see the log")
+            raise
+
+    def _on_storage_failed(self, reason: str) -> None:
+        self._failed = reason
+        self.log.error("storage failed; this member accepts no more writes and sends "
+                       "nothing that depends on unsynced state: %s", reason)
+        self._fail_all(StorageFailed(reason))
+
+    def _fail_all(self, exc: RaftError) -> None:
+        for fut in list(self._waiters.values()) + list(self._read_waiters.values()):
+            if not fut.done():
+                fut.set_exception(exc)
+        for _, fut in self._pending_reads + self._apply_waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending_reads.clear()
+        self._apply_waiters.clear()
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.stats["readies"] += 1
+        # 1. persist (group commit: everything that arrived since the last Ready)
+        if rd.must_sync():
+            self.stats["fsync_batches"] += 1
+            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        # 2. send
+        self._send(rd.messages)
+        # 3. apply
+        if rd.snapshot is not None and rd.snapshot.meta.index > 0:
+            self._install_snapshot(rd.snapshot)
+        for i, e in enumerate(rd.committed_entries):
+            self._apply(e)
+            if i % 256 == 255:
+                await asyncio.sleep(0)  # let datagrams in during a long apply batch
+        for rs in rd.read_states:
+            fut = self._read_waiters.get(rs.context)
+            if fut is not None and not fut.done():
+                if self._applied >= rs.index:
+                    fut.set_result(None)
+                else:
+                    self._pending_reads.append((rs.index, fut))
+        self._release_applied()
+        # 4. advance
+        self._core.advance(rd)
+
+    def _send(self, messages: list[Message]) -> None:
+        if not messages or self._transport is None:
+            return
+        for m in messages:
+            addr = self._addresses.get(m.to)
+            if addr is None:
+                self._count("no_address", f"{m.type.name} to {m.to!r}", level=logging.DEBUG)
+                continue
+            data = encode_message(m)
+            if len(data) > self.config.max_datagram + 1024:
+                self._count("oversize_out", f"{m.type.name} of {len(data)} bytes to {m.to}")
+                continue
+            try:
+                self._transport.sendto(data, addr)
+                self.stats["sent"] += 1
+            except (OSError, ValueError) as exc:
+                self._count("send_error", f"{m.type.name} to {m.to}: {exc}", logging.DEBUG)
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        addrs, sm_data = decode_snapshot_envelope(snap.data)
+        for k, v in addrs.items():
+            self._addresses.setdefault(k, v)
+        self._sm.restore(sm_data)
+        self._applied = snap.meta.index
+        self.stats["snapshots_installed"] += 1
+        self.log.info("installed snapshot at %d (term %d) from the leader",
+                      snap.meta.index, snap.meta.term)
+
+    def _apply(self, e: Entry) -> None:
+        if e.index <= self._applied:
+            return
+        if e.type == EntryType.CONF_CHANGE:
+            self._apply_conf_change(e)
+        elif e.data:
+            tag = self._untag(e.data)
+            if tag is None:
+                payload, mine = e.data, None
+            else:
+                origin, inc, seq, payload = tag
+                mine = seq if origin == self.node_id and inc == self._incarnation else None
+            try:
+                result: Any = self._sm.apply(Entry(e.term, e.index, e.type, payload))
+                exc = None
+            except Exception as err:  # deterministic: every member raises the same
+                result, exc = None, err
+                self.log.warning("state machine raised on entry %d: %r", e.index, err)
+            if mine is not None:
+                fut = self._waiters.get(mine)
+                if fut is not None and not fut.done():
+                    if exc is None:
+                        fut.set_result(result)
+                    else:
+                        fut.set_exception(exc)
+            self.stats["applied"] += 1
+        self._applied = e.index
+
+    def _apply_conf_change(self, e: Entry) -> None:
+        try:
+            cc = ConfChange.decode(e.data)
+        except DecodeError as exc:
+            self.log.error("undecodable conf change at %d: %s", e.index, exc)
+            return
+        address, tag = None, b""
+        if cc.context:
+            try:
+                address, tag = msgpack.unpackb(cc.context, raw=False)
+            except Exception:
+                address, tag = None, b""
+        result = self._core.apply_conf_change(cc)
+        if address is not None and cc.type in (ConfChangeType.ADD_VOTER,
+                                               ConfChangeType.ADD_LEARNER):
+            self._addresses[cc.node_id] = _norm_addr(address)
+        self.log.info("membership: %s %s (%s) at %d -> %s", cc.type.name, cc.node_id,
+                      address, e.index, result)
+        if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
+            self._removed = True
+            self.log.warning("this member was removed from the cluster")
+        parsed = self._untag(tag) if isinstance(tag, bytes) else None
+        if parsed is not None:
+            origin, inc, seq, _ = parsed
+            if origin == self.node_id and inc == self._incarnation:
+                fut = self._waiters.get(seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+        if self._removed:
+            self._fail_all(Removed(f"node {self.node_id} was removed from the cluster"))
+
+    def _release_applied(self) -> None:
+        if self._pending_reads:
+            keep = []
+            for idx, fut in self._pending_reads:
+                if fut.done():
+                    continue
+                if self._applied >= idx:
+                    fut.set_result(None)
+                else:
+                    keep.append((idx, fut))
+            self._pending_reads = keep
+        if self._apply_waiters:
+            keep = []
+            for idx, fut in self._apply_waiters:
+                if fut.done():
+                    continue
+                if self._applied >= idx:
+                    fut.set_result(None)
+                else:
+                    keep.append((idx, fut))
+            self._apply_waiters = keep
+
+    # ------------------------------------------------------------------------ snapshots
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_task is not None or self._stopping or self._failed is not None:
+            return
+        since = self._applied - self.storage.snapshot_meta.index
+        log_bytes = self.storage.bytes_since_snapshot
+        if since <= 0:
+            return
+        if since < self.config.snapshot_entries and log_bytes < self.config.snapshot_bytes:
+            return
+        if self.storage.term(self._applied) is None:
+            return
+        # Taken synchronously, right after applying: data, index and conf agree.
+        index = self._applied
+        conf = self._core.conf_state()
+        data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
+        self._snapshot_task = self._loop.create_task(self._write_snapshot(index, conf, data))
+
+    async def _write_snapshot(self, index: int, conf: ConfState, data: bytes) -> None:
+        t0 = time.monotonic()
+        try:
+            meta = await self.storage.create_snapshot(index, conf, data)
+            if meta.index == index:
+                self._core.compact(Snapshot(meta, data),
+                                   keep_from=max(1, index - self.config.compaction_margin))
+                self.stats["snapshots"] += 1
+                self.log.info("snapshot at %d (%d bytes) in %.3fs", index, len(data),
+                              time.monotonic() - t0)
+        except StorageFailed as exc:
+            self._on_storage_failed(str(exc))
+        except Exception as exc:
+            self._last_error = f"snapshot at {index} failed: {exc!r}"
+            self.log.exception("snapshot at %d failed", index)
+        finally:
+            self._snapshot_task = None
+            self._wake.set()
