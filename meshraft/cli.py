@@ -1,14 +1,31 @@
 """The ``meshraft`` command: serve a member, run a local cluster, and talk to one.
 
-This module owns argument parsing, output formatting and exit codes, and nothing
-else: it builds on ``meshraft.kv`` and never reaches below it into raft or mesh
-internals beyond starting them.
+This module owns argument parsing, output formatting and exit codes, and the
+wiring of one member (mesh router or UDP socket, Raft node, kv server). It
+never reaches into raft or mesh internals beyond starting and stopping them
+through their public APIs, and it never prints a traceback for a user error:
+errors are one line on stderr.
 
 Exit codes: 0 ok, 1 the operation's own "no" (key absent, cas mismatch),
 2 usage or input error, 3 unavailable or outcome unknown.
 """
 
 from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -19,17 +36,678 @@ EXIT_NO = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+DEFAULT_DATA_DIR = "meshraft-data"
+CLUSTER_FILE = "cluster.json"
+# With no --client, a member serves clients on its peer port + this offset.
+CLIENT_PORT_OFFSET = 1000
+
+log = logging.getLogger("meshraft.cli")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshraft")
 def main() -> None:
-    """meshraft: a linearizable, replicated key-value store."""
+    """meshraft: a linearizable, replicated key-value store.
+
+    \b
+    Start a local cluster:   meshraft cluster --nodes 3
+    Then, in another shell:  meshraft put greeting hello
+                             meshraft get greeting
+    """
 
 
 @main.command()
 def version() -> None:
     """Print the version."""
     click.echo(f"meshraft {__version__}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"meshraft: {message}", err=True)
+    sys.exit(code)
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"{what} {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_peers(text: str) -> dict[str, tuple[str, int]]:
+    peers: dict[str, tuple[str, int]] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        pid, sep, addr = item.partition("=")
+        pid = pid.strip()
+        if not sep or not pid:
+            raise click.BadParameter(f"peer {item!r} is not ID=HOST:PORT", param_hint="--peers")
+        if pid in peers:
+            raise click.BadParameter(f"peer id {pid!r} given twice", param_hint="--peers")
+        peers[pid] = parse_hostport(addr, f"peer {pid}'s address")
+    if not peers:
+        raise click.BadParameter("no peers given", param_hint="--peers")
+    return peers
+
+
+def arg_bytes(text: str, what: str) -> bytes:
+    """A command-line argument as UTF-8 bytes; non-UTF-8 input is a usage error."""
+    try:
+        return text.encode("utf-8")  # undecodable argv bytes arrive as lone surrogates
+    except UnicodeEncodeError:
+        fail(f"{what} is not valid UTF-8", EXIT_USAGE)
+
+
+def show_bytes(data: bytes) -> dict[str, Any]:
+    try:
+        return {"value": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value": None, "value_base64": base64.b64encode(data).decode()}
+
+
+def show_key(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def default_endpoints() -> str:
+    """MESHRAFT_ENDPOINTS, else the endpoints of a `meshraft cluster` run from this
+    directory, else 127.0.0.1:2379."""
+    env = os.environ.get("MESHRAFT_ENDPOINTS")
+    if env:
+        return env
+    cluster = Path(DEFAULT_DATA_DIR) / CLUSTER_FILE
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        members = json.loads(cluster.read_text())["members"]
+        return ",".join(m["client"] for m in members)
+    return DEFAULT_ENDPOINT
+
+
+def client_options(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    f = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                     help="Seconds the operation may take, retries included.")(f)
+    f = click.option("--endpoints", metavar="HOST:PORT,...",
+                     help="Client addresses of members [env MESHRAFT_ENDPOINTS; default: the "
+                          "cluster in ./meshraft-data, else 127.0.0.1:2379].")(f)
+    return f
+
+
+def run_client(endpoints: str | None, timeout: float,
+               op: Callable[[Any], Coroutine[Any, Any, int]], first_only: bool = False) -> None:
+    """Run one client operation and exit with the code it (or its error) maps to."""
+    from meshraft.kv import client as kc
+
+    text = endpoints or default_endpoints()
+    try:
+        eps = kc.parse_endpoints(text)
+    except ValueError as exc:
+        fail(f"--endpoints: {exc}", EXIT_USAGE)
+    if first_only:
+        eps = eps[:1]
+
+    async def go() -> int:
+        async with kc.AsyncClient(eps, timeout=timeout) as c:
+            return await op(c)
+
+    try:
+        code = asyncio.run(go())
+    except kc.OutcomeUnknown as exc:
+        fail(f"outcome unknown: {exc.message}", EXIT_UNAVAILABLE)
+    except kc.BadRequest as exc:
+        fail(exc.message, EXIT_USAGE)
+    except kc.Unavailable as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    except kc.MeshraftError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_UNAVAILABLE)
+    sys.exit(code)
+
+
+def emit(as_json: bool, obj: dict[str, Any], text: str | None) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, sort_keys=True))
+    elif text is not None:
+        click.echo(text)
+
+
+# -- client commands ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("key")
+@click.argument("value", required=False)
+@client_options
+def put(key: str, value: str | None, endpoints: str | None, timeout: float,
+        as_json: bool) -> None:
+    """Set KEY to VALUE (read from stdin if VALUE is omitted)."""
+    k = arg_bytes(key, "KEY")
+    if value is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            fail("missing VALUE (give it as an argument or on stdin)", EXIT_USAGE)
+        v = sys.stdin.buffer.read()
+    else:
+        v = arg_bytes(value, "VALUE")
+
+    async def op(c) -> int:
+        r = await c.put(k, v)
+        emit(as_json, {"key": show_key(k), "revision": r.revision,
+                       "create_revision": r.create_revision, "version": r.version},
+             f"OK (revision {r.revision})")
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@main.command()
+@click.argument("key")
+@click.option("--serializable", is_flag=True,
+              help="Read this member's local copy (faster, possibly stale).")
+@client_options
+def get(key: str, serializable: bool, endpoints: str | None, timeout: float,
+        as_json: bool) -> None:
+    """Print KEY's value (exit 1 if it is absent)."""
+    k = arg_bytes(key, "KEY")
+
+    async def op(c) -> int:
+        kv = await c.get(k, serializable=serializable)
+        if kv is None:
+            if as_json:
+                emit(True, {"key": show_key(k), "found": False}, None)
+            click.echo(f"meshraft: key not found: {show_key(k)}", err=True)
+            return EXIT_NO
+        if as_json:
+            emit(True, {"key": show_key(k), "found": True, **show_bytes(kv.value),
+                        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+                        "version": kv.version}, None)
+        else:
+            sys.stdout.buffer.write(kv.value + b"\n")
+            sys.stdout.flush()
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@main.command()
+@click.argument("key")
+@client_options
+def delete(key: str, endpoints: str | None, timeout: float, as_json: bool) -> None:
+    """Delete KEY; prints how many keys were deleted (0 or 1)."""
+    k = arg_bytes(key, "KEY")
+
+    async def op(c) -> int:
+        r = await c.delete(k)
+        emit(as_json, {"key": show_key(k), "deleted": r.deleted, "revision": r.revision},
+             str(r.deleted))
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@main.command()
+@click.argument("key")
+@click.argument("values", nargs=-1, metavar="EXPECTED NEW")
+@click.option("--absent", is_flag=True,
+              help="Set only if KEY does not exist (then give NEW only).")
+@client_options
+def cas(key: str, values: tuple[str, ...], absent: bool, endpoints: str | None,
+        timeout: float, as_json: bool) -> None:
+    """Set KEY to NEW only if its value is EXPECTED (exit 1 if it is not)."""
+    k = arg_bytes(key, "KEY")
+    if absent:
+        if len(values) != 1:
+            fail("with --absent, give KEY NEW", EXIT_USAGE)
+        expected, new = None, arg_bytes(values[0], "NEW")
+    else:
+        if len(values) != 2:
+            fail("give KEY EXPECTED NEW (or --absent KEY NEW)", EXIT_USAGE)
+        expected, new = arg_bytes(values[0], "EXPECTED"), arg_bytes(values[1], "NEW")
+
+    async def op(c) -> int:
+        r = await c.cas(k, expected, new)
+        if r.succeeded:
+            emit(as_json, {"key": show_key(k), "succeeded": True, "revision": r.revision},
+                 f"OK (revision {r.revision})")
+            return EXIT_OK
+        if as_json:
+            emit(True, {"key": show_key(k), "succeeded": False, "revision": r.revision,
+                        "mod_revision": r.mod_revision}, None)
+        what = "exists" if expected is None else (
+            "is absent" if r.mod_revision == 0 else "has another value")
+        click.echo(f"meshraft: cas mismatch: {show_key(k)} {what}", err=True)
+        return EXIT_NO
+
+    run_client(endpoints, timeout, op)
+
+
+@main.command(name="list")
+@click.argument("prefix", default="")
+@click.option("--serializable", is_flag=True, help="Read this member's local copy.")
+@click.option("--keys-only", is_flag=True, help="Print keys, not values.")
+@client_options
+def list_(prefix: str, serializable: bool, keys_only: bool, endpoints: str | None,
+          timeout: float, as_json: bool) -> None:
+    """List keys starting with PREFIX (all keys if omitted), sorted."""
+    pre = arg_bytes(prefix, "PREFIX")
+
+    async def op(c) -> int:
+        kvs = await c.list(pre, serializable=serializable)
+        if as_json:
+            emit(True, {"count": len(kvs), "kvs": [
+                {"key": show_key(kv.key), **show_bytes(kv.value),
+                 "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+                 "version": kv.version} for kv in kvs]}, None)
+            return EXIT_OK
+        out = sys.stdout.buffer
+        for kv in kvs:
+            out.write(kv.key if keys_only else kv.key + b"\t" + kv.value)
+            out.write(b"\n")
+        out.flush()
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+def normalise_status(st: dict[str, Any]) -> dict[str, Any]:
+    """The fields DESIGN.md promises for `status --json`, whatever else the node adds."""
+    out = dict(st)
+    out.setdefault("id", st.get("node_id"))
+    for k in ("role", "term", "leader", "commit_index", "applied_index"):
+        out.setdefault(k, None)
+    mesh = out.get("mesh")
+    if not isinstance(mesh, dict):
+        mesh = {}
+    mesh.setdefault("peers", [])
+    mesh.setdefault("routes", {})
+    out["mesh"] = mesh
+    return out
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [
+        f"id:             {st['id']}",
+        f"role:           {st['role']}",
+        f"term:           {st['term']}",
+        f"leader:         {st['leader'] if st['leader'] is not None else '(none)'}",
+        f"commit index:   {st['commit_index']}",
+        f"applied index:  {st['applied_index']}",
+    ]
+    kv = st.get("kv") or {}
+    if kv:
+        lines.append(f"kv revision:    {kv.get('revision')} ({kv.get('keys')} keys)")
+    progress = st.get("progress") or {}
+    if progress:
+        def match(v: Any) -> Any:
+            return v.get("match", v) if isinstance(v, dict) else v
+        lines.append("match index:    " + ", ".join(
+            f"{p}={match(v)}" for p, v in sorted(progress.items())))
+    mesh = st["mesh"]
+    if st.get("transport"):
+        lines.append(f"transport:      {st['transport']}")
+    peers = mesh.get("peers") or []
+    names = [p.get("name", str(p)) if isinstance(p, dict) else str(p) for p in peers]
+    lines.append("mesh peers:     " + (", ".join(names) or "(none)"))
+    routes = mesh.get("routes") or {}
+    lines.append("mesh routes:    " + (", ".join(
+        f"{dst} via {hop}" for dst, hop in sorted(routes.items())) or "(none)"))
+    if st.get("last_error"):
+        lines.append(f"last error:     {st['last_error']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@client_options
+def status(endpoints: str | None, timeout: float, as_json: bool) -> None:
+    """Show one member's role, term, leader, indexes, and mesh peers and routes.
+
+    It asks the first of --endpoints only."""
+
+    async def op(c) -> int:
+        st = normalise_status(await c.status())
+        if as_json:
+            click.echo(json.dumps(st, sort_keys=True, default=str))
+        else:
+            click.echo(format_status(st))
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op, first_only=True)
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def setup_logging(level: str, node_id: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option("--id", "node_id", required=True, help="This member's id (also its mesh name).")
+@click.option("--peers", "peers_text", required=True, metavar="ID=HOST:PORT,...",
+              help="The initial members and their mesh (peer) addresses, this one included.")
+@click.option("--listen", metavar="HOST:PORT",
+              help="Peer address to listen on [default: this id's entry in --peers].")
+@click.option("--client", "client_addr", metavar="HOST:PORT",
+              help=f"Client address [default: 127.0.0.1 and the peer port + "
+                   f"{CLIENT_PORT_OFFSET}].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help=f"Where this member keeps its log and snapshots [default: "
+                   f"./{DEFAULT_DATA_DIR}/node-ID].")
+@click.option("--transport", type=click.Choice(["mesh", "udp"]), default="mesh",
+              show_default=True, help="What Raft's datagrams travel over.")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Authenticate and encrypt the mesh with the password in this file.")
+@click.option("--join", is_flag=True,
+              help="Join a running cluster (added with `member add`) instead of bootstrapping.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
+          data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
+          log_level: str) -> None:
+    """Run one member until SIGTERM or SIGINT."""
+    peers = parse_peers(peers_text)
+    if node_id not in peers and not listen:
+        raise click.BadParameter(f"--peers has no entry for this id {node_id!r}; add it or "
+                                 "give --listen", param_hint="--peers")
+    listen_addr = parse_hostport(listen, "--listen") if listen else peers[node_id]
+    if client_addr:
+        client = parse_hostport(client_addr, "--client")
+    else:
+        port = listen_addr[1] + CLIENT_PORT_OFFSET
+        if not 0 < port < 65536:
+            raise click.BadParameter("give --client (the default port would be out of range)")
+        client = ("127.0.0.1", port)
+    password: bytes | None = None
+    if password_file is not None:
+        password = password_file.read_bytes().rstrip(b"\r\n")
+        if not password:
+            raise click.BadParameter("the password file is empty", param_hint="--password-file")
+    data_dir = data_dir or Path(DEFAULT_DATA_DIR) / f"node-{node_id}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create --data-dir {data_dir}: {exc}", EXIT_USAGE)
+    setup_logging(log_level, node_id)
+    try:
+        asyncio.run(_serve(node_id, peers, listen_addr, client, data_dir, transport, password,
+                           join))
+    except KeyboardInterrupt:
+        pass
+    except StartupError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+
+
+class StartupError(Exception):
+    pass
+
+
+async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[str, int],
+                 client: tuple[str, int], data_dir: Path, transport: str,
+                 password: bytes | None, join: bool) -> None:
+    from meshraft.kv.server import KVServer
+    from meshraft.kv.state_machine import KVStateMachine
+    from meshraft.raft import errors
+    from meshraft.raft.node import RaftNode
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sm = KVStateMachine()
+    router = None
+    status_extra: Callable[[], dict[str, Any]]
+    node = None
+    server = None
+    try:
+        if transport == "mesh":
+            from meshraft.mesh import Router
+            from meshraft.meshconn import create_mesh_endpoint
+
+            others = [f"{h}:{p}" for pid, (h, p) in peers.items() if pid != node_id]
+            try:
+                router = await Router.start(name=node_id, listen=listen, peers=others,
+                                            password=password)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {listen[0]}:{listen[1]}: {exc}") from None
+            mesh = router
+
+            async def transport_factory(protocol_factory):
+                return await create_mesh_endpoint(mesh, protocol_factory, channel="raft")
+
+            raft_peers: dict[str, Any] = {pid: pid for pid in peers}
+
+            def status_extra() -> dict[str, Any]:
+                return {"transport": "mesh", "mesh": mesh.status()}
+        else:
+            async def transport_factory(protocol_factory):
+                try:
+                    return await loop.create_datagram_endpoint(protocol_factory,
+                                                               local_addr=listen)
+                except OSError as exc:
+                    raise StartupError(
+                        f"cannot bind UDP {listen[0]}:{listen[1]}: {exc}") from None
+
+            raft_peers = dict(peers)
+
+            def status_extra() -> dict[str, Any]:
+                return {"transport": "udp", "mesh": {"peers": [], "routes": {}}}
+
+        try:
+            node = await RaftNode.start(node_id=node_id, peers=raft_peers,
+                                        transport_factory=transport_factory, data_dir=data_dir,
+                                        state_machine=sm, join=join)
+        except errors.StorageError as exc:
+            raise StartupError(str(exc)) from None
+        server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for clients on {client[0]}:{client[1]}: "
+                               f"{exc}") from None
+        click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
+                   f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",
+                   err=False)
+        sys.stdout.flush()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if server is not None:
+            await server.stop()
+        if node is not None:
+            await node.stop()
+        if router is not None:
+            await router.stop()
+    log.info("stopped")
+
+
+# -- cluster ------------------------------------------------------------------------------------
+
+
+def _free_port_pair(taken: set[int]) -> int:
+    """A port free for both TCP and UDP right now (the peer port serves either transport)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            if port in taken:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise click.ClickException("could not find free ports")
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+    raise click.ClickException("could not find free ports")
+
+
+def plan_cluster(data_dir: Path, nodes: int, base_port: int | None,
+                 transport: str) -> dict[str, Any]:
+    """The cluster's members and ports: as saved in the data dir, or new ones (then saved)."""
+    path = data_dir / CLUSTER_FILE
+    if path.exists():
+        try:
+            plan = json.loads(path.read_text())
+            members = plan["members"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            fail(f"{path} is unreadable ({exc}); move it away to start a new cluster", EXIT_USAGE)
+        if len(members) != nodes:
+            fail(f"{data_dir} holds a {len(members)}-node cluster; run with --nodes "
+                 f"{len(members)} or use another --data-dir", EXIT_USAGE)
+        if base_port is not None and plan.get("base_port") not in (None, base_port):
+            fail(f"{data_dir} holds a cluster on base port {plan.get('base_port')}; "
+                 "drop --base-port or use another --data-dir", EXIT_USAGE)
+        if plan.get("transport", "mesh") != transport:
+            fail(f"{data_dir} holds a cluster using --transport {plan.get('transport')}",
+                 EXIT_USAGE)
+        return plan
+    members = []
+    taken: set[int] = set()
+    for i in range(1, nodes + 1):
+        if base_port is not None:
+            peer_port, client_port = base_port + 2 * (i - 1), base_port + 2 * (i - 1) + 1
+            if client_port > 65535:
+                fail("--base-port is too high for that many nodes", EXIT_USAGE)
+        else:
+            peer_port = _free_port_pair(taken)
+            taken.add(peer_port)
+            client_port = _free_port(taken)
+            taken.add(client_port)
+        members.append({"id": str(i), "peer": f"127.0.0.1:{peer_port}",
+                        "client": f"127.0.0.1:{client_port}"})
+    plan = {"nodes": nodes, "base_port": base_port, "transport": transport, "members": members}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=2) + "\n")
+    os.replace(tmp, path)
+    return plan
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the member if the cluster process dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--base-port", type=click.IntRange(1024, 65000),
+              help="Peer port of node 1; node i uses BASE+2(i-1) (peer) and BASE+2(i-1)+1 "
+                   "(client). Default: free ports, kept in the data dir for the next run.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(DEFAULT_DATA_DIR), show_default=True)
+@click.option("--transport", type=click.Choice(["mesh", "udp"]), default="mesh",
+              show_default=True)
+def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -> None:
+    """Run a local cluster in the foreground; Ctrl-C stops every member.
+
+    Run it again with the same --data-dir and it resumes with the same data."""
+    plan = plan_cluster(data_dir, nodes, base_port, transport)
+    members = plan["members"]
+    peers = ",".join(f"{m['id']}={m['peer']}" for m in members)
+    endpoints = ",".join(m["client"] for m in members)
+    children: list[tuple[dict[str, Any], subprocess.Popen]] = []
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    click.echo(f"meshraft cluster: {nodes} node{'s' if nodes > 1 else ''} "
+               f"({transport}), data in {data_dir}")
+    try:
+        for m in members:
+            node_dir = data_dir / f"node-{m['id']}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            logf = open(data_dir / f"node-{m['id']}.log", "ab")
+            argv = [sys.executable, "-m", "meshraft.cli", "serve", "--id", m["id"],
+                    "--peers", peers, "--client", m["client"], "--data-dir", str(node_dir),
+                    "--transport", transport]
+            child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            logf.close()
+            children.append((m, child))
+            click.echo(f"  node {m['id']}: client {m['client']}  peer {m['peer']}  "
+                       f"log {data_dir / ('node-' + m['id'] + '.log')}")
+        click.echo(f"endpoints: {endpoints}")
+        ready = _wait_ready(endpoints, lambda: stopping, children)
+        if ready is not None:
+            click.echo(f"cluster ready: leader is node {ready}")
+        click.echo(f"try: meshraft put greeting hello --endpoints {endpoints}")
+        click.echo("Ctrl-C stops the cluster.")
+        sys.stdout.flush()
+        reported: set[str] = set()
+        while not stopping:
+            time.sleep(0.2)
+            for m, child in children:
+                if child.poll() is not None and m["id"] not in reported:
+                    reported.add(m["id"])
+                    click.echo(f"node {m['id']} exited with code {child.returncode}; see "
+                               f"{data_dir / ('node-' + m['id'] + '.log')}", err=True)
+            if len(reported) == len(children):
+                fail("every member exited", EXIT_UNAVAILABLE)
+    finally:
+        click.echo("stopping the cluster ...")
+        for _m, child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for m, child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                click.echo(f"node {m['id']} did not stop in time; killing it", err=True)
+                child.kill()
+                child.wait()
+        click.echo("stopped.")
+
+
+def _wait_ready(endpoints: str, stopping: Callable[[], bool],
+                children: list[tuple[dict[str, Any], subprocess.Popen]],
+                timeout: float = 30.0) -> str | None:
+    """Wait until a member reports a leader; return its id (None if not in time)."""
+    from meshraft.kv import client as kc
+
+    async def ask() -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not stopping():
+            if all(child.poll() is not None for _m, child in children):
+                return None
+            for ep in endpoints.split(","):
+                try:
+                    async with kc.AsyncClient([ep], timeout=0.5, connect_timeout=0.3) as c:
+                        st = await c.status()
+                    if st.get("leader") is not None:
+                        return str(st["leader"])
+                except kc.MeshraftError:
+                    pass
+            await asyncio.sleep(0.2)
+        return None
+
+    return asyncio.run(ask())
 
 
 if __name__ == "__main__":

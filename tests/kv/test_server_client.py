@@ -297,7 +297,7 @@ async def test_configurable_limits():
 
 
 def test_sync_client(served_sync):
-    host, port, sm = served_sync
+    host, port, sm, _node = served_sync
     with kc.Client([f"{host}:{port}"]) as c:
         assert c.put("k", "v").revision == 1
         assert c.get("k").value == b"v"
@@ -306,31 +306,3 @@ def test_sync_client(served_sync):
         assert c.delete("k").deleted == 1
         assert c.get("k") is None
     assert sm.revision == 3
-
-
-@pytest.fixture
-def served_sync():
-    """A server on its own loop in a thread, for the blocking client."""
-    import threading
-
-    sm = KVStateMachine()
-    loop = asyncio.new_event_loop()
-    srv = ks.KVServer(FakeNode(sm), sm)
-    ready = threading.Event()
-
-    def run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(srv.start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    ready.wait(5)
-    try:
-        yield srv.host, srv.port, sm
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(5)
-        loop.close()
