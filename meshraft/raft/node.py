@@ -44,7 +44,6 @@ import msgpack
 
 from meshraft.raft.errors import (
     Busy,
-    NotLeader,
     RaftError,
     Removed,
     StorageFailed,
@@ -215,54 +214,57 @@ class RaftNode:
         return self
 
     def _make_core(self, snap: Snapshot, join: bool):
-        from meshraft.raft.core import CoreConfig, RaftCore
+        from meshraft.raft.core import RaftConfig, RaftCore
 
-        hs, conf = self.storage.initial_state()
-        fresh = (snap.meta.index == 0 and self.storage.last_index() == 0 and hs.term == 0)
-        if fresh and not join:
-            conf = ConfState(voters=sorted(self._addresses), learners=[])
-        cfg = CoreConfig(
+        hs, _ = self.storage.initial_state()
+        cfg = RaftConfig(
             election_ticks=self.config.election_ticks,
             heartbeat_ticks=self.config.heartbeat_ticks,
             max_msg_bytes=self.config.max_datagram,
             max_inflight=self.config.max_inflight_msgs,
             pre_vote=self.config.pre_vote,
             check_quorum=self.config.check_quorum,
-            max_committed_bytes=self.config.apply_batch_bytes,
+            max_committed_bytes_per_ready=self.config.apply_batch_bytes,
             **self.config.extra,
         )
         entries = self.storage.entries(self.storage.first_index(), self.storage.last_index() + 1)
-        return RaftCore(self.node_id, cfg, rng=self._rng, hard_state=hs, conf_state=conf,
-                        snapshot=snap if snap.meta.index > 0 else None, entries=entries)
+        # The core bootstraps only a brand-new member (no state at all) from the
+        # initial voters; on restart the configuration comes from the snapshot and log.
+        boot = None if join else ConfState(voters=sorted(self._addresses), learners=[])
+        return RaftCore(self.node_id, boot, hard_state=hs,
+                        snapshot=snap if snap.meta.index > 0 else None, entries=entries,
+                        config=cfg, rng=self._rng)
 
     # ------------------------------------------------------------------------ properties
 
     @property
     def leader_id(self) -> str | None:
-        return self._core.leader
+        return self._core.lead
 
     @property
     def role(self) -> str:
-        return self._core.role
+        return self._core.status()["role"]
 
     @property
     def applied_index(self) -> int:
         return self._applied
 
     def status(self) -> dict:
-        core = self._core
-        conf = core.conf_state()
-        st = {
+        """Plain, JSON-serialisable facts about this member."""
+        core = self._core.status()
+        progress = {p: d.get("match") if isinstance(d, dict) else d
+                    for p, d in core.get("progress", {}).items()}
+        return {
             "id": self.node_id,
-            "role": core.role,
-            "term": core.term,
-            "leader": core.leader,
-            "commit_index": core.commit_index,
+            "role": core["role"],
+            "term": core["term"],
+            "leader": core["leader"],
+            "commit_index": core["commit_index"],
             "applied_index": self._applied,
-            "last_index": core.last_index,
-            "voters": sorted(conf.voters),
-            "learners": sorted(conf.learners),
-            "progress": core.progress_match() if core.role == "leader" else {},
+            "last_index": core["last_index"],
+            "voters": core["voters"],
+            "learners": core["learners"],
+            "progress": progress,
             "addresses": {k: list(v) if isinstance(v, tuple) else v
                           for k, v in sorted(self._addresses.items())},
             "storage": {
@@ -278,7 +280,6 @@ class RaftNode:
             "last_error": self._failed or self._last_error,
             "removed": self._removed,
         }
-        return st
 
     # ------------------------------------------------------------------------ public API
 
@@ -403,14 +404,12 @@ class RaftNode:
     async def remove_member(self, node_id: str, timeout: float = 5.0) -> None:
         await self._conf_change(ConfChangeType.REMOVE, node_id, None, timeout)
 
-    def _map_core_error(self, exc: Exception) -> RaftError:
-        if isinstance(exc, RaftError):
+    def _map_core_error(self, exc: Exception) -> Exception:
+        """The core raises ProposalDropped (an Unavailable) when it certainly did not
+        take the request, ValueError for a request that can never succeed."""
+        if isinstance(exc, RaftError | ValueError):
             return exc
-        name = type(exc).__name__
-        msg = str(exc) or name
-        if "NotLeader" in name:
-            return NotLeader(msg, leader_id=self._core.leader)
-        return Unavailable(f"{msg} (leader: {self._core.leader})")
+        return Unavailable(f"{type(exc).__name__}: {exc} (leader: {self._core.lead})")
 
     async def stop(self) -> None:
         """Stop ticking and receiving, let the in-progress write finish, close the
@@ -606,12 +605,12 @@ class RaftNode:
                 address, tag = msgpack.unpackb(cc.context, raw=False)
             except Exception:
                 address, tag = None, b""
-        result = self._core.apply_conf_change(cc)
+        # The core itself applies the change to its configuration at advance().
         if address is not None and cc.type in (ConfChangeType.ADD_VOTER,
                                                ConfChangeType.ADD_LEARNER):
             self._addresses[cc.node_id] = _norm_addr(address)
-        self.log.info("membership: %s %s (%s) at %d -> %s", cc.type.name, cc.node_id,
-                      address, e.index, result)
+        self.log.info("membership: %s %s (%s) at %d", cc.type.name, cc.node_id,
+                      address, e.index)
         if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
             self._removed = True
             self.log.warning("this member was removed from the cluster")
@@ -653,29 +652,33 @@ class RaftNode:
         if self._snapshot_task is not None or self._stopping or self._failed is not None:
             return
         since = self._applied - self.storage.snapshot_meta.index
-        log_bytes = self.storage.bytes_since_snapshot
         if since <= 0:
             return
-        if since < self.config.snapshot_entries and log_bytes < self.config.snapshot_bytes:
+        if (since < self.config.snapshot_entries
+                and self.storage.bytes_since_snapshot < self.config.snapshot_bytes):
             return
-        if self.storage.term(self._applied) is None:
+        if self._core.applied != self._applied or self.storage.term(self._applied) is None:
             return
-        # Taken synchronously, right after applying: data, index and conf agree.
+        # Taken synchronously right after applying, so data and index agree; the core
+        # records the configuration at that index and compacts its in-memory log
+        # (keeping a margin for slightly lagging followers).
         index = self._applied
-        conf = self._core.conf_state()
         data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
-        self._snapshot_task = self._loop.create_task(self._write_snapshot(index, conf, data))
-
-    async def _write_snapshot(self, index: int, conf: ConfState, data: bytes) -> None:
-        t0 = time.monotonic()
         try:
-            meta = await self.storage.create_snapshot(index, conf, data)
-            if meta.index == index:
-                self._core.compact(Snapshot(meta, data),
-                                   keep_from=max(1, index - self.config.compaction_margin))
-                self.stats["snapshots"] += 1
-                self.log.info("snapshot at %d (%d bytes) in %.3fs", index, len(data),
-                              time.monotonic() - t0)
+            snap = self._core.compact(index, data, retain=self.config.compaction_margin)
+        except ValueError as exc:
+            self.log.debug("no snapshot at %d: %s", index, exc)
+            return
+        self._snapshot_task = self._loop.create_task(self._write_snapshot(snap))
+
+    async def _write_snapshot(self, snap: Snapshot) -> None:
+        t0 = time.monotonic()
+        index = snap.meta.index
+        try:
+            await self.storage.create_snapshot(index, snap.meta.conf_state, snap.data)
+            self.stats["snapshots"] += 1
+            self.log.info("snapshot at %d (%d bytes) in %.3fs", index, len(snap.data),
+                          time.monotonic() - t0)
         except StorageFailed as exc:
             self._on_storage_failed(str(exc))
         except Exception as exc:
