@@ -24,8 +24,9 @@ def version() -> None:
 
 
 # jepsen-lite run / clean (issue 9): defined in runner.py
-from jepsen_lite.runner import clean_cmd  # noqa: E402
+from jepsen_lite.runner import clean_cmd, run_cmd  # noqa: E402
 
+main.add_command(run_cmd)
 main.add_command(clean_cmd)
 
 

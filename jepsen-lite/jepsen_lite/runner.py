@@ -1,20 +1,690 @@
 """``jepsen-lite run`` and ``jepsen-lite clean``.
 
-Owns: starting the cluster (``meshraft serve`` processes, in namespaces or on
-loopback), the workload and nemesis tasks, writing the out dir, and cleaning up
-after itself on every path (normal end, exception, SIGINT/SIGTERM).
+Owns: starting the cluster (real ``meshraft serve`` processes, one per network
+namespace with ``--net netns``, on loopback with ``--net local``), running the
+workload and the nemesis side by side, the final heal and quiet period, the
+out dir (history.jsonl, results.json, report.html, latency.png, rate.png, node
+logs), the verdict's exit code, and cleaning up on every path: normal end,
+exception, SIGINT/SIGTERM. A SIGKILLed runner is covered by the run registry and
+``jepsen-lite clean`` (and its servers die with it: they get PR_SET_PDEATHSIG).
 
-Must never: signal a process it did not start and record, or leave a namespace
-behind on any exit path it can see.
+Must never: signal a process it did not start and record, touch the network
+outside what netns.py creates, or leave a namespace behind on an exit path it sees.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import json
+import logging
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
 
 from jepsen_lite import netns
+from jepsen_lite.history import HistoryWriter, pair_operations, read_history
+from jepsen_lite.nemesis import (
+    Nemesis,
+    Period,
+    Schedule,
+    families_for,
+    nemesis_names,
+    periods_from_history,
+)
+from jepsen_lite.netns import Net, NetError
+from jepsen_lite.workload import Workload, WorkloadConfig
+
+log = logging.getLogger("jepsen_lite.runner")
+
+EXIT_OK, EXIT_INVALID, EXIT_FAILED = 0, 1, 2
+READY_KEY = "jl-ready"  # outside the workload's key space: not part of the history
+
+
+class RunFailed(Exception):
+    """The run could not be carried out (as opposed to a history that is not linearizable)."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while the run was going on."""
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def _set_pdeathsig() -> None:
+    """In the child before exec: die with the runner, even if it is SIGKILLed."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class ServerCluster:
+    """The ``meshraft serve`` processes of a run, started and stopped only by PID."""
+
+    net: Net
+    out_dir: Path
+    transport: str = "mesh"
+    extra_args: Sequence[str] = ()
+    python: str = sys.executable
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def node_ids(self) -> list[str]:
+        return list(self.net.nodes)
+
+    def endpoints(self) -> list[str]:
+        return [a.client_addr for a in self.net.nodes.values()]
+
+    def argv(self, node: str) -> list[str]:
+        addr = self.net.nodes[node]
+        peers = ",".join(f"{n}={a.peer_addr}" for n, a in self.net.nodes.items())
+        return [self.python, "-m", "meshraft.cli", "serve", "--id", node, "--peers", peers,
+                "--listen", addr.peer_addr, "--client", addr.client_addr,
+                "--data-dir", str(self.data_dir(node)), "--transport", self.transport,
+                *self.extra_args]
+
+    def data_dir(self, node: str) -> Path:
+        return self.out_dir / "nodes" / f"n{node}" / "data"
+
+    def log_path(self, node: str) -> Path:
+        return self.out_dir / "nodes" / f"n{node}.log"
+
+    def start(self, node: str) -> None:
+        self.data_dir(node).mkdir(parents=True, exist_ok=True)
+        argv = self.net.wrap(node, self.argv(node))
+        self.starts[node] = self.starts.get(node, 0) + 1
+        with open(self.log_path(node), "ab") as fh:
+            fh.write(f"\n=== jepsen-lite: start #{self.starts[node]} of node {node}: "
+                     f"{shlex.join(argv)}\n".encode())
+            fh.flush()
+            # a session of its own: a terminal's Ctrl-C reaches the runner only, which
+            # then stops the servers in order
+            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_set_pdeathsig,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs[node] = p
+        self.net.state.add_pid(p.pid)
+
+    def start_all(self) -> None:
+        for node in self.node_ids:
+            self.start(node)
+
+    def alive(self, node: str) -> bool:
+        p = self.procs.get(node)
+        return p is not None and p.poll() is None
+
+    def kill(self, node: str) -> None:
+        p = self.procs.get(node)
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(10)
+
+    def restart(self, node: str) -> None:
+        self.kill(node)
+        self.start(node)
+
+    def pause(self, node: str) -> None:
+        p = self.procs.get(node)
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        p = self.procs.get(node)
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+
+    async def heal_all(self) -> dict[str, Any]:
+        """No network fault; every node resumed; every dead node started again."""
+        await asyncio.to_thread(self.net.heal)
+        restarted = []
+        for node in self.node_ids:
+            self.resume(node)
+            if not self.alive(node):
+                self.start(node)
+                restarted.append(node)
+        return {"restarted": restarted}
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGCONT)
+                    p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(max(0.1, deadline - time.monotonic()))
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(5)
+
+    async def node_status(self, node: str, wait: float = 1.0) -> dict[str, Any] | None:
+        from meshraft.kv.client import AsyncClient
+
+        client = AsyncClient([self.net.nodes[node].client_addr], timeout=wait,
+                             attempt_timeout=wait, connect_timeout=min(0.5, wait))
+        try:
+            return await client.status(timeout=wait)
+        except Exception:
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def find_leader(self) -> str | None:
+        """The leader of the highest term any node reports (a node that says it is the
+        leader wins over hearsay)."""
+        nodes = [n for n in self.node_ids if self.alive(n)]
+        sts = await asyncio.gather(*(self.node_status(n) for n in nodes))
+        best: tuple[int, int, str] | None = None
+        for node, st in zip(nodes, sts, strict=True):
+            if not st:
+                continue
+            term = int(st.get("term") or 0)
+            if st.get("role") == "leader":
+                cand = (term, 1, str(st.get("id", node)))
+            elif st.get("leader") is not None:
+                cand = (term, 0, str(st["leader"]))
+            else:
+                continue
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+        return best[2] if best else None
+
+    async def wait_ready(self, within: float) -> str:
+        """Until a leader is known and a write through it succeeds; returns the leader."""
+        from meshraft.kv.client import AsyncClient
+
+        deadline = time.monotonic() + within
+        last = "no leader yet"
+        while time.monotonic() < deadline:
+            dead = [n for n in self.node_ids if not self.alive(n)]
+            if dead:
+                raise RunFailed(f"node(s) {', '.join(dead)} exited during start-up; see "
+                                f"{self.log_path(dead[0])}")
+            leader = await self.find_leader()
+            if leader is not None:
+                client = AsyncClient(self.endpoints(), timeout=2.0, attempt_timeout=1.0)
+                try:
+                    await client.put(READY_KEY, "1")
+                    return leader
+                except Exception as exc:
+                    last = f"write failed: {exc}"
+                finally:
+                    with contextlib.suppress(Exception):
+                        await client.close()
+            await asyncio.sleep(0.3)
+        raise RunFailed(f"the cluster did not become ready within {within:g}s ({last})")
+
+
+# ---------------------------------------------------------------- results
+
+
+def _f_status_counts(ops) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for op in ops:
+        d = out.setdefault(op.f, {"ok": 0, "fail": 0, "info": 0})
+        d[op.status] = d.get(op.status, 0) + 1
+    return out
+
+
+def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, Any]:
+    """Ops by type and outcome, availability with and without a fault, failover times.
+
+    An op counts as *during a fault* if it was invoked while one was active.
+    Failover time of a fault: from its start to the completion of the first ok write
+    or cas invoked after it started (how long writes were unavailable);
+    recovery: the same, counted from the fault's stop."""
+    ops = pair_operations(events)
+    times = [e["time"] for e in events if e.get("time") is not None]
+    t0 = min(times) if times else 0
+
+    def sec(t: int | None) -> float | None:
+        return None if t is None else (t - t0) / 1e9
+
+    def in_fault(t: float) -> bool:
+        return any(p.start <= t <= (p.stop if p.stop is not None else float("inf"))
+                   for p in periods)
+
+    buckets = {"fault": {"ok": 0, "fail": 0, "info": 0},
+               "no_fault": {"ok": 0, "fail": 0, "info": 0}}
+    # a cas mismatch is an answer: the cluster was available to give it
+    answered = {"fault": 0, "no_fault": 0}
+    for op in ops:
+        t = sec(op.invoke_time)
+        b = "fault" if t is not None and in_fault(t) else "no_fault"
+        buckets[b][op.status] += 1
+        if op.status == "ok" or (op.status == "fail" and op.error == "cas-mismatch"):
+            answered[b] += 1
+
+    def share(b: dict[str, int]) -> float | None:
+        total = sum(b.values())
+        return round(b["ok"] / total, 4) if total else None
+
+    def answered_share(name: str) -> float | None:
+        total = sum(buckets[name].values())
+        return round(answered[name] / total, 4) if total else None
+
+    writes = sorted((sec(op.invoke_time), sec(op.complete_time)) for op in ops
+                    if op.status == "ok" and op.f in ("write", "cas")
+                    and op.invoke_time is not None and op.complete_time is not None)
+
+    def first_ok_after(t: float) -> float | None:
+        done = [c for i, c in writes if i is not None and i >= t and c is not None]
+        return round(min(done) - t, 3) if done else None
+
+    failovers = []
+    for p in periods:
+        failovers.append({
+            "fault": p.f, "start": round(p.start, 3),
+            "stop": None if p.stop is None else round(p.stop, 3),
+            "first_ok_write_after_start": first_ok_after(p.start),
+            "first_ok_write_after_stop": None if p.stop is None else first_ok_after(p.stop),
+        })
+    by_fault: dict[str, list[float]] = {}
+    for fo in failovers:
+        if fo["first_ok_write_after_start"] is not None:
+            by_fault.setdefault(fo["fault"], []).append(fo["first_ok_write_after_start"])
+    total = {"ok": 0, "fail": 0, "info": 0}
+    for op in ops:
+        total[op.status] += 1
+    return {
+        "ops": len(ops),
+        "ops_by_outcome": total,
+        "ops_by_type": _f_status_counts(ops),
+        "availability": {
+            "during_faults": share(buckets["fault"]),
+            "without_faults": share(buckets["no_fault"]),
+            "answered_during_faults": answered_share("fault"),
+            "answered_without_faults": answered_share("no_fault"),
+            "ops_during_faults": buckets["fault"],
+            "ops_without_faults": buckets["no_fault"],
+        },
+        "failover": {
+            "per_fault": failovers,
+            "median_by_fault": {k: _median(v) for k, v in sorted(by_fault.items())},
+            "max_by_fault": {k: max(v) for k, v in sorted(by_fault.items())},
+        },
+        "duration_s": round(((max(times) - t0) / 1e9) if times else 0.0, 3),
+    }
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    m = len(s) // 2
+    return round(s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2, 3)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class RunConfig:
+    nodes: int = 5
+    time: float = 60.0
+    concurrency: int = 10
+    keys: int = 8
+    rate: float | None = None
+    nemesis: str = "all"
+    reads: str = "linearizable"
+    net: str = "netns"
+    seed: int | None = None
+    out: Path | None = None
+    transport: str = "mesh"
+    quiet_period: float = 5.0
+    op_timeout: float = 2.0
+    start_timeout: float = 60.0
+    check_time_limit: float | None = 600.0
+    progress: bool = True
+
+
+class Progress:
+    """One status line on stderr: a bar on a terminal, a line every 10 s otherwise."""
+
+    def __init__(self, enabled: bool, total: float) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, elapsed: float, ops: int, fault: str | None, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and not self.tty and now - self._last < 10:
+            return
+        self._last = now
+        frac = min(1.0, elapsed / self.total) if self.total else 1.0
+        bar = "#" * int(frac * 30) + "." * (30 - int(frac * 30))
+        line = (f"[{bar}] {elapsed:5.1f}/{self.total:g}s  ops {ops}  "
+                f"nemesis: {fault or '-'}")
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(78))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _say(msg: str) -> None:
+    click.echo(f"jepsen-lite: {msg}", err=True)
+
+
+async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
+                 families: list[str], rng: random.Random) -> Nemesis:
+    """Start the cluster, run workload and nemesis, final heal, quiet period."""
+    cluster.start_all()
+    leader = await cluster.wait_ready(cfg.start_timeout)
+    _say(f"cluster ready, leader {leader}; running {cfg.time:g}s")
+    wl_rng = random.Random(rng.getrandbits(64))
+    nem_rng = random.Random(rng.getrandbits(64))
+    workload = Workload(
+        WorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys, rate=cfg.rate,
+                       op_timeout=cfg.op_timeout,
+                       serializable_reads=cfg.reads == "serializable"),
+        cluster.endpoints(), hist, wl_rng)
+    t0 = time.monotonic()
+    fault_time = max(0.0, cfg.time - cfg.quiet_period)
+    nem = Nemesis(families, cluster, nem_rng, hist, schedule=Schedule.for_duration(fault_time),
+                  t0=t0)
+    progress = Progress(cfg.progress, cfg.time)
+    wl_task = asyncio.create_task(workload.run(t0 + cfg.time), name="workload")
+
+    async def nemesis_then_heal() -> None:
+        try:
+            await nem.run(fault_time)
+        finally:
+            await asyncio.shield(nem.final_heal(cluster.heal_all))
+
+    nem_task = asyncio.create_task(nemesis_then_heal(), name="nemesis")
+    try:
+        while not wl_task.done():
+            active = nem._active.name if nem._active is not None else None
+            progress.update(time.monotonic() - t0, workload.completed, active)
+            await asyncio.wait({wl_task}, timeout=0.5)
+            if nem_task.done() and nem_task.exception() is not None:
+                raise RunFailed(f"nemesis failed: {nem_task.exception()!r}")
+        progress.update(time.monotonic() - t0, workload.completed, None, force=True)
+        progress.done()
+        wl_task.result()
+        await nem_task
+    finally:
+        for t in (wl_task, nem_task):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(wl_task, nem_task, return_exceptions=True)
+    return nem
+
+
+async def _run_async(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
+                     families: list[str], rng: random.Random) -> Nemesis:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    interrupted: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not interrupted:
+            _say(f"{signal.Signals(signum).name}: stopping the run and cleaning up")
+            interrupted.append(signum)
+            main.cancel()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, on_signal, s)
+    try:
+        return await _drive(cfg, cluster, hist, families, rng)
+    except asyncio.CancelledError:
+        if interrupted:
+            raise Interrupted(signal.Signals(interrupted[0]).name) from None
+        raise
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(s)
+
+
+def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
+    """Carry out one run; returns (exit code, results)."""
+    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 31)
+    rng = random.Random(seed)
+    run_id = netns.new_run_id()
+    out = cfg.out or Path("jepsen-lite-runs") / f"{time.strftime('%Y%m%dT%H%M%S')}-{run_id}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nodes").mkdir(exist_ok=True)
+    history_path = out / "history.jsonl"
+    if history_path.exists():
+        raise RunFailed(f"{history_path} exists: choose an empty --out dir")
+    try:
+        families = families_for(cfg.nemesis, network_faults=cfg.net == "netns")
+    except ValueError as exc:
+        raise RunFailed(str(exc)) from None
+    if cfg.net == "local":
+        _say("--net local: nodes on loopback; network faults (partitions, loss) are not "
+             "available, only kill and pause" + (f"; nemesis draws from {families}"
+                                                   if families else ""))
+    _say(f"run {run_id}: {cfg.nodes} nodes, --net {cfg.net}, --transport {cfg.transport}, "
+         f"--nemesis {cfg.nemesis}, --reads {cfg.reads}, seed {seed}, out {out}")
+    results: dict[str, Any] = {
+        "run_id": run_id, "seed": seed, "out_dir": str(out),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
+        "replay": _replay_command(cfg, seed),
+    }
+    net: Net | None = None
+    cluster: ServerCluster | None = None
+    nem: Nemesis | None = None
+    failure: str | None = None
+    # a SIGTERM before the loop installs its handler must still clean up
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with HistoryWriter(history_path) as hist:
+            try:
+                net = netns.create_net(cfg.net, cfg.nodes, out_dir=str(out), run_id=run_id)
+                cluster = ServerCluster(net, out, transport=cfg.transport)
+                nem = asyncio.run(_run_async(cfg, cluster, hist, families, rng))
+            except (Interrupted, KeyboardInterrupt) as exc:
+                failure = f"interrupted ({exc or 'SIGINT'})"
+            except (RunFailed, NetError) as exc:
+                failure = str(exc)
+            finally:
+                with _signals_ignored():
+                    if cluster is not None:
+                        cluster.stop_all()
+                    if net is not None:
+                        net.teardown()
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    events = read_history(history_path)
+    if nem is not None:
+        periods = _periods_in_history_time(events, nem.periods, nem)
+    else:
+        periods = periods_from_history(events)
+    results.update(summarize(events, periods))
+    # seconds since the history's first event, as in the plots and the summary
+    results["nemesis_periods"] = [vars(p) for p in periods]
+    if failure is not None:
+        results["valid"] = "unknown"
+        results["error"] = failure
+        _write_results(out, results)
+        _say(f"run failed: {failure}")
+        return EXIT_FAILED, results
+    code, check = _check(out, events, cfg.check_time_limit)
+    results.update(check)
+    _plots(out, events, results)
+    _write_results(out, results)
+    return code, results
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Teardown must finish: a second Ctrl-C waits until it has."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _periods_in_history_time(events: list[dict[str, Any]], periods: list[Period],
+                             nem: Nemesis | None) -> list[Period]:
+    """The nemesis keeps time from its own t0; summaries count from the first event."""
+    if nem is None or not events:
+        return periods
+    times = [e["time"] for e in events if e.get("time") is not None]
+    if not times:
+        return periods
+    shift = nem.t0 - min(times) / 1e9  # both are time.monotonic seconds
+    return [Period(p.f, p.start + shift, None if p.stop is None else p.stop + shift, p.value)
+            for p in periods]
+
+
+def _check(out: Path, events: list[dict[str, Any]],
+           time_limit: float | None) -> tuple[int, dict[str, Any]]:
+    from jepsen_lite.checker import UNKNOWN, check_history
+
+    res = check_history(events, "cas-register", time_limit)
+    data = res.to_json()
+    valid = data["valid"]
+    check = {"valid": valid, "check": {k: v for k, v in data.items() if k != "keys"},
+             "check_time_s": round(res.elapsed, 3)}
+    _report(out, events, res)
+    if valid is True:
+        return EXIT_OK, check
+    if valid is False:
+        return EXIT_INVALID, check
+    assert valid == UNKNOWN
+    return EXIT_FAILED, check
+
+
+def _report(out: Path, events: list[dict[str, Any]], res: Any) -> None:
+    try:
+        from jepsen_lite import report
+    except ImportError:
+        log.warning("jepsen_lite.report is not available: no report.html")
+        return
+    writer = getattr(report, "write_report", None)
+    if writer is None:
+        log.warning("jepsen_lite.report has no write_report: no report.html")
+        return
+    writer(out / "report.html", res, events=events)
+
+
+def _plots(out: Path, events: list[dict[str, Any]], results: dict[str, Any]) -> None:
+    try:
+        from jepsen_lite import plots
+    except ImportError as exc:  # matplotlib missing: say so, the verdict stands
+        log.warning("no plots: %s", exc)
+        return
+    plots.write_plots(out, events, [Period(**p) for p in results["nemesis_periods"]])
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "results.json")
+
+
+def _replay_command(cfg: RunConfig, seed: int) -> str:
+    args = ["jepsen-lite", "run", "--nodes", str(cfg.nodes), "--time", f"{cfg.time:g}",
+            "--concurrency", str(cfg.concurrency), "--keys", str(cfg.keys),
+            "--nemesis", cfg.nemesis, "--reads", cfg.reads, "--net", cfg.net,
+            "--transport", cfg.transport, "--seed", str(seed)]
+    if cfg.rate:
+        args += ["--rate", f"{cfg.rate:g}"]
+    return shlex.join(args)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@click.command("run")
+@click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, netns.MAX_NODES))
+@click.option("--time", "duration", default=60.0, show_default=True,
+              type=click.FloatRange(1, 24 * 3600), help="Seconds of workload.")
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--keys", default=8, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--rate", default=None, type=click.FloatRange(0, min_open=True),
+              help="Operations per second over all clients (default: no limit).")
+@click.option("--nemesis", default="all", show_default=True,
+              type=click.Choice(nemesis_names()))
+@click.option("--reads", default="linearizable", show_default=True,
+              type=click.Choice(["linearizable", "serializable"]))
+@click.option("--net", default="netns", show_default=True, type=click.Choice(["netns", "local"]))
+@click.option("--seed", default=None, type=int, help="Seed of every random choice.")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Out dir (default: ./jepsen-lite-runs/TIME-RUNID).")
+@click.option("--transport", default="mesh", show_default=True,
+              type=click.Choice(["mesh", "udp"]), help="Passed to meshraft serve.")
+@click.option("--quiet-period", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds at the end with every fault healed.")
+@click.option("--op-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds one operation may take before its outcome is unknown.")
+@click.option("--check-time-limit", default=600.0, show_default=True,
+              type=click.FloatRange(1), help="Seconds the checker may take (then: unknown).")
+@click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
+def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: float | None,
+            nemesis: str, reads: str, net: str, seed: int | None, out: Path | None,
+            transport: str, quiet_period: float, op_timeout: float,
+            check_time_limit: float, no_progress: bool) -> None:
+    """Run a real meshraft cluster under faults; record and check the history.
+
+    Exit codes: 0 linearizable, 1 not linearizable, 2 unknown or the run failed."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = RunConfig(nodes=nodes, time=duration, concurrency=concurrency, keys=keys, rate=rate,
+                    nemesis=nemesis, reads=reads, net=net, seed=seed, out=out,
+                    transport=transport, quiet_period=min(quiet_period, duration / 2),
+                    op_timeout=op_timeout, check_time_limit=check_time_limit,
+                    progress=not no_progress)
+    try:
+        code, results = run(cfg)
+    except RunFailed as exc:
+        click.echo(f"jepsen-lite run: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(_summary_line(results))
+    sys.exit(code)
+
+
+def _summary_line(r: dict[str, Any]) -> str:
+    o = r.get("ops_by_outcome", {})
+    a = r.get("availability", {})
+    verdict = {True: "linearizable", False: "NOT linearizable"}.get(r.get("valid"), "unknown")
+    parts = [f"{verdict}", f"ops {r.get('ops', 0)} (ok {o.get('ok', 0)}, fail "
+             f"{o.get('fail', 0)}, info {o.get('info', 0)})",
+             f"ok share during faults {a.get('during_faults')}, without "
+             f"{a.get('without_faults')} (answered: {a.get('answered_during_faults')} / "
+             f"{a.get('answered_without_faults')})"]
+    if "check_time_s" in r:
+        parts.append(f"check {r['check_time_s']}s")
+    if r.get("error"):
+        parts.append(f"error: {r['error']}")
+    parts.append(f"out {r.get('out_dir')}")
+    return "; ".join(parts)
 
 
 @click.command("clean")
