@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import click
+
 log = logging.getLogger("meshraft.bench")
 
 OPS = ("put", "get", "serializable-get", "mixed", "cas")
@@ -49,7 +51,11 @@ MAX_OP_TIMEOUT_S = 60.0
 
 
 class BenchError(Exception):
-    """A benchmark that cannot run (bad parameters, a cluster that never came up)."""
+    """A benchmark that cannot run because of its parameters (exit code 2)."""
+
+
+class BenchUnavailable(BenchError):
+    """The system under test never came up or could not be reached (exit code 3)."""
 
 
 class BenchClient(Protocol):
@@ -243,7 +249,7 @@ async def _preload(clients: Sequence[BenchClient], spec: LoadSpec, values: list[
         nonlocal next_key
         while next_key < spec.keyspace:
             if time.monotonic() > deadline:
-                raise BenchError("preloading the keyspace timed out")
+                raise BenchUnavailable("preloading the keyspace timed out")
             i = next_key
             next_key += 1
             for attempt in range(5):
@@ -253,7 +259,7 @@ async def _preload(clients: Sequence[BenchClient], spec: LoadSpec, values: list[
                     break
                 except Exception as exc:  # a cluster still settling; retry a few times
                     if attempt == 4:
-                        raise BenchError(f"preload put failed: {exc!r}") from exc
+                        raise BenchUnavailable(f"preload put failed: {exc!r}") from exc
                     await asyncio.sleep(0.1 * (attempt + 1))
 
     await asyncio.gather(*(loader(c) for c in clients))
@@ -281,7 +287,7 @@ async def run_load(
         failures = [m for m in made if isinstance(m, BaseException)]
         clients = [m for m in made if not isinstance(m, BaseException)]
         if failures:
-            raise BenchError(f"could not connect {len(failures)} of {spec.clients} clients: "
+            raise BenchUnavailable(f"could not connect {len(failures)} of {spec.clients} clients: "
                              f"{failures[0]!r}")
         if spec.ops in ("get", "serializable-get", "mixed"):
             await _preload(clients, spec, values)
@@ -512,3 +518,239 @@ def make_tempdir(prefix: str) -> Path:
 def remove_tree(path: Path | None) -> None:
     if path is not None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# meshraft: a local cluster of `meshraft serve` processes, and the kv client adapter.
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class LocalCluster:
+    """``nodes`` members of ``meshraft serve`` on loopback ports from the OS, with
+    data in ``data_dir`` (a temp dir, removed on stop, unless one is given).
+    ``wrap(id, argv)`` may rewrite a member's command line (to run it under a profiler)."""
+
+    nodes: int = 3
+    transport: str = "mesh"
+    data_dir: Path | None = None
+    host: str = "127.0.0.1"
+    extra_args: list[str] = field(default_factory=list)
+    wrap: Callable[[int, list[str]], list[str]] | None = None
+    procs: list[LocalProcess] = field(default_factory=list)
+    client_ports: list[int] = field(default_factory=list)
+    _own_dir: bool = False
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(self.host, p) for p in self.client_ports]
+
+    def endpoints_text(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self.endpoints)
+
+    async def start(self, ready_within: float = 60.0) -> None:
+        if not 1 <= self.nodes <= 9:
+            raise BenchError(f"--nodes must be between 1 and 9, got {self.nodes}")
+        if self.transport not in ("mesh", "udp"):
+            raise BenchError(f"--transport must be mesh or udp, got {self.transport!r}")
+        if self.data_dir is None:
+            self.data_dir = make_tempdir("meshraft-bench-")
+            self._own_dir = True
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(2 * self.nodes, self.host)
+        peer_ports, self.client_ports = ports[: self.nodes], ports[self.nodes:]
+        peers = ",".join(f"{i + 1}={self.host}:{p}" for i, p in enumerate(peer_ports))
+        for i in range(self.nodes):
+            argv = [sys.executable, "-m", "meshraft.cli", "serve", "--id", str(i + 1),
+                    "--peers", peers, "--client", f"{self.host}:{self.client_ports[i]}",
+                    "--data-dir", str(self.data_dir / f"n{i + 1}"),
+                    "--transport", self.transport, *self.extra_args]
+            if self.wrap is not None:
+                argv = self.wrap(i + 1, argv)
+            self.procs.append(spawn(f"node{i + 1}", argv, self.data_dir))
+        await self._wait_ready(ready_within)
+
+    async def _wait_ready(self, ready_within: float) -> None:
+        """Every member answers, one is leader, and a write commits through each."""
+        from meshraft.kv.client import AsyncClient
+
+        deadline = time.monotonic() + ready_within
+        pending = list(self.endpoints)
+        last: object = None
+        while pending:
+            for p in self.procs:
+                if not p.alive():
+                    raise BenchUnavailable(
+                        f"{p.name} exited ({p.popen.returncode}):\n{p.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchUnavailable(f"cluster not ready after {ready_within:g}s: {last}")
+            c = AsyncClient([pending[0]], timeout=2.0, attempt_timeout=1.0)
+            try:
+                await c.put(b"bench-ready", b"1")
+                pending.pop(0)
+            except Exception as exc:  # still electing, still binding
+                last = repr(exc)
+                await asyncio.sleep(0.2)
+            finally:
+                await c.close()
+
+    async def leader_index(self) -> int | None:
+        """Index (0-based) of the member that says it is leader."""
+        from meshraft.kv.client import AsyncClient
+
+        for i, ep in enumerate(self.endpoints):
+            c = AsyncClient([ep], timeout=2.0)
+            try:
+                st = await c.status()
+                if st.get("role") == "leader":
+                    return i
+            except Exception:
+                continue
+            finally:
+                await c.close()
+        return None
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+        if self._own_dir:
+            remove_tree(self.data_dir)
+            self.data_dir = None
+
+    async def __aenter__(self) -> LocalCluster:
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MeshraftBenchClient:
+    """A bench client over :class:`meshraft.kv.client.AsyncClient`. Client ``i``
+    prefers member ``i % n`` (the endpoint list is rotated), so load is spread."""
+
+    def __init__(self, client: Any) -> None:
+        self.c = client
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.c.put(key, value)
+
+    async def get(self, key: bytes, serializable: bool = False) -> bytes | None:
+        kv = await self.c.get(key, serializable=serializable)
+        return None if kv is None else kv.value
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> bool:
+        return (await self.c.cas(key, expected, new)).succeeded
+
+    async def close(self) -> None:
+        await self.c.close()
+
+
+def meshraft_factory(endpoints: Sequence[tuple[str, int]], op_timeout: float = 10.0,
+                     ) -> ClientFactory:
+    from meshraft.kv.client import AsyncClient
+
+    eps = list(endpoints)
+
+    async def make(i: int) -> BenchClient:
+        k = i % len(eps)
+        return MeshraftBenchClient(AsyncClient(eps[k:] + eps[:k], timeout=op_timeout))
+
+    return make
+
+
+async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]] | None = None,
+                         nodes: int = 3, transport: str = "mesh", data_dir: Path | None = None,
+                         progress: bool = True) -> BenchResult:
+    """``meshraft bench``: against ``endpoints``, or a local cluster started for the run."""
+    spec.validate()
+    bar = Progress(spec.warmup + spec.duration, f"{spec.ops}x{spec.clients}", enabled=progress)
+    if endpoints:
+        return await run_load(meshraft_factory(endpoints, spec.op_timeout), spec,
+                              system="meshraft", progress=bar, nodes=len(endpoints))
+    async with LocalCluster(nodes=nodes, transport=transport, data_dir=data_dir) as cluster:
+        return await run_load(meshraft_factory(cluster.endpoints, spec.op_timeout), spec,
+                              system=f"meshraft-{transport}", progress=bar, nodes=nodes,
+                              transport=transport)
+
+
+# --------------------------------------------------------------------------------------
+# The `meshraft bench` command (registered by meshraft.cli).
+# --------------------------------------------------------------------------------------
+
+@click.command("bench")
+@click.option("--endpoints", envvar="MESHRAFT_ENDPOINTS", default=None,
+              help="HOST:PORT,... of a running cluster; without it a local cluster is "
+                   "started for the run and removed afterwards.")
+@click.option("--nodes", type=int, default=3, show_default=True,
+              help="Members of the local cluster.")
+@click.option("--transport", type=click.Choice(["mesh", "udp"]), default="mesh",
+              show_default=True, help="Raft transport of the local cluster.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data dir of the local cluster (default: a temp dir, removed).")
+@click.option("--clients", type=int, default=64, show_default=True,
+              help="Concurrent clients, each with one operation in flight.")
+@click.option("--duration", type=float, default=10.0, show_default=True,
+              help="Seconds measured.")
+@click.option("--warmup", type=float, default=1.0, show_default=True,
+              help="Seconds of load before measuring.")
+@click.option("--ops", type=click.Choice(list(OPS)), default="put", show_default=True,
+              help="put; get (linearizable); serializable-get; mixed (1:1 put/get); cas.")
+@click.option("--key-size", type=int, default=16, show_default=True, help="Bytes per key.")
+@click.option("--value-size", type=int, default=100, show_default=True,
+              help="Bytes per value.")
+@click.option("--keyspace", type=int, default=1000, show_default=True,
+              help="Distinct keys the load picks from (preloaded for gets).")
+@click.option("--max-ops", type=int, default=2_000_000, show_default=True,
+              help="Upper bound on operations started.")
+@click.option("--timeout", "op_timeout", type=float, default=10.0, show_default=True,
+              help="Seconds one operation may take, retries included.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | None,
+          clients: int, duration: float, warmup: float, ops: str, key_size: int,
+          value_size: int, keyspace: int, max_ops: int, op_timeout: float, seed: int,
+          as_json: bool, progress: bool | None) -> None:
+    """Drive a bounded load and report ops/s and latency p50/p90/p99/max."""
+    spec = LoadSpec(ops=ops, clients=clients, duration=duration, warmup=warmup,
+                    key_size=key_size, value_size=value_size, keyspace=keyspace,
+                    max_ops=max_ops, op_timeout=op_timeout, seed=seed)
+    eps: list[tuple[str, int]] | None = None
+    try:
+        spec.validate()
+        if endpoints:
+            from meshraft.kv.client import parse_endpoints
+
+            try:
+                eps = parse_endpoints(endpoints)
+            except ValueError as exc:
+                raise BenchError(str(exc)) from None
+        show = sys.stderr.isatty() if progress is None else progress
+        result = asyncio.run(bench_meshraft(spec, endpoints=eps, nodes=nodes,
+                                            transport=transport, data_dir=data_dir,
+                                            progress=show))
+    except BenchUnavailable as exc:
+        click.echo(f"meshraft bench: {exc}", err=True)
+        sys.exit(3)
+    except BenchError as exc:
+        click.echo(f"meshraft bench: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(result.to_json())
+    else:
+        click.echo(format_table([result]))
+        if result.error_kinds:
+            kinds = ", ".join(f"{k}={v}" for k, v in sorted(result.error_kinds.items()))
+            click.echo(f"errors: {kinds}")
+    if result.ops == 0:
+        click.echo("meshraft bench: no operation succeeded", err=True)
+        sys.exit(3)
+
+
+bench_command = bench
