@@ -428,9 +428,12 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         client = ("127.0.0.1", port)
     password: bytes | None = None
     if password_file is not None:
-        password = password_file.read_bytes().rstrip(b"\r\n")
-        if not password:
-            raise click.BadParameter("the password file is empty", param_hint="--password-file")
+        from meshraft.mesh.crypto import read_password_file
+
+        try:
+            password = read_password_file(str(password_file))
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--password-file") from None
     data_dir = data_dir or Path(DEFAULT_DATA_DIR) / f"node-{node_id}"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -460,6 +463,12 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    if transport == "mesh":
+        try:
+            from meshraft.mesh import Router
+            from meshraft.meshconn import create_mesh_endpoint
+        except ImportError as exc:
+            raise StartupError(f"the mesh transport is not available: {exc}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sm = KVStateMachine()
@@ -469,9 +478,6 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
     server = None
     try:
         if transport == "mesh":
-            from meshraft.mesh import Router
-            from meshraft.meshconn import create_mesh_endpoint
-
             others = [f"{h}:{p}" for pid, (h, p) in peers.items() if pid != node_id]
             try:
                 router = await Router.start(name=node_id, listen=listen, peers=others,
@@ -488,10 +494,13 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
             def status_extra() -> dict[str, Any]:
                 return {"transport": "mesh", "mesh": mesh.status()}
         else:
+            from meshraft.raft.udp import udp_transport_factory
+
+            udp = udp_transport_factory(listen)
+
             async def transport_factory(protocol_factory):
                 try:
-                    return await loop.create_datagram_endpoint(protocol_factory,
-                                                               local_addr=listen)
+                    return await udp(protocol_factory)
                 except OSError as exc:
                     raise StartupError(
                         f"cannot bind UDP {listen[0]}:{listen[1]}: {exc}") from None

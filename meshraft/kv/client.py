@@ -516,6 +516,13 @@ class Client:
             self._run(self._client.close())
             self._loop.close()
 
+    def __del__(self) -> None:
+        # A forgotten close() must not leave a half-dead loop behind.
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed() and not loop.is_running():
+            with contextlib.suppress(Exception):
+                self.close()
+
     def __enter__(self) -> Client:
         return self
 

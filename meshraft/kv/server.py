@@ -22,16 +22,20 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
 from meshraft.kv import protocol as p
 from meshraft.kv.state_machine import (
+    DEFAULT_FRAGMENT_BYTES,
+    INCOMPLETE,
     CommandError,
     KVStateMachine,
     check_write,
     encode_command,
+    fragment_command,
     validate_key,
     validate_prefix,
 )
@@ -83,6 +87,10 @@ def _error_kind(exc: BaseException) -> str:
     return p.INTERNAL
 
 
+class _FragmentFailed(Exception):
+    """A large command's fragments did not all make it: certainly not applied."""
+
+
 class KVServer:
     """Serves the client protocol for one node and its state machine."""
 
@@ -97,6 +105,7 @@ class KVServer:
         max_frame: int | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         status_extra: Callable[[], dict[str, Any]] | None = None,
+        max_entry: int = DEFAULT_FRAGMENT_BYTES,
     ) -> None:
         self.node = node
         self.sm = state_machine
@@ -107,6 +116,8 @@ class KVServer:
         self.max_frame = max_frame or p.max_frame_for(self.limits.max_key, self.limits.max_value)
         self.request_timeout = request_timeout
         self.status_extra = status_extra
+        # Commands larger than this go through the log as several fragment entries.
+        self.max_entry = max_entry
         self.inflight = 0
         self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
         self._server: asyncio.base_events.Server | None = None
@@ -311,22 +322,17 @@ class KVServer:
             return p.error_reply(rid, p.BUSY, "server busy: too many writes in flight, retry")
         self.inflight += 1
         try:
-            result = await self.node.propose(encode_command(cmd), timeout=timeout)
+            data = encode_command(cmd)
+            if len(data) <= self.max_entry:
+                result = await self.node.propose(data, timeout=timeout)
+            else:
+                result = await self._propose_fragments(data, timeout)
         except asyncio.CancelledError:
             raise
+        except _FragmentFailed as exc:
+            return p.error_reply(rid, p.UNAVAILABLE, exc.args[0])
         except Exception as exc:
-            kind = _error_kind(exc)
-            if kind == p.INTERNAL:
-                raise
-            details: dict[str, Any] = {}
-            leader = getattr(exc, "leader_id", None)
-            if leader is not None:
-                details["leader"] = str(leader)
-            msg = {
-                p.TIMEOUT: "timed out waiting for the write to apply; it may still be applied",
-                p.BUSY: "node busy: too many proposals in flight, retry",
-            }.get(kind, str(exc) or kind)
-            return p.error_reply(rid, kind, msg, **details)
+            return self._propose_error(rid, exc)
         finally:
             self.inflight -= 1
         if not isinstance(result, dict):
@@ -335,6 +341,47 @@ class KVServer:
             details = {k: v for k, v in result.items() if k not in ("error", "message")}
             return p.error_reply(rid, result["error"], result.get("message", ""), **details)
         return p.ok_reply(rid, dict(result))
+
+    async def _propose_fragments(self, data: bytes, timeout: float) -> Any:
+        """Propose a large command as fragments, in order; the last one's answer is the
+        command's. A failure before the last fragment means the command was not applied."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        frags = fragment_command(data, os.urandom(8).hex(), self.max_entry)
+        for i, frag in enumerate(frags):
+            remaining = deadline - loop.time()
+            last = i == len(frags) - 1
+            if remaining <= 0:
+                raise _FragmentFailed("timed out sending a large command; it was not applied")
+            try:
+                result = await self.node.propose(frag, timeout=remaining)
+            except Exception as exc:
+                if last or isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise _FragmentFailed(
+                    f"sending a large command failed ({_error_kind(exc)}); it was not applied"
+                ) from None
+            if not last and (not isinstance(result, dict) or result.get("fragment") != i):
+                raise _FragmentFailed("a fragment of the command was lost; it was not applied")
+            if last and isinstance(result, dict) and result.get("error") == INCOMPLETE:
+                raise _FragmentFailed("a fragment of the command was lost; it was not applied")
+        return result
+
+    def _propose_error(self, rid: Any, exc: Exception) -> dict[str, Any]:
+        if isinstance(exc, ValueError):  # the node refuses an entry it cannot carry
+            return p.error_reply(rid, p.TOO_LARGE, f"command refused by raft: {exc}")
+        kind = _error_kind(exc)
+        if kind == p.INTERNAL:
+            raise exc
+        details: dict[str, Any] = {}
+        leader = getattr(exc, "leader_id", None)
+        if leader is not None:
+            details["leader"] = str(leader)
+        msg = {
+            p.TIMEOUT: "timed out waiting for the write to apply; it may still be applied",
+            p.BUSY: "node busy: too many proposals in flight, retry",
+        }.get(kind, str(exc) or kind)
+        return p.error_reply(rid, kind, msg, **details)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -13,6 +13,13 @@ changes something; each key remembers the revision that created it
 many times it was written since it was created (``version``). A write's
 answer carries the store revision after it, usable as a fencing token.
 
+Large commands: a Raft entry must fit one datagram, so the server splits a
+command larger than that into ``frag`` commands (one entry each, proposed in
+order, all with one random fragment key). The state machine stages the pieces
+and applies the whole command when the last one arrives; a piece out of order
+(say, a late duplicate of an older attempt) fails that attempt, never
+applies a partial command. Staging is bounded and part of the snapshot.
+
 Exactly once: a write may carry a client id, a sequence number and an
 acknowledgement floor (the client's lowest sequence number still waiting for
 an answer). The table remembers the answers of a client's writes at or above
@@ -45,6 +52,15 @@ DEFAULT_MAX_ANSWERS = 128
 SNAPSHOT_VERSION = 1
 
 WRITE_OPS = ("put", "delete", "cas")
+FRAG_OP = "frag"
+# A Raft entry must fit one datagram, a command may not (a 1 MiB value): the server
+# splits a large command into fragments of at most this many bytes, one entry each.
+DEFAULT_FRAGMENT_BYTES = 32 * 1024
+MAX_FRAGMENTS = 4096
+# Partly received commands kept at once (oldest dropped first), and their total bytes.
+MAX_STAGED = 64
+MAX_STAGED_BYTES = 64 * 1024 * 1024
+INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +179,27 @@ def check_write(cmd: Any, limits: Limits) -> dict[str, Any]:
     return out
 
 
+def check_fragment(cmd: dict[str, Any]) -> dict[str, Any]:
+    fk, i, n, data = cmd.get("fk"), cmd.get("i"), cmd.get("n"), cmd.get("data")
+    if not isinstance(fk, str) or not 0 < len(fk) <= 64:
+        raise CommandError(BAD_REQUEST, "fragment key must be a short string")
+    if not (isinstance(n, int) and isinstance(i, int)) or isinstance(n, bool) or isinstance(
+            i, bool) or not 1 < n <= MAX_FRAGMENTS or not 0 <= i < n:
+        raise CommandError(BAD_REQUEST, "bad fragment numbering")
+    if not isinstance(data, bytes) or len(data) > 2 * DEFAULT_FRAGMENT_BYTES:
+        raise CommandError(BAD_REQUEST, "bad fragment data")
+    return {"op": FRAG_OP, "fk": fk, "i": i, "n": n, "data": data}
+
+
+def fragment_command(data: bytes, key: str, size: int = DEFAULT_FRAGMENT_BYTES) -> list[bytes]:
+    """An encoded command too large for one entry, as ``frag`` entries to propose in order."""
+    pieces = [data[i:i + size] for i in range(0, len(data), size)]
+    if len(pieces) > MAX_FRAGMENTS:
+        raise CommandError(TOO_LARGE, "command too large")
+    return [encode_command({"op": FRAG_OP, "fk": key, "i": i, "n": len(pieces), "data": d})
+            for i, d in enumerate(pieces)]
+
+
 def encode_command(cmd: dict[str, Any]) -> bytes:
     """The bytes a write command travels as through the Raft log."""
     return msgpack.packb(cmd, use_bin_type=True)
@@ -178,11 +215,13 @@ def _unpack_limits(limits: Limits, total: int) -> dict[str, int]:
     }
 
 
-def decode_command(data: bytes, limits: Limits) -> dict[str, Any]:
+def decode_command(data: bytes, limits: Limits, allow_fragment: bool = True) -> dict[str, Any]:
     try:
         cmd = msgpack.unpackb(data, raw=False, strict_map_key=True, **_unpack_limits(limits, 64))
     except Exception as exc:  # msgpack raises several types for hostile bytes
         raise CommandError(BAD_REQUEST, f"undecodable command: {exc.__class__.__name__}") from None
+    if allow_fragment and isinstance(cmd, dict) and cmd.get("op") == FRAG_OP:
+        return check_fragment(cmd)
     return check_write(cmd, limits)
 
 
@@ -201,6 +240,8 @@ class KVStateMachine:
         self.revision = 0
         self._data: dict[bytes, KeyValue] = {}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # fragment key -> [pieces received, count expected, bytes so far]
+        self._staged: OrderedDict[str, list[Any]] = OrderedDict()
 
     # -- the StateMachine protocol ----------------------------------------------------------
 
@@ -217,11 +258,13 @@ class KVStateMachine:
             return None
         return self.apply_command(data)
 
-    def apply_command(self, data: bytes) -> dict[str, Any]:
+    def apply_command(self, data: bytes, allow_fragment: bool = True) -> dict[str, Any]:
         try:
-            cmd = decode_command(data, self.limits)
+            cmd = decode_command(data, self.limits, allow_fragment)
         except CommandError as exc:
             return error_result(exc.code, exc.message)
+        if cmd["op"] == FRAG_OP:
+            return self._fragment(cmd)
         cid = cmd.get("cid")
         if cid is None:
             return self._execute(cmd)
@@ -250,6 +293,28 @@ class KVStateMachine:
             self._sessions.popitem(last=False)
         return result
 
+    def _fragment(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        fk, i, n, data = cmd["fk"], cmd["i"], cmd["n"], cmd["data"]
+        if i == 0:
+            self._staged.pop(fk, None)
+            self._staged[fk] = [[data], n, len(data)]
+        else:
+            st = self._staged.get(fk)
+            if st is None or st[1] != n or len(st[0]) != i:
+                self._staged.pop(fk, None)
+                return error_result(INCOMPLETE, "a fragment of the command was lost; retry")
+            st[0].append(data)
+            st[2] += len(data)
+        st = self._staged[fk]
+        if i < n - 1:
+            while len(self._staged) > MAX_STAGED or (
+                    sum(v[2] for v in self._staged.values()) > MAX_STAGED_BYTES
+                    and len(self._staged) > 1):
+                self._staged.popitem(last=False)
+            return {"fragment": i}
+        del self._staged[fk]
+        return self.apply_command(b"".join(st[0]), allow_fragment=False)
+
     def snapshot(self) -> bytes:
         state = {
             "v": SNAPSHOT_VERSION,
@@ -262,6 +327,7 @@ class KVStateMachine:
                 [cid, s.floor, sorted((s.answers or {}).items())]
                 for cid, s in self._sessions.items()
             ],
+            "staged": [[fk, st[0], st[1]] for fk, st in self._staged.items()],
         }
         return msgpack.packb(state, use_bin_type=True)
 
@@ -287,7 +353,12 @@ class KVStateMachine:
         sessions: OrderedDict[str, _Session] = OrderedDict()
         for cid, floor, answers in state["sessions"]:
             sessions[cid] = _Session(floor, {int(s): a for s, a in answers})
+        staged: OrderedDict[str, list[Any]] = OrderedDict()
+        for fk, pieces, n in state.get("staged", []):
+            pieces = [bytes(x) for x in pieces]
+            staged[fk] = [pieces, n, sum(len(x) for x in pieces)]
         self.revision, self._data, self._sessions = revision, store, sessions
+        self._staged = staged
 
     # -- reads (local; the server puts a read barrier in front for linearizability) ----------
 

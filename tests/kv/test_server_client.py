@@ -306,3 +306,47 @@ def test_sync_client(served_sync):
         assert c.delete("k").deleted == 1
         assert c.get("k") is None
     assert sm.revision == 3
+
+
+async def test_large_values_travel_as_fragments():
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm, max_entry=4096)
+    await srv.start()
+    try:
+        async with kc.AsyncClient([ep(srv)]) as c:
+            value = b"v" * (1024 * 1024)
+            assert (await c.put("big", value)).revision == 1
+            assert node.proposals > 200
+            assert (await c.get("big")).value == value
+            assert (await c.cas("big", value, b"small")).succeeded
+            assert (await c.get("big")).value == b"small"
+    finally:
+        await srv.stop()
+
+
+async def test_a_lost_fragment_means_not_applied():
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm, max_entry=4096)
+    await srv.start()
+    calls = 0
+    real = node.propose
+
+    async def flaky(data, timeout=5.0):  # noqa: ASYNC109 - the node API
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise Unavailable("leader lost")
+        return await real(data, timeout)
+
+    node.propose = flaky
+    try:
+        r, w = await raw(srv)
+        await send(w, {"id": 1, "op": "put", "key": b"k", "value": b"v" * 20_000})
+        reply = await recv(r)
+        assert reply["error"] == "unavailable" and "not applied" in reply["message"]
+        assert sm.revision == 0
+        w.close()
+    finally:
+        await srv.stop()

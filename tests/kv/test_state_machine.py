@@ -233,3 +233,62 @@ def test_replicas_applying_the_same_log_agree(ops):
     for i, c in enumerate(cmds[half:], start=half):
         c2.apply(Entry(1, i + 1, data=c))
     assert c2.snapshot() == a.snapshot()
+
+
+def test_large_command_applies_from_fragments_in_order():
+    from meshraft.kv.state_machine import fragment_command
+
+    sm = KVStateMachine()
+    value = bytes(range(256)) * 400  # 100 KiB
+    data = encode_command({"op": "put", "key": b"big", "value": value, "cid": "c", "seq": 1,
+                           "ack": 1})
+    frags = fragment_command(data, "fk1", size=8192)
+    assert len(frags) > 10
+    for i, f in enumerate(frags[:-1]):
+        assert sm.apply(Entry(1, i + 1, data=f)) == {"fragment": i}
+        assert sm.revision == 0  # nothing applied before the last piece
+    r = sm.apply(Entry(1, 99, data=frags[-1]))
+    assert r["revision"] == 1 and sm.get(b"big").value == value
+    # a whole retry of the same command (new fragment key) is deduplicated
+    for f in fragment_command(data, "fk2", size=8192):
+        last = sm.apply(Entry(1, 100, data=f))
+    assert last == r and sm.revision == 1
+
+
+def test_fragments_out_of_order_never_apply_a_partial_command():
+    from meshraft.kv.state_machine import fragment_command
+
+    sm = KVStateMachine()
+    data = encode_command({"op": "put", "key": b"k", "value": b"x" * 50_000})
+    frags = fragment_command(data, "fk", size=10_000)
+    sm.apply(Entry(1, 1, data=frags[0]))
+    r = sm.apply(Entry(1, 2, data=frags[2]))  # fragment 1 lost
+    assert r["error"] == "incomplete"
+    for f in frags[3:]:
+        assert "error" in sm.apply(Entry(1, 3, data=f))
+    assert sm.revision == 0 and sm.get(b"k") is None
+
+
+def test_staged_fragments_survive_a_snapshot():
+    from meshraft.kv.state_machine import fragment_command
+
+    sm = KVStateMachine()
+    data = encode_command({"op": "put", "key": b"k", "value": b"y" * 30_000})
+    frags = fragment_command(data, "fk", size=10_000)
+    for f in frags[:-1]:
+        sm.apply(Entry(1, 1, data=f))
+    copy = KVStateMachine()
+    copy.restore(sm.snapshot())
+    assert copy.apply(Entry(1, 2, data=frags[-1]))["revision"] == 1
+    assert copy.get(b"k").value == b"y" * 30_000
+
+
+def test_a_fragment_cannot_smuggle_a_fragment():
+    from meshraft.kv.state_machine import fragment_command
+
+    sm = KVStateMachine()
+    inner = encode_command({"op": "frag", "fk": "x", "i": 0, "n": 2, "data": b"zz"})
+    frags = fragment_command(inner + b"", "outer", size=10)
+    for f in frags:
+        r = sm.apply(Entry(1, 1, data=f))
+    assert r["error"] == "bad-request"
