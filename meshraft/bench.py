@@ -149,6 +149,7 @@ class BenchResult:
     value_size: int
     nodes: int | None = None
     transport: str | None = None
+    unfinished: int = 0  # in flight when the window closed (normally <= clients)
     error_kinds: dict[str, int] = field(default_factory=dict)
     timeline: list[int] = field(default_factory=list)  # ops completed per second
     extra: dict[str, Any] = field(default_factory=dict)
@@ -216,11 +217,15 @@ class _Recorder:
         self.ok = 0
         self.errors: Counter[str] = Counter()
         self.started = 0
+        self.in_flight = 0
+        self.late = 0  # completed after the window closed
         self.completed_total = 0
         self.per_second: Counter[int] = Counter()
 
     def record_ok(self, t0: int, t1: int) -> None:
+        self.in_flight -= 1
         self.completed_total += 1
+        self.late += t1 / 1e9 > self.record_until
         if self.record_from <= t1 / 1e9 <= self.record_until:
             self.ok += 1
             if len(self.latencies) < MAX_SAMPLES:
@@ -228,7 +233,9 @@ class _Recorder:
             self.per_second[int(t1 / 1e9 - self.record_from)] += 1
 
     def record_error(self, t1: int, exc: BaseException) -> None:
+        self.in_flight -= 1
         self.completed_total += 1
+        self.late += t1 / 1e9 > self.record_until
         if self.record_from <= t1 / 1e9 <= self.record_until:
             self.errors[_error_kind(exc)] += 1
 
@@ -320,6 +327,7 @@ async def _run_window(
         n = 0
         while time.perf_counter() < rec.stop_at and rec.started < total_cap:
             rec.started += 1
+            rec.in_flight += 1
             n += 1
             key = make_key(wrng.randrange(kspace), ks)
             t0 = time.perf_counter_ns()
@@ -367,6 +375,7 @@ async def _run_window(
             if t > rec.stop_at + spec.op_timeout + 5:
                 break  # a client stuck past its own timeout: give up on it
     finally:
+        unfinished = rec.in_flight + rec.late
         for t in tasks:
             t.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -389,7 +398,7 @@ async def _run_window(
         p99_ms=percentile(lat, 99) * ms, max_ms=(lat[-1] * ms if lat else 0.0),
         mean_ms=(sum(lat) / len(lat) * ms if lat else 0.0),
         key_size=spec.key_size, value_size=spec.value_size, nodes=nodes, transport=transport,
-        error_kinds=dict(rec.errors), timeline=timeline,
+        unfinished=unfinished, error_kinds=dict(rec.errors), timeline=timeline,
     )
 
 

@@ -719,5 +719,11 @@ def _wait_ready(endpoints: str, stopping: Callable[[], bool],
     return asyncio.run(ask())
 
 
+# `meshraft bench`: the load generator and report live in meshraft.bench.
+from meshraft.bench import bench_command  # noqa: E402
+
+main.add_command(bench_command, "bench")
+
+
 if __name__ == "__main__":
     main()
