@@ -8,8 +8,11 @@ import os
 import subprocess
 import sys
 
+import kvfixtures
 import pytest
 from fakenode import Timeout, Unavailable
+
+served_sync = kvfixtures.served_sync  # a fixture shared with the other kv tests
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import kvfixtures
 import msgpack
 import pytest
 from fakenode import Busy, FakeNode, NotLeader, Timeout, Unavailable
@@ -13,6 +14,8 @@ from meshraft.kv import client as kc
 from meshraft.kv import protocol as p
 from meshraft.kv import server as ks
 from meshraft.kv.state_machine import KVStateMachine, Limits
+
+served_sync = kvfixtures.served_sync  # a fixture shared with the other kv tests
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Fixtures for the kv tests: a kv server over a fake node, on a loop in a thread
-(for blocking clients and CLI subprocesses)."""
+"""Fixtures for the kv tests (imported by the test modules; not a conftest.py, so the
+root conftest stays the one `conftest` module): a kv server over a fake node, on a
+loop in a thread (for blocking clients and CLI subprocesses)."""
 
 from __future__ import annotations
 
