@@ -266,7 +266,8 @@ class Link(asyncio.Protocol):
             self.state = IDENT
             ident = [self.cfg.name, self.cfg.uid, self.cfg.incarnation, self.conn_id,
                      self.cfg.host, self.cfg.port]
-            self._write_frame(msgpack.packb(ident))
+            body = msgpack.packb(ident)
+            self._write_frame(self._tx.encrypt(body) if self._tx is not None else body)
         elif self.state == IDENT:
             if self._rx is not None:
                 try:

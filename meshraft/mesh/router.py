@@ -107,6 +107,8 @@ class Router:
         self._conn_seq = 0
         self._initial: list[tuple[str, int]] = []
         self._self_addrs: set[tuple[str, int]] = set()
+        self._remembered: dict[tuple[str, int], float] = {}
+        self.remember_for = 60.0
         self._dial_state: dict[tuple[str, int], tuple[float, float]] = {}
         self._dialing: dict[tuple[str, int], asyncio.Task] = {}
         self._filter: set[str] = set()
@@ -134,11 +136,13 @@ class Router:
         advertise: tuple[str, int] | str | None = None, write_limit: int = 8 << 20,
         gossip_fanout: int = 3, dial_backoff: tuple[float, float] = (0.05, 2.0),
         connect_interval: float = 0.1, rng: random.Random | None = None,
+        remember_for: float = 60.0,
     ) -> Router:
         """Listen on ``listen``, dial ``peers`` (HOST:PORT), and join the mesh.
 
         ``password`` (str or bytes) authenticates and encrypts every link; peers
-        must share it.  Timings are in seconds."""
+        must share it.  Timings are in seconds.  The addresses of peers that were
+        garbage-collected are still dialled for ``remember_for`` seconds."""
         if isinstance(password, str):
             password = password.encode()
         if password is not None and not password:
@@ -153,6 +157,7 @@ class Router:
                    gossip_fanout=gossip_fanout, dial_backoff=dial_backoff,
                    connect_interval=connect_interval, rng=rng or random.Random())
         self._filter = {check_name(n) for n in link_filter}
+        self.remember_for = remember_for
         host, port = parse_address(listen) if isinstance(listen, str) else listen
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -410,7 +415,17 @@ class Router:
             self._topology_changed()
 
     def _topology_changed(self) -> None:
+        recs = {n: (r.host, r.port) for n, r in self.topology.peers.items()}
         gone = self.topology.garbage_collect()
+        if gone:
+            # Keep dialling a forgotten peer's address for a while, so the mesh heals
+            # after a partition or a restart even if nobody lists that address.
+            until = time.monotonic() + self.remember_for
+            for n in gone:
+                if recs[n][1] and recs[n][0] not in ("0.0.0.0", "::", ""):
+                    self._remembered[recs[n]] = until
+            while len(self._remembered) > 1024:
+                self._remembered.pop(next(iter(self._remembered)))
         for n in gone:
             self._log.info("forgot unreachable peer %s", n)
             self._topo_dirty.discard(n)
@@ -671,6 +686,12 @@ class Router:
                 if a is not None:
                     busy.add(a)
         targets = {a for a in self._initial if a not in busy}
+        now = time.monotonic()
+        for a, until in list(self._remembered.items()):
+            if until < now:
+                del self._remembered[a]
+            elif a not in busy:
+                targets.add(a)
         for rec in self.topology.peers.values():
             if rec.name == self.name or rec.name in self.links or rec.name in self._filter:
                 continue

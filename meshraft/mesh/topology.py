@@ -83,16 +83,13 @@ class Topology:
         return out
 
     def garbage_collect(self) -> list[str]:
-        """Remove peers not reachable from us (edges counted in either direction)."""
-        adj: dict[str, set[str]] = {n: set() for n in self.peers}
-        for n in self.peers:
-            for m in self.valid_edges(n):
-                adj[n].add(m)
-                adj[m].add(n)
+        """Remove peers not reachable from us, following the links that each
+        reachable peer itself reports (so a dead peer's stale record, which still
+        lists its old neighbours, does not keep it alive)."""
         seen = {self.own.name}
         stack = [self.own.name]
         while stack:
-            for m in adj[stack.pop()]:
+            for m in self.valid_edges(stack.pop()):
                 if m not in seen:
                     seen.add(m)
                     stack.append(m)

@@ -69,3 +69,63 @@ class RawPeer:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+class FrameProxy:
+    """A TCP proxy in front of a router that forwards frame by frame and can tamper
+    with the client->server direction: ``mutate(index, frames)`` gets each frame
+    (length prefix included) and returns the list of frames to forward instead."""
+
+    def __init__(self, upstream: tuple[str, int], mutate) -> None:
+        self.upstream = upstream
+        self.mutate = mutate
+        self.server: asyncio.base_events.Server | None = None
+        self.address: tuple[str, int] = ("", 0)
+        self.upstream_closed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> FrameProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = self.server.sockets[0].getsockname()[:2]
+        return self
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            cw.close()
+            return
+
+        async def down() -> None:  # server -> client, untouched
+            try:
+                while data := await ur.read(65536):
+                    cw.write(data)
+            except ConnectionError:
+                pass
+            self.upstream_closed.set()
+            cw.close()
+
+        async def up() -> None:  # client -> server, frame by frame
+            index = 0
+            try:
+                while True:
+                    hdr = await cr.readexactly(4)
+                    (n,) = struct.unpack(">I", hdr)
+                    frame = hdr + await cr.readexactly(n)
+                    for out in self.mutate(index, frame):
+                        uw.write(out)
+                    index += 1
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            uw.close()
+
+        for coro in (down(), up()):
+            t = asyncio.create_task(coro)
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self._tasks):
+            t.cancel()
