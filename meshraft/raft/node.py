@@ -156,9 +156,11 @@ class RaftNode:
         """Open (or create) ``data_dir``, restore the state machine from the newest
         snapshot, replay the log, bind the transport and start ticking.
 
-        ``peers`` are the initial voters (id -> transport address), used only when
-        the data dir is new and ``join`` is false; a joining member starts with no
-        configuration and waits for a leader to add it (``add_member``)."""
+        ``peers`` maps member ids to transport addresses. When the data dir is new
+        and ``join`` is false they are the initial voters; otherwise they are only
+        an address book (a joining member starts with no configuration and waits
+        for a leader to add it with ``add_member``). Addresses of members added
+        later travel in the membership change itself and in snapshots."""
         self = object.__new__(cls)
         self.node_id = str(node_id)
         self.config = config or NodeConfig()
@@ -237,13 +239,16 @@ class RaftNode:
 
     # ------------------------------------------------------------------------ properties
 
+    # A member whose disk failed is frozen: it leads nothing and knows no leader;
+    # it reports itself as a follower without a leader, and last_error says why.
+
     @property
     def leader_id(self) -> str | None:
-        return self._core.lead
+        return None if self._failed is not None else self._core.lead
 
     @property
     def role(self) -> str:
-        return self._core.status()["role"]
+        return "follower" if self._failed is not None else self._core.status()["role"]
 
     @property
     def applied_index(self) -> int:
@@ -256,9 +261,9 @@ class RaftNode:
                     for p, d in core.get("progress", {}).items()}
         return {
             "id": self.node_id,
-            "role": core["role"],
+            "role": self.role,
             "term": core["term"],
-            "leader": core["leader"],
+            "leader": self.leader_id,
             "commit_index": core["commit_index"],
             "applied_index": self._applied,
             "last_index": core["last_index"],
@@ -376,7 +381,7 @@ class RaftNode:
             raise self._map_core_error(exc) from exc
         self._wake.set()
         deadline = self._loop.time() + timeout
-        while self._core.leader != str(to):
+        while self._core.lead != str(to):
             if self._loop.time() > deadline:
                 raise Timeout(f"leadership did not move to {to} within {timeout}s")
             await asyncio.sleep(self.config.tick_interval)
@@ -458,7 +463,12 @@ class RaftNode:
             self._count("wrong_recipient", f"message for {m.to!r} from {addr!r}")
             return
         known = self._addresses.get(m.frm)
-        if known is not None and _norm_addr(addr) != known:
+        if known is None:
+            # A member we have no address for (we joined, or it was added while we
+            # were away): reply where it sends from, as the transport reports it.
+            self._addresses[m.frm] = _norm_addr(addr)
+            self.log.info("learned address %r for member %s", addr, m.frm)
+        elif _norm_addr(addr) != known:
             self._count("address_mismatch", f"{m.frm!r} claims {addr!r}, known as {known!r}")
             return
         try:

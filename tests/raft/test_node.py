@@ -1,0 +1,295 @@
+"""RaftNode in one event loop over real UDP sockets on loopback: proposals from
+any member, ReadIndex barriers, restart from the data dir, a failing disk,
+hostile datagrams, membership changes and leadership transfer."""
+
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from pathlib import Path
+
+import msgpack
+import pytest
+from conftest import free_ports
+
+from meshraft.raft.errors import (
+    Busy,
+    CorruptWAL,
+    DataDirLocked,
+    Removed,
+    StorageFailed,
+    Timeout,
+    Unavailable,
+)
+from meshraft.raft.messages import Entry
+from meshraft.raft.node import NodeConfig, RaftNode
+from meshraft.raft.storage import DiskIO
+from meshraft.raft.udp import udp_transport_factory
+
+FAST = dict(tick_interval=0.02, election_ticks=10)
+
+
+class ListSM:
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        self.restores = 0
+
+    def apply(self, entry: Entry):
+        if entry.data == b"boom":
+            raise ValueError("boom")
+        self.items.append(entry.data)
+        return (entry.index, len(self.items))
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(self.items)
+
+    def restore(self, data: bytes) -> None:
+        self.items = list(msgpack.unpackb(data))
+        self.restores += 1
+
+
+class Cluster:
+    def __init__(self, tmp: Path, n: int = 3, **cfg) -> None:
+        self.tmp = tmp
+        self.ids = [str(i + 1) for i in range(n)]
+        self.addrs = {nid: ("127.0.0.1", p) for nid, p in zip(self.ids, free_ports(n), strict=True)}
+        self.cfg = {**FAST, **cfg}
+        self.nodes: dict[str, RaftNode] = {}
+        self.sms: dict[str, ListSM] = {}
+
+    async def start(self, nid: str, peers: dict | None = None, join: bool = False,
+                    disk_io: DiskIO | None = None, **cfg) -> RaftNode:
+        sm = self.sms.get(nid) if nid in self.nodes else None
+        sm = ListSM()
+        self.sms[nid] = sm
+        node = await RaftNode.start(
+            node_id=nid, peers=peers if peers is not None else self.addrs,
+            transport_factory=udp_transport_factory(self.addrs[nid]),
+            data_dir=self.tmp / nid, state_machine=sm,
+            config=NodeConfig(**{**self.cfg, **cfg}), join=join, disk_io=disk_io)
+        self.nodes[nid] = node
+        return node
+
+    async def start_all(self) -> None:
+        for nid in self.ids:
+            await self.start(nid)
+
+    async def leader(self, timeout: float = 10.0) -> RaftNode:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            leaders = [n for n in self.nodes.values() if not n._stopped and n.role == "leader"]
+            if len(leaders) == 1:
+                return leaders[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError("no single leader")
+
+    async def wait(self, pred, timeout: float = 10.0, what: str = "condition") -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            if pred():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def stop(self) -> None:
+        for n in self.nodes.values():
+            await n.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_proposals_from_any_member_and_read_barrier(cluster: Cluster) -> None:
+    await cluster.start_all()
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    r1 = await leader.propose(b"a")
+    r2 = await follower.propose(b"b")  # forwarded to the leader inside Raft
+    assert r2[1] == r1[1] + 1 and r2[0] > r1[0]
+    # The state machine sees exactly the proposed bytes, no tag, no no-ops.
+    await follower.read_barrier()
+    assert cluster.sms[follower.node_id].items == [b"a", b"b"]
+    results = await asyncio.gather(*(cluster.nodes[nid].propose(b"c%d" % k)
+                                     for k in range(30) for nid in cluster.ids))
+    assert sorted(r[1] for r in results) == list(range(3, 93))
+    for n in cluster.nodes.values():
+        await n.read_barrier()
+    await cluster.wait(lambda: len({tuple(sm.items) for sm in cluster.sms.values()}) == 1,
+                       what="all members to apply the same list")
+    st = follower.status()
+    assert st["role"] == "follower" and st["leader"] == leader.node_id
+    assert st["applied_index"] == st["commit_index"] >= 92
+    assert st["voters"] == ["1", "2", "3"] and st["last_error"] is None
+    assert leader.status()["progress"].keys() == {"1", "2", "3"}
+    # Group commit: far fewer fsync batches than proposals on the leader.
+    assert leader.status()["stats"]["fsync_batches"] < leader.status()["applied_index"]
+    # A state machine that raises hands the error to its proposer, and goes on.
+    with pytest.raises(ValueError, match="boom"):
+        await follower.propose(b"boom")
+    assert (await leader.propose(b"after"))[1] == 93
+
+
+async def test_restart_recovers_log_and_snapshot(cluster: Cluster) -> None:
+    cluster.cfg["snapshot_entries"] = 40
+    cluster.cfg["compaction_margin"] = 5
+    await cluster.start_all()
+    leader = await cluster.leader()
+    for k in range(100):
+        await leader.propose(b"v%d" % k)
+    victim = next(nid for nid in cluster.ids if cluster.nodes[nid] is not leader)
+    await cluster.wait(lambda: len(cluster.sms[victim].items) == 100, what="victim applied")
+    assert cluster.nodes[victim].status()["storage"]["snapshot_index"] > 0
+    await cluster.nodes[victim].stop()
+    for k in range(100, 110):
+        await leader.propose(b"v%d" % k)
+    node = await cluster.start(victim)
+    sm = cluster.sms[victim]
+    assert sm.restores == 1  # from its own snapshot, then the log after it
+    await cluster.wait(lambda: len(sm.items) == 110, what="restarted member to catch up")
+    assert sm.items == [b"v%d" % k for k in range(110)]
+    await node.read_barrier()
+
+
+class FailingFsync(DiskIO):
+    def __init__(self) -> None:
+        self.broken = False
+
+    def fsync(self, fd: int) -> None:
+        if self.broken:
+            raise OSError(errno.EIO, "simulated fsync failure")
+        super().fsync(fd)
+
+    def write(self, fd: int, data) -> None:
+        if self.broken == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().write(fd, data)
+
+
+@pytest.mark.parametrize("mode", [True, "enospc"])
+async def test_failing_disk_stops_writes_and_loses_nothing(cluster: Cluster, mode) -> None:
+    io = FailingFsync()
+    for nid in cluster.ids:
+        await cluster.start(nid, disk_io=io if nid == "1" else None)
+    await cluster.leader()
+    n1 = cluster.nodes["1"]
+    acked = [await n1.propose(b"x%d" % k) for k in range(20)]
+    assert len(acked) == 20
+    io.broken = mode
+    with pytest.raises((StorageFailed, Timeout)):
+        for k in range(20, 40):
+            await n1.propose(b"x%d" % k, timeout=2)
+    await cluster.wait(lambda: n1.status()["last_error"] is not None, what="the failure reported")
+    reason = n1.status()["last_error"]
+    assert ("simulated fsync failure" if mode is True else "No space left") in reason
+    with pytest.raises(StorageFailed, match=r"simulated|No space"):
+        await n1.propose(b"never")
+    with pytest.raises(StorageFailed):
+        await n1.read_barrier()
+    # The other two go on without it.
+    leader = await cluster.leader()
+    assert leader.node_id != "1"
+    await leader.propose(b"still-works")
+    # Restarted on a working disk, member 1 has everything it acknowledged.
+    await n1.stop()
+    await cluster.start("1")
+    sm = cluster.sms["1"]
+    await cluster.wait(lambda: b"still-works" in sm.items, what="member 1 to catch up")
+    assert sm.items[:20] == [b"x%d" % k for k in range(20)]
+
+
+async def test_hostile_datagrams_are_counted_and_dropped(cluster: Cluster) -> None:
+    await cluster.start_all()
+    leader = await cluster.leader()
+    target = cluster.addrs[leader.node_id]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for junk in (b"", b"\x00\xff garbage", msgpack.packb([1, 2, 3]), os.urandom(500),
+                     msgpack.packb([1, 99, "1", "2", 0, 0, 0, [], 0, False, 0, b"", None])):
+            s.sendto(junk, target)
+        s.sendto(b"x" * 65000, target)
+    finally:
+        s.close()
+    await cluster.wait(lambda: sum(leader.status()["dropped"].values()) >= 6,
+                       what="drops to be counted")
+    dropped = leader.status()["dropped"]
+    assert dropped.get("malformed", 0) >= 5 and dropped.get("oversize", 0) == 1, dropped
+    assert leader.role == "leader"
+    await leader.propose(b"fine")
+
+
+async def test_membership_join_promote_remove_and_transfer(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, n=4)
+    initial = {nid: c.addrs[nid] for nid in ("1", "2", "3")}
+    try:
+        for nid in ("1", "2", "3"):
+            await c.start(nid, peers=initial)
+        leader = await c.leader()
+        for k in range(10):
+            await leader.propose(b"m%d" % k)
+        # A joining member is told where the others are, not who votes.
+        n4 = await c.start("4", peers=c.addrs, join=True)
+        assert n4.status()["voters"] == []
+        # Any member can ask: a follower's request goes through the leader.
+        follower = next(c.nodes[n] for n in ("1", "2", "3") if c.nodes[n] is not leader)
+        await leader.add_member("4", c.addrs["4"], learner=True)
+        await c.wait(lambda: len(c.sms["4"].items) == 10, what="the learner to catch up")
+        assert n4.role == "learner"
+        await leader.promote_member("4")
+        await c.wait(lambda: n4.status()["voters"] == ["1", "2", "3", "4"], what="promotion")
+        await follower.propose(b"with-4")
+        await c.wait(lambda: c.sms["4"].items[-1:] == [b"with-4"], what="4 applies")
+        await leader.transfer_leadership("4")
+        assert n4.role == "leader"
+        await c.nodes["4"].remove_member(leader.node_id)
+        old = leader
+        await c.wait(lambda: old.status()["removed"], what="the old leader to learn it's removed")
+        with pytest.raises(Removed):
+            await old.propose(b"nope")
+        assert (await n4.propose(b"three-left"))[1] == 12
+    finally:
+        await c.stop()
+
+
+async def test_busy_when_too_many_proposals_in_flight(cluster: Cluster) -> None:
+    cluster.cfg["max_inflight_proposals"] = 2
+    await cluster.start_all()
+    leader = await cluster.leader()
+    tasks = [asyncio.ensure_future(leader.propose(b"p%d" % k)) for k in range(5)]
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    busy = [d for d in done if isinstance(d, Busy)]
+    assert len(busy) == 3 and all(isinstance(b, Unavailable) for b in busy)
+    assert len([d for d in done if isinstance(d, tuple)]) == 2
+
+
+async def test_data_dir_lock_and_corrupt_wal_refusal(cluster: Cluster) -> None:
+    await cluster.start_all()
+    leader = await cluster.leader()
+    for k in range(20):
+        await leader.propose(b"w%d" % k)
+    with pytest.raises(DataDirLocked, match="in use"):
+        await RaftNode.start(node_id="1", peers=cluster.addrs,
+                             transport_factory=udp_transport_factory(("127.0.0.1", 0)),
+                             data_dir=cluster.tmp / "1", state_machine=ListSM())
+    victim = next(nid for nid in cluster.ids if cluster.nodes[nid] is not leader)
+    await cluster.nodes[victim].stop()
+    seg = sorted((cluster.tmp / victim / "wal").glob("*.wal"))[-1]
+    raw = bytearray(seg.read_bytes())
+    pos = raw.find(b"w3")
+    assert pos > 0
+    raw[pos + 1] ^= 0x40
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(CorruptWAL) as info:
+        await cluster.start(victim)
+    assert str(seg) in str(info.value) and "offset" in str(info.value)
