@@ -720,10 +720,8 @@ class RaftCore:
         if meta.index <= self.log.committed:
             return False
         cs = meta.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
-            self.logger.warning("%s ignores snapshot at %d: not a member of it", self.id,
-                                meta.index)
-            return False
+        # We may not be in the snapshot's configuration (a new member: the entry that
+        # added us comes after it); only a leader that counts us as a member sends it.
         if self.log.match_term(meta.index, meta.term):
             # We already have the entries: just move the commit forward.
             self.log.commit_to(meta.index)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import logging
 import random
 import sys
 import time
@@ -30,7 +31,17 @@ from dataclasses import dataclass, field
 import msgpack
 
 from .core import ProposalDropped, RaftConfig, RaftCore
-from .messages import ConfState, Entry, EntryType, Message, Ready, decode_message, encode_message
+from .messages import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    Ready,
+    decode_message,
+    encode_message,
+)
 from .scenario import Disk
 
 STEPS_PER_TICK = 4  # the network runs at a finer grain than the Raft clock
@@ -83,6 +94,7 @@ class SimNode:
     writes: dict = field(default_factory=dict)  # data -> ClientOp waiting for apply here
     reads: dict = field(default_factory=dict)  # ctx -> ClientOp waiting for a read state
     incarnation: int = 0
+    retired: bool = False  # removed from the cluster and shut down for good
 
     def sm_bytes(self) -> bytes:
         return msgpack.packb([self.sm, {str(k): list(v) for k, v in self.last_seq.items()}],
@@ -111,6 +123,7 @@ class SimResult:
     linearizable: object = None
     snapshots_sent: int = 0
     messages: int = 0
+    conf_changes: int = 0
 
 
 class Simulation:
@@ -150,6 +163,8 @@ class Simulation:
         self.client_seq = dict.fromkeys(range(self.p.clients), 0)
         self.next_process = self.p.clients
         self.value_counter = 0
+        self.removals: list[tuple[str, int]] = []  # (node, index of its REMOVE entry)
+        self.conf_changes = 0
 
     # ---- logging -------------------------------------------------------------------
     def trace(self, msg: str) -> None:
@@ -396,6 +411,61 @@ class Simulation:
         n.alive = True
         self.trace(f"RESTART {n.id} term={d.hard_state.term} entries={len(d.entries)}")
 
+    def membership(self, grow_only: bool = False) -> None:
+        ld = self.leader()
+        if ld is None:
+            return
+        core = ld.core
+        try:
+            if core.learners:
+                x = sorted(core.learners)[0]
+                core.propose_conf_change(ConfChange(ConfChangeType.PROMOTE, x))
+                what = f"promote {x}"
+            elif len(core.voters) < self.p.nodes or grow_only:
+                x = str(len(self.nodes) + 1)
+                new = RaftCore(x, None, config=self.cfg, rng=random.Random(f"{self.seed}/{x}/0"))
+                self.nodes[x] = SimNode(x, new, Disk(), phase=self.rng.randrange(STEPS_PER_TICK))
+                self.ids.append(x)
+                core.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, x))
+                what = f"add learner {x}"
+            else:
+                x = self.rng.choice(sorted(core.voters))
+                idx = core.propose_conf_change(ConfChange(ConfChangeType.REMOVE, x))
+                assert idx is not None
+                self.removals.append((x, idx))
+                what = f"remove {x}"
+        except ProposalDropped as e:
+            self.trace(f"conf change refused by {ld.id}: {e}")
+            return
+        self.conf_changes += 1
+        self.trace(f"CONF {ld.id} proposes {what}")
+
+    def retire_removed(self) -> None:
+        # The operator shuts a member down once its removal is committed and applied.
+        if not self.removals:
+            return
+        ld = self.leader()
+        if ld is None:
+            return
+        keep = []
+        for x, idx in self.removals:
+            n = self.nodes[x]
+            if ld.core.applied < idx:
+                keep.append((x, idx))
+            elif x not in ld.core.voters and x not in ld.core.learners and not n.retired:
+                self.trace(f"RETIRE {x}")
+                if n.alive:
+                    self.crash(n, "removed")
+                n.retired = True
+            # else: the REMOVE entry was overwritten by a later leader; x stays a member
+        self.removals = keep
+
+    def members(self) -> set[str]:
+        ld = self.leader()
+        if ld is None:
+            return set()
+        return ld.core.voters | ld.core.learners
+
     def leader(self) -> SimNode | None:
         best = None
         for n in self.nodes.values():
@@ -457,10 +527,13 @@ class Simulation:
                 if len(live) > 1:
                     self.crash(self.rng.choice(live))
             for n in self.nodes.values():
-                if not n.alive and self.rng.random() < 0.01:
+                if not n.alive and not n.retired and self.rng.random() < 0.01:
                     self.restart(n)
+            if self.rng.random() < 0.003:
+                self.membership()
             if self.rng.random() < 1 / (30 * STEPS_PER_TICK):
                 self.nemesis()
+        self.retire_removed()
 
     def run_ticks(self, ticks: int, faults: bool, until=None) -> int | None:
         for t in range(ticks * STEPS_PER_TICK):
@@ -474,8 +547,10 @@ class Simulation:
         if ld is None or ld.core.log.term(ld.core.commit) != ld.core.term:
             return False
         c = ld.core.log.last_index()
+        self.retire_removed()
+        members = ld.core.voters | ld.core.learners
         return all(n.alive and n.core.applied == c and n.core.commit == c
-                   for n in self.nodes.values())
+                   for n in self.nodes.values() if n.id in members)
 
     def run(self) -> SimResult:
         res = self.res
@@ -486,13 +561,24 @@ class Simulation:
             # Heal everything and let the cluster settle: nothing committed may be lost.
             self.blocked, self.loss, self.dup, self.max_delay = set(), 0.0, 0.0, 3
             for n in self.nodes.values():
-                if not n.alive:
+                if not n.alive and not n.retired:
                     self.restart(n)
             for c in self.clients:
                 self.clients[c] = self.clients[c]  # clients keep going: ops still flow
             if self.run_ticks(self.p.converge_ticks, faults=False,
                               until=self.converged) is None:
                 self.fail("no convergence after healing: " + self.describe())
+            self.check_final()
+            # Grow back to full size (removals may have left fewer voters), so that
+            # a leader crash leaves a quorum.
+            for _ in range(4):
+                ld = self.leader()
+                if ld is None or len(ld.core.voters) >= self.p.nodes:
+                    break
+                self.membership(grow_only=True)
+                if self.run_ticks(self.p.converge_ticks, faults=False,
+                                  until=self.converged) is None:
+                    self.fail("no convergence after a membership change: " + self.describe())
             self.check_final()
             # One leader crash: how long until a new leader?
             ld = self.leader()
@@ -517,13 +603,15 @@ class Simulation:
             if self.verbose:
                 raise
         res.steps = self.step_no
+        res.conf_changes = self.conf_changes
         return res
 
     def check_final(self) -> None:
         ld = self.leader()
         assert ld is not None
         self.check_leader_completeness(ld)
-        states = {n.id: n.sm for n in self.nodes.values()}
+        members = ld.core.voters | ld.core.learners
+        states = {n.id: n.sm for n in self.nodes.values() if n.id in members}
         first = states[ld.id]
         for nid, s in states.items():
             if s != first:
@@ -588,14 +676,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-linearizability", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="trace every event")
     a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.CRITICAL,
+                        format="    %(message)s")
     t0 = time.perf_counter()
     failed: list[SimResult] = []
     worst = 0
     worst_seed = None
-    commits = ops = lin_checked = 0
+    commits = ops = lin_checked = conf = 0
     for s in range(a.start, a.start + a.seeds):
         r = run_seed(s, a.nodes, a.ticks, a.verbose, not a.no_linearizability)
         commits += r.commits
+        conf += r.conf_changes
         ops += r.ops_total
         if r.linearizable is True:
             lin_checked += 1
@@ -609,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sim: {a.seeds - len(failed)}/{a.seeds} seeds ok (start {a.start}, {a.nodes} nodes, "
           f"{a.ticks} ticks), {commits} commits, {ops} client ops, "
           f"{lin_checked} histories linearizable, worst election after leader crash "
-          f"{worst} ticks (seed {worst_seed}), {a.seeds / dt:.1f} seeds/s in {dt:.1f}s")
+            f"{worst} ticks (seed {worst_seed}), {conf} membership changes, "
+          f"{a.seeds / dt:.1f} seeds/s in {dt:.1f}s")
     return 1 if failed else 0
 
 
