@@ -39,7 +39,7 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from meshraft.raft.errors import RaftError
+from meshraft.raft.errors import RaftError, StorageError
 from meshraft.raft.messages import Entry
 from meshraft.raft.node import NodeConfig, RaftNode
 from meshraft.raft.udp import udp_transport_factory
@@ -106,9 +106,8 @@ async def main() -> int:
         node_peers: dict = dict(peers)
         factory = udp_transport_factory(peers[args.id])
     else:
-        from meshraft.meshconn import create_mesh_endpoint
-
         from meshraft.mesh.router import Router
+        from meshraft.meshconn import create_mesh_endpoint
 
         others = [f"{h}:{p}" for nid, (h, p) in peers.items() if nid != args.id]
         router = await Router.start(name=args.id, listen=peers[args.id], peers=others)
@@ -117,8 +116,15 @@ async def main() -> int:
         def factory(pf):
             return create_mesh_endpoint(router, pf, channel="raft")
 
-    node = await RaftNode.start(node_id=args.id, peers=node_peers, transport_factory=factory,
-                                data_dir=args.dir / "data", state_machine=sm, config=config)
+    try:
+        node = await RaftNode.start(node_id=args.id, peers=node_peers,
+                                    transport_factory=factory, data_dir=args.dir / "data",
+                                    state_machine=sm, config=config)
+    except StorageError as exc:
+        print(f"nodeproc: cannot start: {exc}", file=sys.stderr)
+        if router is not None:
+            await router.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
