@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -479,15 +480,24 @@ class AsyncClient:
 class Client:
     """A synchronous client: the same operations as ``AsyncClient``, blocking.
 
-    It runs its own event loop; do not use it from inside a running loop.
+    It runs its own event loop in a background thread, so it also works from code
+    that is itself running inside an event loop (though an async caller should
+    prefer ``AsyncClient``). Close it (or use ``with``) to stop that thread.
     """
 
     def __init__(self, endpoints: str | Sequence[str | tuple[str, int]], **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
         self._client = AsyncClient(endpoints, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="meshraft-client", daemon=True)
+        self._thread.start()
+        self._closed = False
 
     def _run(self, coro):
-        return self._loop.run_until_complete(coro)
+        if self._closed:
+            coro.close()
+            raise RuntimeError("client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @property
     def client_id(self) -> str:
@@ -512,14 +522,19 @@ class Client:
         return self._run(self._client.status(**kw))
 
     def close(self) -> None:
-        if not self._loop.is_closed():
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
             self._run(self._client.close())
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
             self._loop.close()
 
     def __del__(self) -> None:
-        # A forgotten close() must not leave a half-dead loop behind.
-        loop = getattr(self, "_loop", None)
-        if loop is not None and not loop.is_closed() and not loop.is_running():
+        # A forgotten close() must not leave a thread and sockets behind.
+        if not getattr(self, "_closed", True):
             with contextlib.suppress(Exception):
                 self.close()
 

@@ -50,6 +50,8 @@ MAX_REQUEST_TIMEOUT = 60.0
 # A client that starts a frame and then goes silent gets dropped after this long.
 PARTIAL_FRAME_TIMEOUT = 30.0
 LIST_PAGE_MAX = 10_000
+# How often a waiting request checks whether the leader changed under it.
+LEADER_POLL = 0.05
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -85,6 +87,11 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, errors.RaftError):  # Unavailable, StorageFailed, Removed
         return p.UNAVAILABLE
     return p.INTERNAL
+
+
+def _consume(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _FragmentFailed(Exception):
@@ -280,7 +287,8 @@ class KVServer:
         if serializable:
             return
         try:
-            await self.node.read_barrier(timeout=timeout)
+            # Reads have no side effect: always safe to ask again after a leader change.
+            await self._retry_on_leader_change(self.node.read_barrier, timeout, True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -324,7 +332,11 @@ class KVServer:
         try:
             data = encode_command(cmd)
             if len(data) <= self.max_entry:
-                result = await self.node.propose(data, timeout=timeout)
+                # With a client id the state machine deduplicates, so the same command
+                # may be proposed again when the leader it was forwarded to is gone.
+                result = await self._retry_on_leader_change(
+                    lambda timeout: self.node.propose(data, timeout=timeout), timeout,
+                    "cid" in cmd)
             else:
                 result = await self._propose_fragments(data, timeout)
         except asyncio.CancelledError:
@@ -341,6 +353,41 @@ class KVServer:
             details = {k: v for k, v in result.items() if k not in ("error", "message")}
             return p.error_reply(rid, result["error"], result.get("message", ""), **details)
         return p.ok_reply(rid, dict(result))
+
+    async def _retry_on_leader_change(self, call: Callable[..., Any], timeout: float,
+                                      may_retry: bool) -> Any:
+        """``await call(timeout=...)``; if the leader changes while it waits (a request
+        forwarded to a leader that died is lost with it), start the call again and
+        take the first attempt that succeeds. Only for calls that are safe to repeat."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        leader = getattr(self.node, "leader_id", None)
+        tasks = [asyncio.ensure_future(call(timeout=timeout))]
+        try:
+            while True:
+                # each attempt ends by its own timeout, so this loop ends too
+                done, _ = await asyncio.wait(tasks, timeout=LEADER_POLL,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    tasks.remove(t)
+                    if t.exception() is None or not tasks:
+                        return t.result()
+                    # that attempt failed but another one is still running: wait for it
+                now_leader = getattr(self.node, "leader_id", None)
+                if (may_retry and now_leader is not None and now_leader != leader
+                        and deadline - loop.time() > LEADER_POLL and len(tasks) < 4):
+                    self.log.info("leader changed (%s -> %s) during a request; asking again",
+                                  leader, now_leader)
+                    self.stats["retried_on_leader_change"] = (
+                        self.stats.get("retried_on_leader_change", 0) + 1)
+                    tasks.append(asyncio.ensure_future(call(timeout=deadline - loop.time())))
+                leader = now_leader if now_leader is not None else leader
+                if not tasks:
+                    raise errors.Timeout("no attempt finished")  # pragma: no cover
+        finally:
+            for t in tasks:  # the entry may still apply; deduplication keeps that harmless
+                t.cancel()
+                t.add_done_callback(_consume)
 
     async def _propose_fragments(self, data: bytes, timeout: float) -> Any:
         """Propose a large command as fragments, in order; the last one's answer is the

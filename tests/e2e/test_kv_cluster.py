@@ -50,6 +50,7 @@ def test_kill_leader_during_writes_loses_no_acknowledged_write(cluster):
         while time.monotonic() < deadline:
             i += 1
             key, value = f"w{i}", f"v{i}"
+            started_after_kill = kill_at is not None
             try:
                 c.put(key, value)
             except OutcomeUnknown:
@@ -60,7 +61,7 @@ def test_kill_leader_during_writes_loses_no_acknowledged_write(cluster):
             if kill_at is None and len(acked) == 30:
                 cluster.kill(leader)
                 kill_at = time.monotonic()
-            elif kill_at is not None and first_ack_after_kill is None:
+            elif started_after_kill and first_ack_after_kill is None:
                 first_ack_after_kill = now
             if kill_at is not None and len(acked) >= 80:
                 break

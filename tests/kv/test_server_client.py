@@ -353,3 +353,38 @@ async def test_a_lost_fragment_means_not_applied():
         w.close()
     finally:
         await srv.stop()
+
+
+async def test_a_request_stuck_with_a_dead_leader_is_asked_again_when_the_leader_changes(served):
+    srv, node, sm = served
+    real_propose, real_barrier = node.propose, node.read_barrier
+    calls = {"propose": 0, "barrier": 0}
+
+    def stuck_once(kind, real):
+        async def call(*args, timeout=5.0):  # noqa: ASYNC109 - the node API
+            calls[kind] += 1
+            if calls[kind] == 1:  # forwarded to a leader that died: never answered
+                await asyncio.sleep(timeout)
+                raise Timeout("lost with the old leader")
+            return await real(*args, timeout=timeout)
+        return call
+
+    node.propose = stuck_once("propose", real_propose)
+    node.read_barrier = stuck_once("barrier", real_barrier)
+
+    async def new_leader_soon():
+        await asyncio.sleep(0.2)
+        node.leader_id = "2"
+
+    async with kc.AsyncClient([ep(srv)], attempt_timeout=4.0) as c:
+        task = asyncio.create_task(new_leader_soon())
+        r = await c.put("k", "v")
+        await task
+        # the server asked again itself (the client did not have to time out and retry)
+        assert srv.stats["retried_on_leader_change"] == 1 and c.retries == 0
+        assert r.revision == 1 and sm.revision == 1 and calls["propose"] == 2
+        task = asyncio.create_task(new_leader_soon())
+        node.leader_id = "1"
+        assert (await c.get("k")).value == b"v"
+        await task
+        assert calls["barrier"] == 2 and srv.stats["retried_on_leader_change"] == 2
