@@ -534,7 +534,7 @@ class RaftNode:
             self._install_snapshot(rd.snapshot)
         for i, e in enumerate(rd.committed_entries):
             self._apply(e)
-            if i % 256 == 255:
+            if i % 1024 == 1023:
                 await asyncio.sleep(0)  # let datagrams in during a long apply batch
         for rs in rd.read_states:
             fut = self._read_waiters.get(rs.context)
@@ -583,12 +583,13 @@ class RaftNode:
         elif e.data:
             tag = self._untag(e.data)
             if tag is None:
-                payload, mine = e.data, None
+                entry, mine = e, None
             else:
                 origin, inc, seq, payload = tag
+                entry = Entry(e.term, e.index, e.type, payload)
                 mine = seq if origin == self.node_id and inc == self._incarnation else None
             try:
-                result: Any = self._sm.apply(Entry(e.term, e.index, e.type, payload))
+                result: Any = self._sm.apply(entry)
                 exc = None
             except Exception as err:  # deterministic: every member raises the same
                 result, exc = None, err
