@@ -32,6 +32,7 @@ __all__ = ["MAX_DATAGRAM_SIZE", "MeshPacketConn", "create_mesh_endpoint"]
 MAX_DATAGRAM_SIZE = 65507
 DEFAULT_RECV_BUFFER = 4096  # datagrams
 _DRAIN_BATCH = 256  # datagrams delivered per loop callback, so I/O interleaves
+_INLINE_BUDGET = 32  # datagrams delivered at once per mesh read; the rest are buffered
 
 log = logging.getLogger("meshraft.meshconn")
 
@@ -55,6 +56,9 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._loop = asyncio.get_running_loop()
         self._inbox: deque[tuple[bytes, str]] = deque()
         self._drain_scheduled = False
+        self._delivering = False
+        self._inline_seq = -1
+        self._inline_left = 0
         self._closing = False
         self._lost_called = False
         self._write_limits = (0, 0)
@@ -71,6 +75,17 @@ class MeshPacketConn(asyncio.DatagramTransport):
         if self._closing:
             return
         inbox = self._inbox
+        if not inbox and not self._delivering:
+            # Fast path: nothing is waiting, so deliver now (as a UDP socket would),
+            # up to a budget per mesh read; a burst beyond it goes to the buffer.
+            seq = self._router._rx_seq
+            if seq != self._inline_seq:
+                self._inline_seq = seq
+                self._inline_left = _INLINE_BUDGET
+            if self._inline_left > 0:
+                self._inline_left -= 1
+                self._deliver(payload, src)
+                return
         if len(inbox) >= self._recv_max:
             self.stats["dropped_full"] += 1
             return
@@ -79,26 +94,30 @@ class MeshPacketConn(asyncio.DatagramTransport):
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
 
+    def _deliver(self, data: bytes, src: str) -> None:
+        self.stats["received"] += 1
+        self._delivering = True
+        try:
+            self._protocol.datagram_received(data, src)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "datagram_received raised", "exception": exc,
+                "transport": self, "protocol": self._protocol,
+            })
+        finally:
+            self._delivering = False
+
     def _drain(self) -> None:
         self._drain_scheduled = False
         inbox = self._inbox
-        proto = self._protocol
-        n = min(len(inbox), _DRAIN_BATCH)
-        for _ in range(n):
+        for _ in range(min(len(inbox), _DRAIN_BATCH)):
             if self._closing:
                 inbox.clear()
                 return
             data, src = inbox.popleft()
-            self.stats["received"] += 1
-            try:
-                proto.datagram_received(data, src)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "datagram_received raised", "exception": exc,
-                    "transport": self, "protocol": proto,
-                })
+            self._deliver(data, src)
         if inbox and not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)

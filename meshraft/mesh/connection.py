@@ -122,6 +122,7 @@ class Link(asyncio.Protocol):
         self.dropped_out = 0
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        self._need = 0  # bytes the partial frame in _buf needs before it is complete
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
@@ -159,21 +160,31 @@ class Link(asyncio.Protocol):
         self.last_recv = time.monotonic()
         self.bytes_in += len(data)
         buf = self._buf
-        buf += data
-        n = len(buf)
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return  # still inside one large frame: do not re-scan
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
         pos = 0
         limit = self.cfg.max_frame if self.state == ESTABLISHED else HANDSHAKE_FRAME_MAX
+        if self._rx is not None:
+            limit += 16
+        router = self.router
+        router._rx_seq += 1
+        router._rx_depth += 1
         try:
             while n - pos >= 4:
-                (length,) = _unpack_len_from(buf, pos)
-                if length > limit + (16 if self._rx else 0):
+                (length,) = _unpack_len_from(data, pos)
+                if length > limit:
                     raise ProtocolError(f"oversized frame: {length} bytes > limit {limit}")
                 if length == 0:
                     raise ProtocolError("empty frame")
                 end = pos + 4 + length
                 if end > n:
                     break
-                body = bytes(buf[pos + 4:end])
+                body = data[pos + 4:end]
                 pos = end
                 self.frames_in += 1
                 if self.state == ESTABLISHED:
@@ -183,10 +194,11 @@ class Link(asyncio.Protocol):
                         msg = self._unpackb(body)
                     except Exception as exc:
                         raise ProtocolError(f"undecodable frame: {exc}") from None
-                    self.router._on_message(self, msg, body)
+                    router._on_message(self, msg, body)
                 else:
                     self._handshake_frame(body)
-                    limit = self.cfg.max_frame if self.state == ESTABLISHED else limit
+                    if self.state == ESTABLISHED:
+                        limit = self.cfg.max_frame + (16 if self._rx is not None else 0)
                 if self.state == CLOSED:
                     return
         except ProtocolError as exc:
@@ -196,13 +208,18 @@ class Link(asyncio.Protocol):
             self.fail(str(exc))
             return
         except Exception as exc:  # a bug or an unforeseen input: never crash the process
-            self.router._log.exception("link %s: error handling frame", self.describe())
+            router._log.exception("link %s: error handling frame", self.describe())
             self.fail(f"internal error handling frame: {exc!r}")
             return
-        if pos == n:
-            buf.clear()
-        elif pos:
-            del buf[:pos]
+        finally:
+            router._rx_depth -= 1
+            if not router._rx_depth and router._pending_flush:
+                router._flush_pending()
+        if pos < n:
+            rest = memoryview(data)[pos:]
+            buf += rest
+            rest.release()
+            self._need = 4 + _unpack_len_from(buf, 0)[0] if len(buf) >= 4 else 4
 
     def eof_received(self) -> bool | None:
         if self._buf and self.state != CLOSED:
@@ -331,7 +348,11 @@ class Link(asyncio.Protocol):
         self.frames_out += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            router = self.router
+            if router._rx_depth:  # replies sent while reading go out when the read ends
+                router._pending_flush.append(self)
+            else:
+                self._loop.call_soon(self._flush)
         return True
 
     def _flush(self) -> None:

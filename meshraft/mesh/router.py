@@ -57,8 +57,9 @@ class _PeerLog(logging.LoggerAdapter):
         return f"[mesh {self.extra['peer']}] {msg}", kwargs  # type: ignore[index]
 
 
-def parse_address(addr: str | tuple[str, int]) -> tuple[str, int]:
-    """'host:port' or (host, port) -> (host, port); ValueError if malformed."""
+def parse_address(addr: str | tuple[str, int], listen: bool = False) -> tuple[str, int]:
+    """'host:port' or (host, port) -> (host, port); ValueError if malformed.
+    Port 0 (any free port) is allowed only for a ``listen`` address."""
     if isinstance(addr, tuple):
         host, port = addr
     else:
@@ -67,7 +68,7 @@ def parse_address(addr: str | tuple[str, int]) -> tuple[str, int]:
             raise ValueError(f"bad peer address {addr!r}: expected HOST:PORT")
         port = int(port_s)
     host = str(host).strip("[]")
-    if not host or not isinstance(port, int) or not 0 < port < 65536:
+    if not host or not isinstance(port, int) or not (0 if listen else 1) <= port < 65536:
         raise ValueError(f"bad peer address {addr!r}: expected HOST:PORT")
     return host, port
 
@@ -120,6 +121,9 @@ class Router:
         self._topo_dirty: set[str] = set()
         self._topo_flush: asyncio.TimerHandle | None = None
         self.stats: Counter[str] = Counter()
+        self._rx_seq = 0  # counts reads from links (MeshPacketConn budgets inline delivery)
+        self._rx_depth = 0  # >0 while a link is handling a read: writes are batched
+        self._pending_flush: list[Link] = []
         self.topology: Topology
         self.routes: Routes
         self._stopped = False
@@ -158,7 +162,7 @@ class Router:
                    connect_interval=connect_interval, rng=rng or random.Random())
         self._filter = {check_name(n) for n in link_filter}
         self.remember_for = remember_for
-        host, port = parse_address(listen) if isinstance(listen, str) else listen
+        host, port = parse_address(listen, listen=True)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: self._new_link(outbound=False), host, port)
@@ -447,6 +451,11 @@ class Router:
             self.stats["topology_bytes_out"] += len(body)
 
     # ------------------------------------------------------------- receive
+    def _flush_pending(self) -> None:
+        links, self._pending_flush = self._pending_flush, []
+        for link in links:
+            link._flush()
+
     def _on_message(self, link: Link, msg: Any, body: bytes) -> None:
         """One decoded message from an established link.  ProtocolError closes it."""
         if type(msg) is not list or not msg:

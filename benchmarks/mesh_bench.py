@@ -1,0 +1,270 @@
+"""Measurements for the mesh and MeshPacketConn, repeatable with one command.
+
+    python benchmarks/mesh_bench.py ping   [--runs 5] [--duration 3]   # round trips/s, UDP vs mesh
+    python benchmarks/mesh_bench.py oneway [--runs 5] [--count 50000]  # one-way datagrams/s
+    python benchmarks/mesh_bench.py mesh10 [--runs 3] [--peers 10]     # full mesh, increment, idle bytes
+    python benchmarks/mesh_bench.py all
+
+Every number is the median of ``--runs`` runs, each in fresh processes on loopback
+(cmd/meshping.py and cmd/counter.py).  ``--json FILE`` also writes the raw runs.
+This machine's load is reported with each table: on a busy machine, compare
+ratios measured in the same run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MESHPING = str(ROOT / "cmd" / "meshping.py")
+COUNTER = str(ROOT / "cmd" / "counter.py")
+PY = sys.executable
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Procs:
+    """Processes started here, always stopped by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, text=True)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.procs.clear()
+
+
+def run_json(argv: list[str], timeout: float) -> dict:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no result from {' '.join(argv)}: {out.stderr[-500:]}")
+    return json.loads(lines[-1])
+
+
+def responder(procs: Procs, transport: str, pwfile: str | None) -> list[str]:
+    """Start an echo responder; returns the pinger's arguments to reach it."""
+    if transport == "udp":
+        port = free_port(socket.SOCK_DGRAM)
+        p = procs.start([PY, MESHPING, "--transport", "udp", "--listen", f"127.0.0.1:{port}",
+                         "--echo"])
+        p.stdout.readline()  # type: ignore[union-attr]
+        return ["--transport", "udp", "--target", f"127.0.0.1:{port}"]
+    port = free_port()
+    extra = ["--password-file", pwfile] if pwfile else []
+    p = procs.start([PY, MESHPING, "--name", "echo", "--listen", f"127.0.0.1:{port}",
+                     "--echo", *extra])
+    p.stdout.readline()  # type: ignore[union-attr]
+    return ["--name", "pinger", "--peer", f"127.0.0.1:{port}", "--target", "echo", *extra]
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def bench_ping(args, pwfile: str, raw: dict) -> None:
+    kinds = [("udp", None), ("mesh", None), ("mesh+password", pwfile)]
+    res: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(args.runs):
+        for size in (100, 8192):
+            for kind, pw in kinds:  # interleaved, so load changes hit every kind alike
+                procs = Procs()
+                try:
+                    target = responder(procs, "udp" if kind == "udp" else "mesh", pw)
+                    r = run_json([PY, MESHPING, *target, "--flood", "--duration",
+                                  str(args.duration), "--size", str(size), "--json"],
+                                 timeout=args.duration + 30)
+                finally:
+                    procs.stop_all()
+                res.setdefault((kind, size), []).append(r)
+    raw["ping"] = {f"{k}/{s}": v for (k, s), v in res.items()}
+    print(f"\nround trips per second, one in flight, {args.duration}s per run, median of "
+          f"{args.runs} runs (load {load()})")
+    print(f"{'datagram':>9} {'transport':>14} {'rt/s':>9} {'ratio':>6} {'p50 us':>8} "
+          f"{'1/p50':>8} {'ratio':>6}")
+    for size in (100, 8192):
+        base = statistics.median(r["round_trips_per_s"] for r in res[("udp", size)])
+        base50 = statistics.median(r["rtt_ms"]["p50"] for r in res[("udp", size)])
+        for kind, _ in kinds:
+            rs = res[(kind, size)]
+            rate = statistics.median(r["round_trips_per_s"] for r in rs)
+            p50 = statistics.median(r["rtt_ms"]["p50"] for r in rs)
+            print(f"{size:>9} {kind:>14} {rate:>9.0f} {rate / base:>6.2f} {p50 * 1000:>8.1f} "
+                  f"{1000 / p50:>8.0f} {base50 / p50:>6.2f}")
+
+
+def bench_oneway(args, raw: dict) -> None:
+    res: dict[str, list[dict]] = {}
+    for _ in range(args.runs):
+        for kind in ("udp", "mesh"):
+            procs = Procs()
+            try:
+                target = responder(procs, kind, None)
+                r = run_json([PY, MESHPING, *target, "--oneway", str(args.count), "--size", "100",
+                              "--duration", "10", "--json"], timeout=60)
+            finally:
+                procs.stop_all()
+            res.setdefault(kind, []).append(r)
+    raw["oneway"] = res
+    print(f"\none-way 100-byte datagrams, {args.count} sent as fast as the sender can, "
+          f"median of {args.runs} (load {load()})")
+    print(f"{'transport':>9} {'received/s':>11} {'delivered':>10}")
+    for kind in ("udp", "mesh"):
+        rs = res[kind]
+        rate = statistics.median(r["datagrams_per_s"] for r in rs)
+        frac = statistics.median(r["received"] / r["sent"] for r in rs)
+        print(f"{kind:>9} {rate:>11.0f} {frac:>10.1%}")
+
+
+def http(port: int, path: str = "/", method: str = "GET") -> str:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read().decode()
+
+
+def wait_for(pred, timeout: float, what: str) -> float:
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if pred():
+                return time.perf_counter() - t0
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def bench_mesh10(args, raw: dict) -> None:
+    runs = []
+    for _ in range(args.runs):
+        procs = Procs()
+        try:
+            n = args.peers
+            mesh_ports = [free_port() for _ in range(n)]
+            http_ports = [free_port() for _ in range(n)]
+            names = [f"p{i}" for i in range(n)]
+
+            def start(i: int, seed: bool) -> None:
+                argv = [PY, COUNTER, "--name", names[i], "--listen", f"127.0.0.1:{mesh_ports[i]}",
+                        "--http", f"127.0.0.1:{http_ports[i]}", "--log-level", "WARNING"]
+                if seed:
+                    argv += ["--peer", f"127.0.0.1:{mesh_ports[0]}"]
+                procs.start(argv)
+
+            start(0, False)
+            wait_for(lambda: http(http_ports[0]) is not None, 20, "the seed")
+            t0 = time.perf_counter()
+            for i in range(1, n):
+                start(i, True)
+            serving = wait_for(lambda: all(http(p) is not None for p in http_ports), 60,
+                               "all serving")
+
+            def links(p: int) -> int:
+                st = json.loads(http(p, "/status"))
+                return sum(1 for v in st["links"].values() if v["state"] == "established")
+
+            wait_for(lambda: all(links(p) == n - 1 for p in http_ports), 60, "a full mesh")
+            full = time.perf_counter() - t0
+            time.sleep(1.0)
+            base = int(http(http_ports[0]))
+            t1 = time.perf_counter()
+            http(http_ports[n // 2], "/incr", "POST")
+            sweep = []
+
+            def all_see() -> bool:
+                s0 = time.perf_counter()
+                ok = all(int(http(p)) == base + 1 for p in http_ports)
+                sweep.append(time.perf_counter() - s0)
+                return ok
+
+            wait_for(all_see, 30, "the increment everywhere")
+            incr = time.perf_counter() - t1
+            # idle traffic: every byte every peer sent on its links over a quiet window
+            time.sleep(2.0)
+
+            def total_out() -> int:
+                return sum(v["bytes_out"] for p in http_ports
+                           for v in json.loads(http(p, "/status"))["links"].values())
+
+            b0, w0 = total_out(), time.perf_counter()
+            time.sleep(args.idle)
+            b1, w1 = total_out(), time.perf_counter()
+            idle = (b1 - b0) / n / (w1 - w0)
+            runs.append({"full_mesh_s": full, "all_serving_s": serving, "incr_all_s": incr,
+                         "poll_sweep_s": statistics.median(sweep), "idle_bytes_per_peer_s": idle})
+        finally:
+            procs.stop_all()
+    raw["mesh10"] = runs
+
+    def med(k: str) -> float:
+        return statistics.median(r[k] for r in runs)
+
+    print(f"\n{args.peers} counter processes joined through one seed (default timings: heartbeat "
+          f"0.5s, gossip 1s), median of {args.runs} (load {load()})")
+    print(f"  time from launching {args.peers - 1} processes until all serve HTTP: "
+          f"{med('all_serving_s'):.2f} s")
+    print(f"  time from launching them until every peer has {args.peers - 1} links:  "
+          f"{med('full_mesh_s'):.2f} s")
+    print(f"  time for one increment to reach all {args.peers}: {med('incr_all_s') * 1000:.0f} ms "
+          f"(polling all over HTTP takes {med('poll_sweep_s') * 1000:.0f} ms per sweep)")
+    print(f"  idle traffic per peer (heartbeats + topology + counter anti-entropy): "
+          f"{med('idle_bytes_per_peer_s'):.0f} bytes/s sent")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="mesh and MeshPacketConn measurements")
+    ap.add_argument("what", choices=["ping", "oneway", "mesh10", "all"])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--count", type=int, default=50_000)
+    ap.add_argument("--peers", type=int, default=10)
+    ap.add_argument("--idle", type=float, default=5.0)
+    ap.add_argument("--json", help="write raw results here")
+    args = ap.parse_args()
+    raw: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        pwfile = os.path.join(d, "pw")
+        Path(pwfile).write_text("bench password\n")
+        if args.what in ("ping", "all"):
+            bench_ping(args, pwfile, raw)
+        if args.what in ("oneway", "all"):
+            bench_oneway(args, raw)
+        if args.what in ("mesh10", "all"):
+            bench_mesh10(args, raw)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
