@@ -529,7 +529,7 @@ class RaftCore:
     def _new_progress(self, p: str, last: int) -> Progress:
         pr = Progress(match=0, next=last + 1, is_learner=p in self.learners)
         pr.inflights.capacity = self.cfg.max_inflight
-        pr.recent_active = True  # a fresh leader gives everyone one CheckQuorum round
+        pr.recent_active = False  # must be heard from within the first CheckQuorum round
         return pr
 
     # ==================================================================================
@@ -1085,9 +1085,11 @@ class RaftCore:
         for p in list(self.prs):
             if p not in members:
                 del self.prs[p]
-        for p in members:
+        added = []
+        for p in sorted(members):
             if p not in self.prs:
                 self.prs[p] = self._new_progress(p, last)
+                added.append(p)
             self.prs[p].is_learner = p in self.learners
         if self.id not in self.voters:
             self._step_down_removed()
@@ -1096,6 +1098,8 @@ class RaftCore:
             self.lead_transferee = None
         if self._maybe_commit():
             self._bcast_append()
+        for p in added:
+            self._send_append(p)  # start probing the new member now, not at the next tick
 
     def _step_down_removed(self) -> None:
         # Hand over to a caught-up voter at once rather than waiting for a timeout.

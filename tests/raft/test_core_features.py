@@ -1,0 +1,416 @@
+"""The core's features beyond the paper, each through the public interface: PreVote,
+CheckQuorum and leader stickiness, ReadIndex, leadership transfer, proposal
+forwarding, membership, progress and flow control, compaction and snapshots,
+restart from storage, and the Ready contract."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from corehelp import cfg, drain, make, make_leader, msg
+
+from meshraft.raft.core import ConfChangeRejected, ProposalDropped, RaftCore, Role
+from meshraft.raft.messages import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    MessageType,
+    encode_message,
+)
+from meshraft.raft.progress import ProgressState
+from meshraft.raft.scenario import Cluster
+
+MT = MessageType
+
+
+def elect(c: Cluster, n: str = "1") -> None:
+    c.elect(n)
+    assert c.leader() == n
+
+
+def cluster(n: int = 3, **kw) -> Cluster:
+    c = Cluster([str(i + 1) for i in range(n)], config=cfg(**kw))
+    c.stabilize(log=False)
+    return c
+
+
+# ---- elections -----------------------------------------------------------------------
+
+def test_prevote_keeps_a_partitioned_node_from_inflating_its_term():
+    c = cluster()
+    elect(c)
+    term = c.nodes["1"].term
+    c.partition(["1", "2"], ["3"])
+    for _ in range(100):
+        c.tick_all()
+        c.stabilize(log=False)
+    assert c.nodes["3"].term == term  # only pre-votes, which change no term
+    c.partition(["1", "2", "3"])
+    for _ in range(5):
+        c.tick_all()
+        c.stabilize(log=False)
+    assert c.leader() == "1" and c.nodes["1"].term == term
+
+
+def test_check_quorum_makes_an_isolated_leader_step_down():
+    c = cluster()
+    elect(c)
+    for _ in range(3 * c.config.election_ticks):  # connected: it stays leader
+        c.tick("1")
+        c.stabilize(log=False)
+    assert c.nodes["1"].role is Role.LEADER
+    c.partition(["1"], ["2", "3"])
+    # It heard from them in the current round; the next full round without them ends it.
+    for _ in range(2 * c.config.election_ticks):
+        c.tick("1")
+        c.stabilize(log=False)
+    assert c.nodes["1"].role is Role.FOLLOWER and c.nodes["1"].lead is None
+
+
+def test_leader_stickiness_a_follower_with_a_live_leader_ignores_votes():
+    f = make("2", term=3, **{})
+    f.step(msg(MT.HEARTBEAT, "1", "2", 3))
+    drain(f)
+    for t in (MT.VOTE, MT.PRE_VOTE):
+        f.step(msg(t, "3", "2", 4, index=10, log_term=3))
+        assert drain(f) == [] and f.term == 3 and f.lead == "1"
+    # After an election timeout without the leader, it listens again.
+    for _ in range(f.cfg.election_ticks):
+        f.tick()
+    drain(f)
+    f.step(msg(MT.PRE_VOTE, "3", "2", 4, index=10, log_term=3))
+    assert [m.reject for m in drain(f) if m.type is MT.PRE_VOTE_RESP] == [False]
+
+
+def test_a_transfer_campaign_gets_votes_through_stickiness():
+    f = make("2", term=3)
+    f.step(msg(MT.HEARTBEAT, "1", "2", 3))
+    drain(f)
+    f.step(msg(MT.VOTE, "3", "2", 4, index=10, log_term=3, context=b"transfer"))
+    assert [m.reject for m in drain(f) if m.type is MT.VOTE_RESP] == [False]
+    assert f.term == 4 and f.vote == "3"
+
+
+def test_an_old_leader_learns_the_new_term_from_a_stale_append_response():
+    f = make("2", term=5)
+    drain(f)
+    f.step(msg(MT.APP, "1", "2", 3, index=0, log_term=0))
+    out = drain(f)
+    assert [(m.type, m.term, m.to) for m in out] == [(MT.APP_RESP, 5, "1")]
+
+
+# ---- proposals -----------------------------------------------------------------------
+
+def test_followers_forward_proposals_and_drop_them_without_a_leader():
+    c = cluster()
+    with pytest.raises(ProposalDropped):
+        c.nodes["2"].propose(b"x")
+    elect(c)
+    assert c.nodes["2"].propose(b"x") is None
+    c.stabilize(log=False)
+    assert all(c.applied_data(n) == [b"x"] for n in c.nodes)
+
+
+def test_proposals_too_large_for_a_datagram_are_refused():
+    c = cluster(max_msg_bytes=4096)
+    elect(c)
+    with pytest.raises(ValueError):
+        c.nodes["1"].propose(b"x" * 4000)
+
+
+def test_appends_are_batched_within_the_datagram_size():
+    ld = make_leader(max_msg_bytes=4096, max_inflight=1000)
+    for i in range(40):
+        ld.propose(bytes([i]) * 500)
+    apps = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
+    sent = [e.data for m in apps for e in m.entries]
+    assert len(sent) == 40 and len(apps) >= 6
+    assert all(len(encode_message(m)) <= 4096 for m in apps)
+
+
+def test_pipelining_is_bounded_by_max_inflight():
+    ld = make_leader(max_inflight=3)
+    for i in range(10):
+        ld.propose(b"p%d" % i)
+    apps = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
+    assert len(apps) == 3
+    assert ld.prs["2"].state is ProgressState.REPLICATE and ld.prs["2"].inflights.full()
+    ld.step(msg(MT.APP_RESP, "2", "1", ld.term, index=apps[0].entries[-1].index))
+    more = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
+    assert len(more) == 1
+
+
+def test_fast_backtracking_needs_one_round_trip_per_term_not_per_entry():
+    # Follower 2 has 50 entries of term 2 the leader never had.
+    leader_terms = [1] * 5 + [3] * 50
+    ld = make("1", terms=leader_terms, term=3, seed=3)
+    fo = make("2", terms=[1] * 5 + [2] * 50, term=3)
+    ld.campaign()
+    for m in drain(ld):
+        if m.type is MT.PRE_VOTE:
+            ld.step(msg(MT.PRE_VOTE_RESP, "3", "1", m.term))
+    for m in drain(ld):
+        if m.type is MT.VOTE:
+            ld.step(msg(MT.VOTE_RESP, "3", "1", m.term))
+    assert ld.role is Role.LEADER
+    rejects = 0
+    pending = [m for m in drain(ld) if m.to == "2"]
+    for _ in range(20):
+        nxt = []
+        for m in pending:
+            fo.step(m)
+        for r in drain(fo):
+            rejects += r.reject
+            ld.step(r)
+        nxt = [m for m in drain(ld) if m.to == "2"]
+        if not nxt:
+            break
+        pending = nxt
+    assert [e.term for e in fo.log.entries] == [e.term for e in ld.log.entries]
+    assert rejects <= 2
+
+
+# ---- ReadIndex -----------------------------------------------------------------------
+
+def test_read_index_waits_for_the_leaders_own_term_commit_and_a_quorum():
+    c = cluster()
+    elect(c)
+    ld = c.nodes["1"]
+    c.partition(["1"], ["2", "3"])
+    ld.read_index(b"r1")
+    c.stabilize(log=False)
+    assert c.read_states["1"] == []  # no quorum confirmed it is still leader
+    c.partition(["1", "2", "3"])
+    c.tick("1")
+    c.stabilize(log=False)
+    assert c.read_states["1"] == [(ld.commit, b"r1")]
+
+
+def test_a_new_leader_serves_reads_only_after_its_noop_commits():
+    c = cluster()
+    c.nodes["1"].campaign()
+    c.process("1", log=False)
+    c.deliver(log=False)  # pre-votes
+    c.process("2", log=False)
+    c.process("3", log=False)
+    c.deliver(log=False)  # pre-vote responses
+    c.process("1", log=False)
+    c.deliver(log=False)  # votes
+    c.process("2", log=False)
+    c.process("3", log=False)
+    c.deliver(log=False)  # vote responses: 1 is leader, no-op not committed
+    ld = c.nodes["1"]
+    assert ld.role is Role.LEADER and ld.log.term(ld.commit) != ld.term
+    ld.read_index(b"early")
+    c.process("1", log=False)
+    assert c.read_states["1"] == []
+    c.stabilize(log=False)
+    assert c.read_states["1"] == [(ld.commit, b"early")]
+    assert ld.log.term(ld.commit) == ld.term
+
+
+def test_followers_get_the_read_index_from_the_leader():
+    c = cluster()
+    elect(c)
+    c.nodes["1"].propose(b"w")
+    c.stabilize(log=False)
+    c.nodes["3"].read_index(b"f")
+    c.stabilize(log=False)
+    assert c.read_states["3"] == [(c.nodes["1"].commit, b"f")]
+    with pytest.raises(ProposalDropped):
+        cluster().nodes["2"].read_index(b"x")  # no leader known
+
+
+# ---- leadership transfer -------------------------------------------------------------
+
+def test_transfer_to_a_lagging_follower_catches_it_up_first():
+    c = cluster()
+    elect(c)
+    c.partition(["1", "2"], ["3"])
+    for i in range(5):
+        c.nodes["1"].propose(b"%d" % i)
+    c.stabilize(log=False)
+    c.partition(["1", "2", "3"])
+    c.nodes["1"].transfer_leadership("3")
+    with pytest.raises(ProposalDropped):
+        c.nodes["1"].propose(b"during")
+    c.stabilize(log=False)
+    assert c.leader() == "3" and c.nodes["3"].term == c.nodes["1"].term + 0
+    assert c.applied_data("3") == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_transfer_is_aborted_after_an_election_timeout():
+    c = cluster()
+    elect(c)
+    c.partition(["1", "2"], ["3"])
+    c.nodes["1"].transfer_leadership("3")
+    c.stabilize(log=False)
+    for _ in range(c.config.election_ticks):
+        c.tick("1")
+        c.stabilize(log=False)
+    assert c.nodes["1"].lead_transferee is None
+    assert c.nodes["1"].propose(b"after") is not None
+
+
+# ---- membership ----------------------------------------------------------------------
+
+def test_membership_changes_wait_for_the_noop_and_one_at_a_time():
+    c = cluster()
+    c.nodes["1"].campaign()
+    for _ in range(4):
+        for n in ("1", "2", "3"):
+            c.process(n, log=False)
+        c.deliver(log=False)
+    ld = c.nodes["1"]
+    assert ld.role is Role.LEADER and ld.log.term(ld.commit) != ld.term
+    with pytest.raises(ConfChangeRejected, match="no-op"):
+        ld.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "4"))
+    c.stabilize(log=False)
+    c.add_node("4")
+    ld.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "4"))
+    with pytest.raises(ConfChangeRejected, match="pending"):
+        ld.propose_conf_change(ConfChange(ConfChangeType.REMOVE, "3"))
+    c.stabilize(log=False)
+    assert ld.learners == {"4"} and c.nodes["4"].learners == {"4"}
+    ld.propose_conf_change(ConfChange(ConfChangeType.PROMOTE, "4"))
+    c.stabilize(log=False)
+    assert all(c.nodes[n].voters == {"1", "2", "3", "4"} for n in c.nodes)
+
+
+def test_learners_never_campaign_and_their_votes_do_not_count():
+    c = Cluster(["1", "2", "3"], ["4"], config=cfg())
+    c.stabilize(log=False)
+    for _ in range(100):
+        c.tick("4")
+        c.stabilize(log=False)
+    assert c.nodes["4"].role is Role.FOLLOWER and c.nodes["4"].term == 1
+    assert c.nodes["4"].status()["role"] == "learner"
+    # Votes from 4 do not make 1 a leader of {1,2,3}.
+    c1 = make("1", ("1", "2", "3"), learners=("4",), pre_vote=False)
+    c1.campaign()
+    c1.step(msg(MT.VOTE_RESP, "4", "1", c1.term))
+    assert c1.role is Role.CANDIDATE
+
+
+def test_a_lagging_learner_is_not_promoted():
+    c = cluster(promote_max_lag=3)
+    elect(c)
+    c.add_node("4")
+    c.nodes["1"].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "4"))
+    c.stabilize(log=False)
+    c.blocked = {("1", "4"), ("4", "1")}
+    for i in range(10):
+        c.nodes["1"].propose(b"%d" % i)
+    c.stabilize(log=False)
+    with pytest.raises(ConfChangeRejected, match="caught up"):
+        c.nodes["1"].propose_conf_change(ConfChange(ConfChangeType.PROMOTE, "4"))
+    c.blocked = set()
+    c.tick("1")
+    c.stabilize(log=False)
+    c.nodes["1"].propose_conf_change(ConfChange(ConfChangeType.PROMOTE, "4"))
+    c.stabilize(log=False)
+    assert "4" in c.nodes["1"].voters
+
+
+def test_a_removed_leader_steps_down_and_hands_over():
+    c = cluster()
+    elect(c)
+    c.nodes["1"].propose_conf_change(ConfChange(ConfChangeType.REMOVE, "1"))
+    c.stabilize(log=False)
+    assert c.nodes["1"].role is Role.FOLLOWER
+    new = c.leader()
+    assert new in ("2", "3") and c.nodes[new].voters == {"2", "3"}
+    # It is no voter any more: it cannot start an election.
+    c.nodes["1"].campaign()
+    c.stabilize(log=False)
+    assert c.nodes["1"].role is Role.FOLLOWER and c.leader() == new
+
+
+# ---- compaction, snapshots and restart -------------------------------------------------
+
+def test_compaction_and_a_follower_that_needs_the_snapshot():
+    c = cluster(max_msg_bytes=4096)
+    elect(c)
+    c.crash("3")
+    for i in range(30):
+        c.nodes["1"].propose(b"v%02d" % i * 50)
+    c.stabilize(log=False)
+    ld = c.nodes["1"]
+    snap = ld.compact(ld.applied, b"S" * 20_000)
+    c.disks["1"].compact(snap)
+    assert ld.log.first_index() == ld.applied + 1
+    c.restart("3")
+    c.tick("1")
+    c.stabilize(log=False)
+    f = c.nodes["3"]
+    assert f.log.snapshot is not None and f.log.snapshot.data == b"S" * 20_000
+    assert f.commit == ld.commit and c.disks["3"].snapshot.data == snap.data
+
+
+def test_restart_from_storage_keeps_term_vote_log_and_configuration():
+    c = cluster()
+    elect(c)
+    for i in range(5):
+        c.nodes["1"].propose(b"%d" % i)
+    c.stabilize(log=False)
+    ld = c.nodes["1"]
+    snap = ld.compact(4, b"sm-at-4", retain=1)
+    c.disks["1"].compact(snap)
+    c.crash("1")
+    r = c.restart("1")
+    assert (r.term, r.vote) == (ld.term, ld.vote)
+    assert r.log.last_index() == ld.log.last_index() and r.applied == 4
+    assert r.voters == {"1", "2", "3"}
+    rd = r.ready()
+    assert [e.index for e in rd.committed_entries] == list(range(5, ld.commit + 1))
+
+
+def test_ready_contract_one_outstanding_and_advance_releases_only_what_was_handed_out():
+    ld = make_leader()
+    ld.propose(b"a")
+    rd = ld.ready()
+    with pytest.raises(RuntimeError):
+        ld.ready()
+    assert not ld.has_ready()
+    ld.propose(b"b")  # arrives while the driver persists rd
+    ld.advance(rd)
+    rd2 = ld.ready()
+    assert [e.data for e in rd2.entries] == [b"b"]
+    assert all(e.data != b"a" for m in rd2.messages for e in m.entries)
+    ld.advance(rd2)
+
+
+def test_duplicated_and_reordered_messages_change_nothing():
+    rnd = random.Random(7)
+    c = cluster()
+    elect(c)
+    for i in range(10):
+        c.nodes["1"].propose(b"%d" % i)
+        c.process("1", log=False)
+        c.queue += c.queue[:]  # duplicate everything in flight
+        rnd.shuffle(c.queue)
+        c.deliver(log=False)
+    c.stabilize(log=False)
+    want = [b"%d" % i for i in range(10)]
+    assert all(c.applied_data(n) == want for n in c.nodes)
+
+
+def test_entries_persisted_by_a_ready_are_replaced_when_a_new_leader_overwrites_them():
+    f = make("2", terms=[1, 1, 1], term=1, commit=1)
+    drain(f)
+    f.step(msg(MT.APP, "3", "2", 2, index=1, log_term=1, entries=[Entry(2, 2, data=b"n")]))
+    rd = f.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(2, 2)]
+    f.advance(rd)
+    assert f.log.last_index() == 2
+
+
+def test_constructor_bootstraps_a_fresh_cluster_identically_on_every_member():
+    a = RaftCore("1", ["1", "2", "3"], rng=random.Random(1))
+    b = RaftCore("2", ["3", "2", "1"], rng=random.Random(2))
+    ra, rb = a.ready(), b.ready()
+    assert ra.entries == rb.entries and len(ra.entries) == 3
+    assert ra.hard_state.term == 1 and ra.hard_state.commit == 3
+    joiner = RaftCore("4", None, rng=random.Random(3))
+    assert joiner.voters == set() and not joiner.has_ready()
