@@ -185,8 +185,26 @@ def test_sigkill_members_under_load_udp(procs) -> None:
 def test_sigkill_members_under_load_with_frequent_snapshots_udp(procs) -> None:
     # Snapshots every 60 entries: kills land during snapshot writes, compaction and
     # snapshot installs, not only during appends.
-    run_crash_test(procs, "udp", kills=int(os.environ.get("MESHRAFT_CRASH_KILLS", "15")),
+    run_crash_test(procs, "udp", kills=int(os.environ.get("MESHRAFT_CRASH_KILLS", "20")),
                    seed=2, extra=["--snapshot-entries", "60", "--compaction-margin", "10"])
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+def test_sigkill_soak_udp(procs) -> None:
+    """The long version: ``MESHRAFT_SOAK_KILLS`` (default 300) kills in one run."""
+    cluster = ProcCluster(procs, transport="udp",
+                          extra=["--snapshot-entries", "200", "--compaction-margin", "20"])
+    cluster.start_all()
+    cluster.wait_leader()
+    cluster.wait_acked(20)
+    kills = int(os.environ.get("MESHRAFT_SOAK_KILLS", "300"))
+    rng = random.Random(7)
+    while cluster.kills < kills:
+        crash_loop(cluster, min(kills, cluster.kills + 50), seed=rng.randrange(1 << 30))
+    cluster.wait_leader()
+    lists = cluster.stop_load_and_converge(timeout=60)
+    cluster.check(lists)
 
 
 @pytest.mark.skipif(not mesh_available(), reason="meshraft.meshconn is not there yet")
