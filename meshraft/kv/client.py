@@ -193,8 +193,11 @@ class _Connection:
                 rid = body.get("id")
                 if rid is None:
                     # A connection-level error from the server (it is about to close).
+                    # busy here means the connection was refused before any request was
+                    # read; anything else may have followed requests it did serve.
                     error = _ConnectionLost(
-                        f"server error: {body.get('error')}: {body.get('message')}", True)
+                        f"server error: {body.get('error')}: {body.get('message')}",
+                        body.get("error") != p.BUSY)
                     continue
                 fut = self.waiters.pop(rid, None)
                 if fut is not None and not fut.done():

@@ -45,6 +45,7 @@ log = logging.getLogger("meshraft.kv.server")
 
 DEFAULT_MAX_INFLIGHT = 1024
 MAX_REQUESTS_PER_CONNECTION = 256
+DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_REQUEST_TIMEOUT = 5.0
 MAX_REQUEST_TIMEOUT = 60.0
 # A client that starts a frame and then goes silent gets dropped after this long.
@@ -113,6 +114,7 @@ class KVServer:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         status_extra: Callable[[], dict[str, Any]] | None = None,
         max_entry: int = DEFAULT_FRAGMENT_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.node = node
         self.sm = state_machine
@@ -125,6 +127,7 @@ class KVServer:
         self.status_extra = status_extra
         # Commands larger than this go through the log as several fragment entries.
         self.max_entry = max_entry
+        self.max_connections = max_connections
         self.inflight = 0
         self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
         self._server: asyncio.base_events.Server | None = None
@@ -165,9 +168,16 @@ class KVServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = writer.get_extra_info("peername")
+        if len(self._conn_tasks) >= self.max_connections:
+            self.stats["busy"] += 1
+            with contextlib.suppress(Exception):
+                await self._send(writer, p.error_reply(
+                    None, p.BUSY, f"too many client connections ({self.max_connections})"))
+            writer.close()
+            return
         self._conn_tasks.add(task)
         self.stats["connections"] += 1
-        peer = writer.get_extra_info("peername")
         slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
         pending: set[asyncio.Task] = set()
         try:

@@ -388,3 +388,21 @@ async def test_a_request_stuck_with_a_dead_leader_is_asked_again_when_the_leader
         assert (await c.get("k")).value == b"v"
         await task
         assert calls["barrier"] == 2 and srv.stats["retried_on_leader_change"] == 2
+
+
+async def test_connections_beyond_the_bound_are_told_busy(served):
+    srv, _node, _sm = served
+    srv.max_connections = 2
+    held = [await raw(srv) for _ in range(2)]
+    for r, w in held:  # make sure both are accepted and served
+        await send(w, {"id": 1, "op": "ping"})
+        assert (await recv(r))["ok"]
+    r, w = await raw(srv)
+    reply = await recv(r)
+    assert reply["error"] == "busy" and "too many client connections" in reply["message"]
+    assert await asyncio.wait_for(r.read(), 5) == b""
+    w.close()
+    for _r, hw in held:
+        hw.close()
+    await asyncio.sleep(0.1)
+    await assert_still_serving(srv, _sm, 0)
