@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from meshraft.raft.core import RaftConfig, RaftCore
 from meshraft.raft.errors import (
     Busy,
     RaftError,
@@ -169,6 +170,8 @@ class RaftNode:
         self._sm = state_machine
         self._loop = asyncio.get_running_loop()
         self._addresses = {str(k): _norm_addr(v) for k, v in peers.items()}
+        # Addresses the operator gave win over ones learned from the log or a snapshot.
+        self._given = frozenset(self._addresses)
         self._incarnation = random.SystemRandom().getrandbits(63)
         self._seq = 0
         self._waiters: dict[int, asyncio.Future] = {}
@@ -197,7 +200,7 @@ class RaftNode:
             snap = self.storage.snapshot()
             if snap.meta.index > 0:
                 addrs, sm_data = decode_snapshot_envelope(snap.data)
-                self._addresses.update(addrs)
+                self._learn_addresses(addrs)
                 self._sm.restore(sm_data)
             self._applied = snap.meta.index
             self._core = self._make_core(snap, join)
@@ -215,9 +218,7 @@ class RaftNode:
         self._wake.set()
         return self
 
-    def _make_core(self, snap: Snapshot, join: bool):
-        from meshraft.raft.core import RaftConfig, RaftCore
-
+    def _make_core(self, snap: Snapshot, join: bool) -> RaftCore:
         hs, _ = self.storage.initial_state()
         cfg = RaftConfig(
             election_ticks=self.config.election_ticks,
@@ -567,8 +568,7 @@ class RaftNode:
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         addrs, sm_data = decode_snapshot_envelope(snap.data)
-        for k, v in addrs.items():
-            self._addresses.setdefault(k, v)
+        self._learn_addresses(addrs)
         self._sm.restore(sm_data)
         self._applied = snap.meta.index
         self.stats["snapshots_installed"] += 1
@@ -604,6 +604,11 @@ class RaftNode:
             self.stats["applied"] += 1
         self._applied = e.index
 
+    def _learn_addresses(self, addrs: dict[str, Any]) -> None:
+        for k, v in addrs.items():
+            if k not in self._given:
+                self._addresses[k] = _norm_addr(v)
+
     def _apply_conf_change(self, e: Entry) -> None:
         try:
             cc = ConfChange.decode(e.data)
@@ -619,7 +624,7 @@ class RaftNode:
         # The core itself applies the change to its configuration at advance().
         if address is not None and cc.type in (ConfChangeType.ADD_VOTER,
                                                ConfChangeType.ADD_LEARNER):
-            self._addresses[cc.node_id] = _norm_addr(address)
+            self._learn_addresses({cc.node_id: address})
         self.log.info("membership: %s %s (%s) at %d", cc.type.name, cc.node_id,
                       address, e.index)
         if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
