@@ -362,17 +362,19 @@ class RaftCore:
     # Output
 
     def has_ready(self) -> bool:
+        # Hot in every driver loop: compare fields, build nothing.
         if self._outstanding is not None:
             return False
-        return bool(
-            self.msgs
-            or self.read_states
-            or self._pending_snapshot is not None
-            or self.log.unstable()
-            or self.log.has_next_committed()
-            or self._hard_state() != self._prev_hs
-            or self._soft_state() != self._prev_ss
-        )
+        if self.msgs or self.read_states or self._pending_snapshot is not None:
+            return True
+        lg = self.log
+        if lg.persisted < lg.last_index() or lg.committed > max(lg.applied, lg.offset):
+            return True
+        hs = self._prev_hs
+        if hs.term != self.term or hs.vote != self.vote or hs.commit != lg.committed:
+            return True
+        ss = self._prev_ss
+        return ss.leader != self.lead or ss.role != self._role_name()
 
     def ready(self) -> Ready:
         if self._outstanding is not None:
