@@ -525,9 +525,8 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         self.stats["readies"] += 1
         # 1. persist (group commit: everything that arrived since the last Ready)
-        if rd.must_sync():
+        if rd.must_sync() and await self.storage.save(rd.hard_state, rd.entries, rd.snapshot):
             self.stats["fsync_batches"] += 1
-            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         # 2. send
         self._send(rd.messages)
         # 3. apply

@@ -42,11 +42,12 @@ crash: it is truncated and everything before it is kept. Any other bad record
 stops the start with :class:`CorruptWAL` naming the file and offset.
 
 Writes are one ``write`` + one ``fsync`` per :meth:`Storage.save` call, done in a
-worker thread so the event loop keeps running; the node saves one ``Ready`` at
-a time, so every proposal that arrived during the previous fsync shares the
-next one (group commit). Any write/fsync error (ENOSPC, EIO) makes the storage
-refuse every later write with :class:`StorageFailed`; nothing acknowledged is
-lost, because nothing is acknowledged before its fsync returned.
+worker thread so the event loop keeps running (a save that only moves the commit
+index is written without an fsync of its own: the next fsync covers it). The node
+saves one ``Ready`` at a time, so every proposal that arrived during the previous
+fsync shares the next one (group commit). Any write/fsync error (ENOSPC, EIO)
+makes the storage refuse every later write with :class:`StorageFailed`; nothing
+acknowledged is lost, because nothing is acknowledged before its fsync returned.
 """
 
 from __future__ import annotations
@@ -586,19 +587,21 @@ class Storage:
         self._segments.append(_Segment(seq=seq, path=path, size=len(data)))
         self.fsyncs += 2
 
-    def _write_sync(self, buf: bytes) -> None:
+    def _write_sync(self, buf: bytes, sync: bool = True) -> None:
         self.io.write(self._fd, buf)
-        self.io.fsync(self._fd)
         self._segments[-1].size += len(buf)
-        self.fsyncs += 1
+        if sync:
+            self.io.fsync(self._fd)
+            self.fsyncs += 1
 
     async def save(self, hard_state: HardState | None = None, entries: Sequence[Entry] = (),
-                   snapshot: Snapshot | None = None) -> None:
+                   snapshot: Snapshot | None = None) -> bool:
         """Make ``snapshot`` (one received from the leader), ``entries`` and
         ``hard_state`` durable with one write and one fsync (plus the snapshot
-        file's own), then update the in-memory log. Raises :class:`StorageFailed`."""
+        file's own), then update the in-memory log. Returns whether it fsynced.
+        Raises :class:`StorageFailed`."""
         if hard_state is None and not entries and snapshot is None:
-            return
+            return False
         async with self._write_lock:
             self._check()
             if snapshot is not None and snapshot.meta.index > 0:
@@ -615,8 +618,16 @@ class Storage:
             if hard_state is not None:
                 parts.append(_record(REC_HARD_STATE, _pack(_hs_list(hard_state))))
             buf = b"".join(parts)
+            # Only a new commit index needs no fsync of its own (etcd does the same):
+            # it is recomputed from a quorum after a crash, and the next fsync covers it.
+            sync = bool(entries) or snapshot is not None or (
+                hard_state is not None and (hard_state.term, hard_state.vote)
+                != (self.hard_state.term, self.hard_state.vote))
             try:
-                await asyncio.to_thread(self._write_sync, buf)
+                if sync:
+                    await asyncio.to_thread(self._write_sync, buf)
+                else:
+                    self._write_sync(buf, sync=False)  # a small write to the page cache
             except OSError as exc:
                 raise self._fail(f"WAL write/fsync on {self._segments[-1].path}", exc) from exc
             # Durable: now the in-memory view may show it.
@@ -639,6 +650,7 @@ class Storage:
                     await asyncio.to_thread(self._cut_segment_sync)
             except OSError as exc:
                 raise self._fail("cutting a WAL segment", exc) from exc
+            return sync
 
     async def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> SnapshotMeta:
         """Persist the state machine's ``data`` as of applied entry ``index``: write
