@@ -507,6 +507,9 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
                 failure = f"interrupted ({exc or 'SIGINT'})"
             except (RunFailed, NetError) as exc:
                 failure = str(exc)
+            except Exception as exc:  # a bug here must not pass for a verdict (exit 1)
+                log.exception("the run failed")
+                failure = f"internal error: {exc!r}"
             finally:
                 with _signals_ignored():
                     if cluster is not None:
@@ -665,6 +668,13 @@ def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: floa
         code, results = run(cfg)
     except RunFailed as exc:
         click.echo(f"jepsen-lite run: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:  # during the check: no verdict
+        click.echo("jepsen-lite run: interrupted", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # exit 1 means "not linearizable": a crash must not say that
+        log.exception("jepsen-lite run failed")
+        click.echo(f"jepsen-lite run: internal error: {exc!r}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(_summary_line(results))
     sys.exit(code)

@@ -77,10 +77,11 @@ def test_each_nemesis_family_stays_linearizable(family, tmp_path):
 
 def test_serializable_reads_under_partitions_are_caught(tmp_path):
     """A partitioned minority (or an isolated old leader) keeps answering local reads
-    while the majority moves on: with two hot keys the checker must see a stale read."""
+    while the majority moves on: with one hot key the checker must see a stale read
+    (seeds 1-4 were all flagged, with one key and with two)."""
     out = tmp_path / "out"
-    res = jl("run", "--net", "netns", "--nodes", "5", "--time", "18", "--quiet-period", "3",
-             "--concurrency", "10", "--keys", "2", "--rate", "200", "--nemesis",
+    res = jl("run", "--net", "netns", "--nodes", "5", "--time", "15", "--quiet-period", "3",
+             "--concurrency", "10", "--keys", "1", "--rate", "200", "--nemesis",
              "isolate-leader", "--reads", "serializable", "--seed", "3", "--out", str(out),
              "--no-progress")
     results = json.loads((out / "results.json").read_text())
@@ -88,7 +89,7 @@ def test_serializable_reads_under_partitions_are_caught(tmp_path):
     assert results["valid"] is False
     assert "NOT linearizable" in res.stdout
     failures = results["check"]["failures"]
-    assert failures and failures[0]["key"] in (0, 1)
+    assert failures and failures[0]["key"] == 0
     check_clean(results)
 
 
