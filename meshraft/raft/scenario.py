@@ -12,9 +12,10 @@ them (and rewrites them when asked). Commands::
 
     cluster 1 2 3 [learners=4] [election=10] [prevote=1] [checkquorum=1] [seed=1]
     campaign ID | tick ID [N] | tick-all N | tick-heartbeat ID
+    run N                        N times: tick every node, stabilize (prints role changes)
     stabilize [IDS...]           deliver messages and Readies until nothing moves
     deliver [IDS...]             deliver the queued messages once (no new round)
-    propose ID DATA | read ID CTX | transfer ID TO | compact ID INDEX [RETAIN]
+    propose ID DATA [size=N] | read ID CTX | transfer ID TO | compact ID INDEX [RETAIN]
     add-voter ID NEW | add-learner ID NEW | promote ID NEW | remove ID OLD
     partition A B | C ...        only nodes in one group can talk
     cut A B | block A B (one way A->B) | isolate ID | heal
@@ -23,6 +24,7 @@ them (and rewrites them when asked). Commands::
     status [IDS...] | log ID | raft-state
     expect ID key=value ...      fail unless status fields match (role, term, leader, commit)
     expect-applied ID DATA,...   fail unless the node applied exactly these payloads
+    expect-read ID CTX [INDEX|none] | expect-leader IDS...
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def fmt_entry(e: Entry) -> str:
             body = "conf:?"
     else:
         body = e.data.decode(errors="replace") if e.data else "noop"
+        if len(body) > 24:
+            body = f"{body[:8]}...({len(e.data)} bytes)"
     return f"{e.term}/{e.index} {body}"
 
 
@@ -354,6 +358,30 @@ class ScriptRunner:
     def cmd_tick_heartbeat(self, a: list[str]) -> None:
         self.cluster.tick(a[0], self.cluster.config.heartbeat_ticks)
 
+    def cmd_run(self, a: list[str]) -> None:
+        """N rounds of (tick every node, stabilize), reporting only role changes."""
+        c = self.cluster
+        def roles() -> dict[str, tuple]:
+            return {n: (x.status()["role"], x.lead, x.term) for n, x in c.nodes.items()
+                    if n not in c.crashed}
+        before = roles()
+        for i in range(int(a[0])):
+            c.tick_all()
+            c.stabilize(log=False)
+            now = roles()
+            for n in sorted(now):
+                if now[n] != before.get(n):
+                    r, lead, term = now[n]
+                    c.out.append(f"tick {i + 1}: {n} {r} leader={lead} term={term}")
+            before = now
+
+    def cmd_expect_leader(self, a: list[str]) -> None:
+        c = self.cluster
+        ld = c.leader()
+        if ld is None or ld not in a:
+            raise ScenarioError(f"expect-leader {a}: the leader is {ld}")
+        c.out.append(f"ok: leader {ld}")
+
     def cmd_stabilize(self, a: list[str]) -> None:
         self.cluster.stabilize(set(a) if a else None)
 
@@ -369,8 +397,13 @@ class ScriptRunner:
             self.cluster.process(n)
 
     def cmd_propose(self, a: list[str]) -> None:
+        pos, kw = _kv(a)
+        data = pos[1].encode()
+        if "size" in kw:  # a big payload: the word repeated to this many bytes
+            n = int(kw["size"])
+            data = (data * (n // len(data) + 1))[:n]
         try:
-            self.cluster.nodes[a[0]].propose(a[1].encode())
+            self.cluster.nodes[pos[0]].propose(data)
         except ProposalDropped as e:
             self.cluster.out.append(f"{a[0]}: proposal dropped: {e}")
 
