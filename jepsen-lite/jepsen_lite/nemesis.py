@@ -123,8 +123,10 @@ def views(nodes: Sequence[str], grudge: Grudge) -> dict[str, set[str]]:
 
 
 class Fault:
-    """One kind of fault. ``start`` applies it and returns the value to record;
-    ``stop`` undoes it and returns the value to record."""
+    """One kind of fault. ``plan`` decides what to do (and may ask the cluster, e.g. who
+    leads) and returns the value to record; ``apply`` does it; ``stop`` undoes it and
+    returns the value to record. The start event is written between plan and apply, so
+    a fault period never begins after the fault does."""
 
     name = "fault"
     needs_network = False
@@ -133,64 +135,67 @@ class Fault:
         self.cluster = cluster
         self.rng = rng
 
-    async def start(self) -> Any:
+    async def plan(self) -> Any:
+        raise NotImplementedError
+
+    async def apply(self) -> None:
         raise NotImplementedError
 
     async def stop(self) -> Any:
         raise NotImplementedError
 
 
-class PartitionFault(Fault):
+class _NetFault(Fault):
     needs_network = True
+    grudge: Grudge | None = None
 
+    async def apply(self) -> None:
+        assert self.grudge is not None
+        cuts = {k: set(v) for k, v in self.grudge.items()}
+        await asyncio.to_thread(self.cluster.net.partition, cuts)
+
+    async def stop(self) -> Any:
+        await asyncio.to_thread(self.cluster.net.heal)
+        return None
+
+
+class PartitionFault(_NetFault):
     def __init__(self, cluster: Cluster, rng: random.Random, name: str,
                  shape: Callable[[Sequence[str], random.Random], Grudge]) -> None:
         super().__init__(cluster, rng)
         self.name = name
         self.shape = shape
 
-    async def start(self) -> Any:
-        grudge = self.shape(self.cluster.node_ids, self.rng)
-        await asyncio.to_thread(self.cluster.net.partition, {k: set(v) for k, v in grudge.items()})
-        return grudge
-
-    async def stop(self) -> Any:
-        await asyncio.to_thread(self.cluster.net.heal)
-        return None
+    async def plan(self) -> Any:
+        self.grudge = self.shape(self.cluster.node_ids, self.rng)
+        return self.grudge
 
 
-class IsolateLeaderFault(Fault):
-    """Cut the current leader off from every other node (not from clients)."""
+class IsolateLeaderFault(_NetFault):
+    """Cut the current leader off from every other node. Clients still reach it (so
+    its clients see what an isolated leader answers)."""
 
     name = "isolate-leader"
-    needs_network = True
 
-    async def start(self) -> Any:
+    async def plan(self) -> Any:
         leader = await self.cluster.find_leader()
         target = leader if leader is not None else self.rng.choice(self.cluster.node_ids)
-        grudge = isolate(target, self.cluster.node_ids)
-        await asyncio.to_thread(self.cluster.net.partition, {k: set(v) for k, v in grudge.items()})
-        return {"leader": leader, "isolated": target, "cuts": grudge}
-
-    async def stop(self) -> Any:
-        await asyncio.to_thread(self.cluster.net.heal)
-        return None
+        self.grudge = isolate(target, self.cluster.node_ids)
+        return {"leader": leader, "isolated": target, "cuts": self.grudge}
 
 
-class LossFault(Fault):
-    """Random drop of node<->node packets at every node."""
+class LossFault(_NetFault):
+    """Random drop of node<->node packets at every node (client traffic untouched)."""
 
     name = "loss"
-    needs_network = True
+    probability = 0.0
 
-    async def start(self) -> Any:
-        p = round(self.rng.uniform(0.1, 0.4), 2)
-        await asyncio.to_thread(self.cluster.net.loss, p)
-        return {"probability": p, "nodes": list(self.cluster.node_ids)}
+    async def plan(self) -> Any:
+        self.probability = round(self.rng.uniform(0.1, 0.4), 2)
+        return {"probability": self.probability, "nodes": list(self.cluster.node_ids)}
 
-    async def stop(self) -> Any:
-        await asyncio.to_thread(self.cluster.net.heal)
-        return None
+    async def apply(self) -> None:
+        await asyncio.to_thread(self.cluster.net.loss, self.probability)
 
 
 class _ProcessFault(Fault):
@@ -200,34 +205,38 @@ class _ProcessFault(Fault):
         super().__init__(cluster, rng)
         self.targets: list[str] = []
 
-    async def _choose(self) -> tuple[str, list[str]]:
+    async def plan(self) -> Any:
         nodes = self.cluster.node_ids
         mode = self.rng.choice(["one", "leader", "minority"])
+        targets: list[str] | None = None
         if mode == "leader":
             leader = await self.cluster.find_leader()
             if leader is not None:
-                return mode, [leader]
-            mode = "one"
-        if mode == "minority" and len(nodes) >= 3:
+                targets = [leader]
+            else:
+                mode = "one"
+        if targets is None and mode == "minority" and len(nodes) >= 3:
             k = self.rng.randint(1, (len(nodes) - 1) // 2)
-            return mode, sorted(self.rng.sample(nodes, k), key=_nkey)
-        return "one", [self.rng.choice(nodes)]
+            targets = sorted(self.rng.sample(nodes, k), key=_nkey)
+        if targets is None:
+            mode, targets = "one", [self.rng.choice(nodes)]
+        self.targets = targets
+        return {"mode": mode, "nodes": list(targets)}
 
 
 class KillFault(_ProcessFault):
-    """SIGKILL, then (at stop) restart on the same data dir."""
+    """SIGKILL, then (at stop) restart on the same data dir. Both run on the event
+    loop's thread: a server's parent-death signal is tied to the thread that started it."""
 
     name = "kill"
 
-    async def start(self) -> Any:
-        mode, self.targets = await self._choose()
+    async def apply(self) -> None:
         for n in self.targets:
-            await asyncio.to_thread(self.cluster.kill, n)
-        return {"mode": mode, "nodes": self.targets}
+            self.cluster.kill(n)
 
     async def stop(self) -> Any:
         for n in self.targets:
-            await asyncio.to_thread(self.cluster.restart, n)
+            self.cluster.restart(n)
         done, self.targets = self.targets, []
         return {"nodes": done}
 
@@ -237,11 +246,9 @@ class PauseFault(_ProcessFault):
 
     name = "pause"
 
-    async def start(self) -> Any:
-        mode, self.targets = await self._choose()
+    async def apply(self) -> None:
         for n in self.targets:
             self.cluster.pause(n)
-        return {"mode": mode, "nodes": self.targets}
 
     async def stop(self) -> Any:
         for n in self.targets:
@@ -362,18 +369,23 @@ class Nemesis:
             await asyncio.sleep(delay)
 
     async def _start(self, fault: Fault) -> None:
-        # the event is written once the fault is in place, so a period never starts
-        # before the fault does
-        self._active = fault
+        self._active = fault  # from here on, a cancel still runs fault.stop()
         try:
-            value = await fault.start()
-        except Exception as exc:  # a fault that could not start is recorded, not fatal
-            log.warning("nemesis: start-%s failed: %s", fault.name, exc)
+            value = await fault.plan()
+        except Exception as exc:  # a fault that cannot be planned is recorded, not fatal
+            log.warning("nemesis: planning %s failed: %s", fault.name, exc)
             value = {"error": str(exc)}
         period = Period(fault.name, self.clock() - self.t0, None, value)
         self._active_period = period
         self.periods.append(period)
         self.history.info("nemesis", f"start-{fault.name}", value)
+        if isinstance(value, dict) and "error" in value:
+            return
+        try:
+            await fault.apply()
+        except Exception as exc:
+            log.warning("nemesis: start-%s failed: %s", fault.name, exc)
+            self.history.info("nemesis", f"error-{fault.name}", {"error": str(exc)})
         log.info("nemesis: start-%s %s", fault.name, value)
 
     async def _stop(self) -> None:

@@ -83,8 +83,11 @@ def test_register_fault_joins_all():
     class Noop(nm.Fault):
         name = "member-test"
 
-        async def start(self):
+        async def plan(self):
             return {"x": 1}
+
+        async def apply(self):
+            pass
 
         async def stop(self):
             return None
@@ -118,10 +121,13 @@ class RecordingNet(Net):
         super().__init__(RunState("test00", "local", 0, None, 0.0))
         self.faults: list[tuple] = []
         self.active: tuple | None = None
+        self.on_apply = None
 
     def partition(self, cuts):
         self.active = ("partition", {k: sorted(v) for k, v in cuts.items()})
         self.faults.append(self.active)
+        if self.on_apply is not None:
+            self.on_apply()
 
     def loss(self, probability, nodes=None):
         self.active = ("loss", probability)
@@ -221,3 +227,18 @@ def test_cancelled_nemesis_leaves_no_fault():
     asyncio.run(go())
     assert not cluster.killed
     assert cluster.calls[-1][0] == "restart"
+
+
+def test_start_event_is_written_before_the_fault_takes_effect():
+    cluster = RecordingCluster(NODES5)
+    buf = io.StringIO()
+    seen: list[str] = []
+    cluster.net.on_apply = lambda: seen.append(buf.getvalue().splitlines()[-1])
+    nem = nm.Nemesis(["partition-halves"], cluster, random.Random(2), HistoryWriter(buf),
+                     schedule=nm.Schedule(0.05, 0.1, 0.01, 0.05))
+    asyncio.run(nem.run(0.5))
+    assert seen, "no partition was applied"
+    for last in seen:  # at each application, the newest event is its start
+        ev = json.loads(last)
+        assert ev["f"] == "start-partition-halves"
+        assert cluster.net.faults[seen.index(last)][1] == ev["value"]
