@@ -352,6 +352,12 @@ class Storage:
                 self.recovery.truncated_tail = (str(p), valid_end, dropped)
                 with open(p, "r+b") as f:
                     f.truncate(valid_end)
+                    if valid_end == len(WAL_MAGIC):
+                        # The crash tore the segment's header record: write it again, a
+                        # reader may need it once the segments before are compacted.
+                        f.seek(valid_end)
+                        f.write(self._header_record())
+                        valid_end = f.tell()
                     f.flush()
                     os.fsync(f.fileno())
             seg.size = valid_end

@@ -340,3 +340,28 @@ async def test_random_histories_survive_restart(tmp_path: Path) -> None:
             assert s.snapshot_meta.index == snap_index, (seed, step)
             assert s.hard_state.commit == commit
         s.close()
+
+
+async def test_torn_segment_header_is_rewritten(tmp_path: Path) -> None:
+    """A crash right after a segment was created (its header record torn), then
+    more writes and a compaction that deletes every segment before it."""
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=300))
+    await fill(s, 1, 30)
+    segs = s.segment_paths()
+    s.close()
+    # Tear the newest segment's header (and anything after it).
+    newest = segs[-1]
+    os.truncate(newest, 8 + 5)
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=300))
+    last = s.last_index()
+    assert last >= 25
+    await fill(s, last + 1, last + 30)
+    # A snapshot just inside that segment: every segment before it is deleted and
+    # it becomes the first one a restart reads.
+    await s.create_snapshot(last + 1, ConfState(["1"]), b"snap")
+    await fill(s, last + 31, last + 35)
+    assert s.segment_paths()[0] == newest
+    s = reopen(s, options=StorageOptions(segment_bytes=300))
+    assert s.first_index() == last + 2 and s.last_index() == last + 35
+    assert all_entries(s)[-1] == (1, last + 35, b"e%d" % (last + 35))
+    s.close()
