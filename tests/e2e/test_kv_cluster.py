@@ -13,7 +13,7 @@ import time
 
 import msgpack
 import pytest
-from e2e_cluster import Cluster, wait_until
+from e2e_cluster import TRANSPORT, Cluster, wait_until
 
 from meshraft.kv import protocol as p
 from meshraft.kv.client import AsyncClient, Client, OutcomeUnknown
@@ -304,3 +304,27 @@ def test_cluster_helper_runs_the_chosen_transport(procs):
     c.leader()
     st = c.status("1")
     assert st["transport"] == c.transport
+
+
+def test_serve_with_a_mesh_password(procs):
+    if TRANSPORT != "mesh":
+        pytest.skip("the mesh transport is not available")
+    secret = procs.tmpdir("secret") / "password"
+    secret.write_text("correct horse battery staple\n")
+    c = Cluster(procs, n=3)
+    for i in c.ids:
+        c.members[i] = procs.start(
+            "serve", "--id", i, "--peers", c.peers_arg, "--client", c.client[i],
+            "--data-dir", str(c.dirs[i]), "--password-file", str(secret), name=f"node{i}")
+    c.leader()
+    r = c.cli("put", "k", "v")
+    assert r.returncode == 0, r.stderr
+    st = c.status("1")
+    assert st["mesh"]["password"] is True
+    assert {p["name"] for p in st["mesh"]["peers"]} == set(c.ids)
+    assert all(link["encrypted"] for link in st["mesh"]["links"].values())
+    # an empty password file is refused up front, with a clear message
+    empty = secret.parent / "empty"
+    empty.write_text("")
+    r = procs.run("serve", "--id", "1", "--peers", c.peers_arg, "--password-file", str(empty))
+    assert r.returncode == 2 and "empty" in r.stderr
