@@ -128,6 +128,7 @@ class RecoveryInfo:
     snapshot_index: int = 0
     seconds: float = 0.0
     removed_tmp: list[str] = field(default_factory=list)
+    fell_back_from: str | None = None  # a damaged newest snapshot that was not used
 
 
 def _pack(obj: Any) -> bytes:
@@ -281,6 +282,9 @@ class Storage:
         self._log_bytes_since_snapshot = 0
         self._snapshot_meta = SnapshotMeta()
         self._snapshot_data: bytes | None = b""
+        # WAL segments whose entries all precede this index may be deleted: the older
+        # of the two kept snapshots, so a damaged newest one can be replaced.
+        self._wal_keep_from = 0
         self._segments: list[_Segment] = []
         self._fd = -1
         self._lock: _DirLock | None = None
@@ -370,13 +374,20 @@ class Storage:
                 raise CorruptWAL(str(seg_paths[0][1]), 0,
                                  f"log starts after {self._offset_index} but the newest "
                                  f"snapshot is at {snap_meta.index}: entries are missing")
-            self._compact_memory(snap_meta.index, snap_meta.term)
+            log_start = self._offset_index
             spath = self.snap_dir / snapshot_file_name(snap_meta.index, snap_meta.term)
-            if not spath.exists():
-                raise CorruptSnapshot(str(spath), "the WAL names this snapshot but it is missing")
-            snap = read_snapshot_file(spath)
+            try:
+                if not spath.exists():
+                    raise CorruptSnapshot(str(spath),
+                                          "the WAL names this snapshot but it is missing")
+                snap = read_snapshot_file(spath)
+            except CorruptSnapshot as exc:
+                snap = self._fallback_snapshot(exc, snap_meta)
+            self._compact_memory(snap.meta.index, snap.meta.term)
             self._snapshot_data = snap.data
             self._snapshot_meta = snap.meta
+            older = [i for i, _ in self._snapshot_files() if log_start <= i < snap.meta.index]
+            self._wal_keep_from = max(older) if older else snap.meta.index
         if self.hard_state.commit > self.last_index():
             raise CorruptWAL(str(seg_paths[-1][1]) if seg_paths else str(self.wal_dir), 0,
                              f"commit index {self.hard_state.commit} is past the last "
@@ -432,6 +443,37 @@ class Storage:
             self.recovery.records += 1
             off = end
         return off
+
+    def _snapshot_files(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in self.snap_dir.glob("*.snap"):
+            try:
+                out.append((int(p.name.split("-")[0]), p))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def _fallback_snapshot(self, exc: CorruptSnapshot, newest: SnapshotMeta) -> Snapshot:
+        """The newest snapshot file is damaged or missing: use the one before it if
+        the WAL still holds every entry after it (compaction keeps the WAL back to
+        the older of the two kept snapshots for exactly this)."""
+        for index, path in reversed(self._snapshot_files()):
+            if index >= newest.index or index < self._offset_index:
+                continue
+            try:
+                snap = read_snapshot_file(path)
+            except CorruptSnapshot:
+                continue
+            if self.term(snap.meta.index) != snap.meta.term:
+                continue
+            self.log.error("%s; using the previous snapshot %s and the log after it",
+                           exc, path)
+            bad = Path(exc.path)
+            if bad.exists():
+                bad.rename(bad.with_name(bad.name + ".damaged"))
+            self.recovery.fell_back_from = exc.path
+            return snap
+        raise exc
 
     def _rewrite_header_needed(self, path: Path, initialized: bool) -> int:
         # Crash while creating the segment: start it again from nothing.
@@ -643,6 +685,7 @@ class Storage:
                 self._offset_index, self._offset_term = snapshot.meta.index, snapshot.meta.term
                 self._entries = []
                 self._log_bytes_since_snapshot = 0
+                self._wal_keep_from = snapshot.meta.index  # the log before it is gone
                 for seg in self._segments[:-1]:
                     seg.superseded = True
             if entries:
@@ -690,6 +733,7 @@ class Storage:
                                         _record(REC_SNAPSHOT, _pack(_meta_list(meta))))
             except OSError as exc:
                 raise self._fail("writing snapshot record", exc) from exc
+            self._wal_keep_from = self._snapshot_meta.index
             self._snapshot_meta = meta
             self._snapshot_data = data
             self._compact_memory(index, term)
@@ -706,7 +750,7 @@ class Storage:
         while len(self._segments) > 1:
             seg = self._segments[0]
             assert seg.last_index_at_close is not None
-            if not (seg.superseded or seg.last_index_at_close <= self._snapshot_meta.index):
+            if not (seg.superseded or seg.last_index_at_close <= self._wal_keep_from):
                 break
             seg.path.unlink()
             self._segments.pop(0)

@@ -198,9 +198,15 @@ async def test_snapshot_compacts_wal_and_keeps_two_files(tmp_path: Path) -> None
     snaps = sorted(p.name for p in (tmp_path / "d" / "snap").glob("*.snap"))
     assert len(snaps) == 2 and snaps[-1].startswith(f"{90:020d}")
     assert s.first_index() == 91
-    # No segment survives whose entries all precede the snapshot.
-    wal_bytes = sum(p.stat().st_size for p in s.segment_paths())
-    assert wal_bytes < 100 * 60  # 100 entries of ~60 bytes would be far more than kept
+    # The WAL is kept back to the older kept snapshot (60), no further: no segment
+    # survives whose entries all precede it.
+    segs = s.segment_paths()
+    s = reopen(s, options=StorageOptions(segment_bytes=1024))
+    assert s.segment_paths() == segs
+    assert s.recovery.records > 0
+    first_seg = segs[0].read_bytes()
+    assert b"e61" in first_seg or b"e60" in first_seg or b"e59" in first_seg
+    assert b"e30" not in b"".join(p.read_bytes() for p in segs)
     last = s.last_index()
     s = reopen(s)
     snap = s.snapshot()
@@ -358,10 +364,43 @@ async def test_torn_segment_header_is_rewritten(tmp_path: Path) -> None:
     await fill(s, last + 1, last + 30)
     # A snapshot just inside that segment: every segment before it is deleted and
     # it becomes the first one a restart reads.
+    # (The WAL is kept back to the older of the two kept snapshots.)
     await s.create_snapshot(last + 1, ConfState(["1"]), b"snap")
+    await s.create_snapshot(last + 30, ConfState(["1"]), b"snap2")
     await fill(s, last + 31, last + 35)
     assert s.segment_paths()[0] == newest
     s = reopen(s, options=StorageOptions(segment_bytes=300))
-    assert s.first_index() == last + 2 and s.last_index() == last + 35
+    assert s.first_index() == last + 31 and s.last_index() == last + 35
     assert all_entries(s)[-1] == (1, last + 35, b"e%d" % (last + 35))
     s.close()
+
+
+async def test_damaged_newest_snapshot_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=400))
+    await fill(s, 1, 50)
+    await s.create_snapshot(20, ConfState(["1"]), b"state@20")
+    await fill(s, 51, 80)
+    await s.create_snapshot(70, ConfState(["1"]), b"state@70")
+    await fill(s, 81, 90)
+    s.close()
+    newest = tmp_path / "d" / "snap" / f"{70:020d}-{1:020d}.snap"
+    raw = bytearray(newest.read_bytes())
+    raw[-3] ^= 0x01
+    newest.write_bytes(bytes(raw))
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=400))
+    assert s.recovery.fell_back_from == str(newest)
+    assert s.snapshot().data == b"state@20" and s.snapshot_meta.index == 20
+    assert all_entries(s) == [(1, i, b"e%d" % i) for i in range(21, 91)]
+    assert newest.with_name(newest.name + ".damaged").exists()
+    # It goes on: a new snapshot, and the next restart needs no fallback.
+    await s.create_snapshot(85, ConfState(["1"]), b"state@85")
+    s = reopen(s, options=StorageOptions(segment_bytes=400))
+    assert s.recovery.fell_back_from is None and s.snapshot().data == b"state@85"
+    s.close()
+    # Both snapshot files damaged: refuse, naming the newest.
+    for p in (tmp_path / "d" / "snap").glob("*.snap"):
+        raw = bytearray(p.read_bytes())
+        raw[-1] ^= 0x01
+        p.write_bytes(bytes(raw))
+    with pytest.raises(CorruptSnapshot, match=f"{85:020d}"):
+        Storage.open(tmp_path / "d")
