@@ -15,12 +15,18 @@ Data dir layout (this text is also in the README)::
         0000000000000001.wal       WAL segments, numbered in the order they were written;
         0000000000000002.wal       only the highest is appended to. A new segment is cut
         ...                        when the active one passes ``segment_bytes`` and after
-                                   every snapshot; segments whose entries a snapshot covers
-                                   are deleted.
+                                   every snapshot; a segment is deleted once the older of
+                                   the two kept snapshots covers all its entries.
       snap/
         00000000000000012000-00000000000000000003.snap
-                                   snapshot at log index 12000, term 3 (the newest two kept)
+                                   snapshot at log index 12000, term 3 (the newest two are
+                                   kept; if the newest is damaged, the member starts from
+                                   the one before and the log after it)
         *.tmp                      a snapshot being written; removed on start
+        *.snap.damaged             a snapshot that failed its checksum, set aside on start
+
+The snapshot's data is the node's envelope (the member address book and the
+state machine's own snapshot bytes); everything is msgpack and crc32-checked.
 
 A WAL segment is the 8-byte magic ``MRWAL001`` followed by records::
 
@@ -311,8 +317,10 @@ class Storage:
                    logger or logging.getLogger("meshraft.raft.storage"))
         self._lock = _DirLock(path)
         try:
-            self.wal_dir.mkdir(exist_ok=True)
-            self.snap_dir.mkdir(exist_ok=True)
+            for sub in (self.wal_dir, self.snap_dir):
+                if not sub.exists():
+                    sub.mkdir()
+                    fsync_dir(path)
             for tmp in sorted(self.snap_dir.glob("*.tmp")):
                 tmp.unlink()
                 self.recovery.removed_tmp.append(str(tmp))
