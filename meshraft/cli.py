@@ -471,6 +471,12 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
             raise StartupError(f"the mesh transport is not available: {exc}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Take the client port first: a member that cannot serve clients should not join Raft.
+    try:
+        client_sock = socket.create_server(client, reuse_port=False)
+    except OSError as exc:
+        raise StartupError(f"cannot listen for clients on {client[0]}:{client[1]}: "
+                           f"{exc.strerror or exc}") from None
     sm = KVStateMachine()
     router = None
     status_extra: Callable[[], dict[str, Any]]
@@ -517,11 +523,7 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
         except errors.StorageError as exc:
             raise StartupError(str(exc)) from None
         server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra)
-        try:
-            await server.start()
-        except OSError as exc:
-            raise StartupError(f"cannot listen for clients on {client[0]}:{client[1]}: "
-                               f"{exc}") from None
+        await server.start(sock=client_sock)
         click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
                    f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",
                    err=False)
@@ -535,6 +537,7 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
             await node.stop()
         if router is not None:
             await router.stop()
+        client_sock.close()
     log.info("stopped")
 
 

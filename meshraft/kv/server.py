@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
@@ -136,10 +137,15 @@ class KVServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port, limit=2**16
-        )
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on (host, port), or on ``sock`` if given (already bound)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._on_connection, sock=sock,
+                                                      limit=2**16)
+        else:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.host, self.port, limit=2**16
+            )
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         self.log.info("serving clients on %s:%s", self.host, self.port)
