@@ -1,0 +1,563 @@
+"""The linearizability checker: Wing & Gong / Lowe search, per key, in parallel.
+
+This module owns the verdict. It pairs a history into operations, splits them by the
+model's partition key (P-compositionality: a history is linearizable iff every
+key's sub-history is), and searches each key in a worker process. It never reads
+or writes files, never prints, and never trusts event order beyond ``index``.
+
+Semantics (DESIGN.md): an ``ok`` op took effect between its invoke and completion;
+a ``fail`` op did not take effect (dropped); an ``info`` op, or an invoke that never
+completed, may take effect at any point after its invoke, or never. Read-only ops of
+unknown outcome constrain nothing and are dropped.
+
+The search (Lowe's refinement of Wing & Gong, as in porcupine): call and return
+entries in one doubly linked list; linearize the first call that the model allows
+and whose (linearized set, state) was not seen before, else backtrack when a return
+is reached. An explicit stack of frames, never recursion. The linearized set is a
+Python int bitset kept *relative to the oldest unlinearized ok op* (plus a bitset of
+info ops), so a cache entry costs the width of the concurrency window rather than of
+the history: memory stays bounded on 100,000-op histories. States are interned to
+small integers and each op's transitions are cached per state, so after warm-up the
+hot loop does list lookups and small-int arithmetic only.
+
+On a violation it reports, for the key: the op whose completion first makes the
+history non-linearizable, the longest linearizable prefix (with a witness order), and
+a 1-minimal set of ops that cannot be linearized (every other op relaxed to "may or
+may not have happened"; see :func:`_explain`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jepsen_lite.history import HistoryError, Op, pair_operations, validate_events
+from jepsen_lite.models import ILLEGAL, Model, get_model
+
+log = logging.getLogger("jepsen_lite.checker")
+
+UNKNOWN = "unknown"
+Verdict = bool | str  # True, False or "unknown"
+
+#: below this many ops in total, keys are checked in this process (no pool start-up)
+PARALLEL_THRESHOLD = 4000
+#: cache entries kept before the memo is dropped (correct, only slower): bounds memory
+MAX_CACHE = 3_000_000
+#: time the failure analysis may take, at most, per failing key
+EXPLAIN_SECONDS = 10.0
+#: ops (besides the failing one) the minimality search considers, nearest first
+EXPLAIN_WINDOW = 48
+
+
+@dataclass
+class Failure:
+    """Why one key is not linearizable.
+
+    ``op`` is the op whose completion first makes the key's history non-linearizable:
+    every event before it (``prefix_index``) forms the longest linearizable prefix,
+    witnessed by ``linearization`` (the last ops of one valid order, with the state
+    after each). ``minimal`` is a set of ops that cannot be linearized even with every
+    other op relaxed to "may or may not have taken effect" — except ``context_ops``
+    older ops, kept as they were when the window had to be bounded; removing any one
+    op of ``minimal`` makes the rest linearizable (when ``minimal_complete``).
+    """
+
+    key: Any
+    op: Op
+    minimal: list[Op]
+    prefix_index: int
+    prefix_ops: int
+    linearization: list[tuple[Op, str]]
+    context_ops: int = 0
+    minimal_complete: bool = True
+    descriptions: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "op": _op_json(self.op, self.descriptions),
+            "minimal": [_op_json(o, self.descriptions) for o in self.minimal],
+            "minimal_complete": self.minimal_complete,
+            "context_ops": self.context_ops,
+            "prefix_index": self.prefix_index,
+            "prefix_ops": self.prefix_ops,
+            "linearization_tail": [
+                {**_op_json(o, self.descriptions), "state_after": st}
+                for o, st in self.linearization],
+        }
+
+
+def _op_json(op: Op, desc: dict[int, str]) -> dict[str, Any]:
+    d = op.to_json()
+    d["description"] = desc.get(op.id, "")
+    return d
+
+
+@dataclass
+class KeyResult:
+    """The verdict for one key."""
+
+    key: Any
+    valid: Verdict
+    ops: int = 0
+    info_ops: int = 0
+    steps: int = 0
+    elapsed: float = 0.0
+    failure: Failure | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "valid": self.valid, "ops": self.ops,
+                             "info_ops": self.info_ops, "steps": self.steps,
+                             "elapsed": round(self.elapsed, 6)}
+        if self.reason:
+            d["reason"] = self.reason
+        if self.failure is not None:
+            d["failure"] = self.failure.to_json()
+        return d
+
+
+@dataclass
+class CheckResult:
+    """The verdict for a history: ``valid`` is True, False or "unknown"."""
+
+    valid: Verdict
+    model: str
+    keys: dict[Any, KeyResult]
+    elapsed: float
+    op_count: int
+    ops_by_status: dict[str, int]
+    ops: list[Op] = field(default_factory=list, repr=False)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [k.failure for k in self.keys.values() if k.failure is not None]
+
+    @property
+    def unknown_keys(self) -> list[Any]:
+        return [k.key for k in self.keys.values() if k.valid == UNKNOWN]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "model": self.model,
+            "op_count": self.op_count,
+            "ops_by_status": self.ops_by_status,
+            "elapsed": round(self.elapsed, 6),
+            "key_count": len(self.keys),
+            "invalid_keys": [k.key for k in self.keys.values() if k.valid is False],
+            "unknown_keys": self.unknown_keys,
+            "failures": [f.to_json() for f in self.failures],
+            "keys": [k.to_json() for k in self.keys.values()],
+        }
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclass
+class _Search:
+    verdict: Verdict
+    steps: int
+    order: list[int] | None = None  # success: op positions in linearization order
+    states: list[Hashable] | None = None  # success: state after each op of order
+    blocked: int | None = None  # failure: position of the op whose return blocked deepest
+
+
+def _search(ops: Sequence[Op], model: Model, deadline: float | None,
+            max_cache: int = MAX_CACHE, want_order: bool = False) -> _Search:
+    """Is this sequence of ok/info ops linearizable? (fail ops must be removed already)."""
+    n = len(ops)
+    # Entries: 0 = head, 1..m calls/returns by index, then info returns, then the tail.
+    evs: list[tuple[int, int, int]] = []
+    for i, op in enumerate(ops):
+        evs.append((op.invoke_index, 0, i))
+        if op.status == "ok":
+            evs.append((op.complete_index, 1, i))  # type: ignore[arg-type]
+    evs.sort()
+    n_info = sum(1 for op in ops if op.status != "ok")
+    size = len(evs) + n_info + 2
+    tail = size - 1
+    etype = [2] * size  # 0 call, 1 ok return, 2 info return / tail (reaching one = success)
+    eop = [-1] * size
+    match = [0] * size
+    epos = [-1] * size  # ok call: its position among ok ops (in call order)
+    ibit = [0] * size  # info call: its bit in the info bitset
+    call_of = [0] * n
+    next_info_ret = len(evs) + 1
+    ok_pos = 0
+    info_pos = 0
+    for j, (_, kind, i) in enumerate(evs, 1):
+        eop[j] = i
+        if kind == 0:
+            etype[j] = 0
+            call_of[i] = j
+            if ops[i].status == "ok":
+                epos[j] = ok_pos
+                ok_pos += 1
+            else:
+                ibit[j] = 1 << info_pos
+                info_pos += 1
+                r = next_info_ret
+                next_info_ret += 1
+                eop[r] = i
+                match[j] = r
+        else:
+            etype[j] = 1
+            match[call_of[i]] = j
+    nxt = list(range(1, size + 1))
+    prv = list(range(-1, size - 1))
+    nxt[tail] = tail
+    trans: list[dict[int, int] | None] = [None] * size
+    for j in range(size):
+        if etype[j] == 0:
+            trans[j] = {}
+    states: list[Hashable] = [model.init()]
+    sid: dict[Hashable, int] = {states[0]: 0}
+    caches: list[set[tuple[int, int, int]]] = [set()]
+    cached = 0
+    step = model.step
+    illegal = ILLEGAL
+
+    s = 0  # current state id
+    low = 0  # position of the oldest unlinearized ok op
+    win = 0  # ok ops linearized, as bits relative to `low`
+    ib = 0  # info ops linearized
+    top: tuple | None = None  # frames: (call entry, state, low, win, ib, parent)
+    depth = 0
+    best_depth = -1
+    blocked = -1
+    steps = 0
+    e = nxt[0]
+    while True:
+        steps += 1
+        if not steps & 0x3FFF and deadline is not None and time.monotonic() > deadline:
+            return _Search(UNKNOWN, steps)
+        t = etype[e]
+        if t == 0:
+            tr = trans[e]
+            ns = tr.get(s, -2)  # type: ignore[union-attr]
+            if ns == -2:
+                nxt_state = step(states[s], ops[eop[e]])
+                if nxt_state is illegal:
+                    ns = -1
+                else:
+                    ns = sid.get(nxt_state, -1)
+                    if ns < 0:
+                        ns = len(states)
+                        sid[nxt_state] = ns
+                        states.append(nxt_state)
+                        caches.append(set())
+                tr[s] = ns  # type: ignore[index]
+            if ns >= 0:
+                p = epos[e]
+                if p >= 0:
+                    p -= low
+                    if p:
+                        nwin = win | (1 << p)
+                        nlow = low
+                    else:
+                        nwin = win | 1
+                        k = (nwin ^ (nwin + 1)).bit_length() - 1  # trailing ones
+                        nwin >>= k
+                        nlow = low + k
+                    nib = ib
+                else:
+                    nwin = win
+                    nlow = low
+                    nib = ib | ibit[e]
+                key = (nlow, nwin, nib)
+                c = caches[ns]
+                if key not in c:
+                    c.add(key)
+                    cached += 1
+                    if cached > max_cache:
+                        for cc in caches:
+                            cc.clear()
+                        cached = 0
+                    top = (e, s, low, win, ib, top)
+                    depth += 1
+                    s = ns
+                    low = nlow
+                    win = nwin
+                    ib = nib
+                    # lift the call and its return out of the list
+                    a = prv[e]
+                    b = nxt[e]
+                    nxt[a] = b
+                    prv[b] = a
+                    r = match[e]
+                    a = prv[r]
+                    b = nxt[r]
+                    nxt[a] = b
+                    prv[b] = a
+                    e = nxt[0]
+                    continue
+            e = nxt[e]
+        elif t == 1:
+            # An ok op's return with the op still unlinearized: backtrack.
+            if depth > best_depth:
+                best_depth = depth
+                blocked = eop[e]
+            if top is None:
+                return _Search(False, steps, blocked=blocked)
+            ce, s, low, win, ib, top = top
+            depth -= 1
+            r = match[ce]
+            a = prv[r]
+            b = nxt[r]
+            nxt[a] = r
+            prv[b] = r
+            a = prv[ce]
+            b = nxt[ce]
+            nxt[a] = ce
+            prv[b] = ce
+            e = nxt[ce]
+        else:
+            res = _Search(True, steps)
+            if want_order:
+                order: list[int] = []
+                sts: list[Hashable] = []
+                cur_state = s
+                f = top
+                while f is not None:
+                    order.append(eop[f[0]])
+                    sts.append(states[cur_state])
+                    cur_state = f[1]
+                    f = f[5]
+                order.reverse()
+                sts.reverse()
+                res.order = order
+                res.states = sts
+            return res
+
+
+# ------------------------------------------------------------------ per-key checking
+
+
+def _relaxed(op: Op) -> Op:
+    """The op as if its outcome were unknown."""
+    return dataclasses.replace(op, status="info", output=None, complete_index=None,
+                               complete_line=None, complete_time=None)
+
+
+def _checkable(ops: Iterable[Op], model: Model) -> list[Op]:
+    """Drop what constrains nothing: fail ops, and read-only ops of unknown outcome."""
+    return [op for op in ops
+            if op.status == "ok" or (op.status == "info" and not model.read_only(op))]
+
+
+def _prefix(ops: Sequence[Op], model: Model, cut: int) -> list[Op]:
+    """The history up to and including event index ``cut``: later invokes vanish, later
+    completions become unknown outcomes."""
+    out: list[Op] = []
+    for op in ops:
+        if op.invoke_index > cut:
+            continue
+        if op.status == "ok" and op.complete_index > cut:  # type: ignore[operator]
+            if model.read_only(op):
+                continue
+            op = _relaxed(op)
+        out.append(op)
+    return out
+
+
+def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float | None = None,
+              explain: bool = True, explain_seconds: float = EXPLAIN_SECONDS) -> KeyResult:
+    """Check one key's ops (all statuses; fail and unknown reads are dropped here)."""
+    model = get_model(model)
+    t0 = time.monotonic()
+    cops = _checkable(ops, model)
+    res = _search(cops, model, deadline)
+    kr = KeyResult(key=key, valid=res.verdict, ops=len(cops),
+                   info_ops=sum(1 for o in cops if o.status == "info"), steps=res.steps)
+    if res.verdict == UNKNOWN:
+        kr.reason = "time limit reached"
+    elif res.verdict is False and explain:
+        kr.failure = _explain(key, cops, model, res, time.monotonic() + explain_seconds)
+    kr.elapsed = time.monotonic() - t0
+    return kr
+
+
+def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
+             deadline: float) -> Failure:
+    """Find the first completion that breaks linearizability, and a minimal failing set.
+
+    1. The ok completions c_1 < c_2 < ... ; prefix P_k (events up to c_k) is
+       linearizable for small k and not for k = all, and linearizability is
+       prefix-closed, so a binary search (seeded with the op the search got stuck on)
+       finds the least k with P_k not linearizable: op Y completes at c_k, and P_{k-1}
+       is the longest linearizable prefix.
+    2. Within P_k, shrink: relax each other ok op (nearest first, at most
+       EXPLAIN_WINDOW of them) to "unknown outcome"; keep it relaxed if P_k still
+       cannot be linearized. What stays ok is the minimal set, Y included (relaxing Y
+       gives P_{k-1}, which is linearizable). Checks that run out of time count as
+       "needed", so the set stays a true failing set, only maybe not minimal.
+    """
+    comps = sorted(op.complete_index for op in ops if op.status == "ok")  # type: ignore[misc]
+    by_complete = {op.complete_index: op for op in ops if op.status == "ok"}
+    complete = True
+
+    def linearizable(cut: int) -> Verdict:
+        return _search(_prefix(ops, model, cut), model, deadline).verdict
+
+    # 1. least failing prefix; hi fails (the whole history), lo passes (nothing)
+    lo, hi = -1, len(comps) - 1
+    hint = None
+    if first.blocked is not None and first.blocked >= 0:
+        hint = comps.index(ops[first.blocked].complete_index)  # type: ignore[arg-type]
+    probes = [hint, hint - 1] if hint is not None else []
+    while hi - lo > 1:
+        mid = probes.pop(0) if probes else (lo + hi) // 2
+        if not lo < mid < hi:
+            continue
+        v = linearizable(comps[mid])
+        if v is True:
+            lo = mid
+        elif v is False:
+            hi = mid
+        else:
+            complete = False
+            break
+    y = by_complete[comps[hi]]
+    cut = comps[hi]
+    prefix_ops = hi  # ok completions in the linearizable prefix
+    witness: list[tuple[Op, str]] = []
+    if lo >= 0 and complete:
+        w = _search(_prefix(ops, model, comps[lo]), model, deadline, want_order=True)
+        if w.verdict is True and w.order is not None and w.states is not None:
+            pre = _prefix(ops, model, comps[lo])
+            tail = list(zip(w.order, w.states, strict=True))[-12:]
+            witness = [(pre[i], model.describe_state(st)) for i, st in tail]
+
+    # 2. shrink within P_k
+    base = _prefix(ops, model, cut)
+    others = [op for op in base if op.status == "ok" and op.id != y.id]
+    others.sort(key=lambda o: -o.complete_index)  # type: ignore[operator]
+    window = others[:EXPLAIN_WINDOW]
+    context = len(others) - len(window)
+    relaxed: set[int] = set()
+    for cand_op in window:
+        if time.monotonic() > deadline:
+            complete = False
+            break
+        trial = relaxed | {cand_op.id}
+        hist = [op for op in base if op.id not in trial]
+        hist += [_relaxed(op) for op in base if op.id in trial and not model.read_only(op)]
+        v = _search(hist, model, min(deadline, time.monotonic() + 2.0)).verdict
+        if v is False:
+            relaxed = trial
+        elif v == UNKNOWN:
+            complete = False
+    minimal = [y, *(op for op in window if op.id not in relaxed)]
+    minimal.sort(key=lambda o: o.invoke_index)
+    descs = {o.id: model.describe(o) for o in [*minimal, y, *(w for w, _ in witness)]}
+    return Failure(key=key, op=y, minimal=minimal, prefix_index=cut, prefix_ops=prefix_ops,
+                   linearization=witness, context_ops=context, minimal_complete=complete,
+                   descriptions=descs)
+
+
+# ----------------------------------------------------------------------- public API
+
+
+def prepare_ops(events: Sequence[dict[str, Any]] | Sequence[Op], model: Model | str,
+                lines: list[int] | None = None) -> list[Op]:
+    """Validate events (or take already paired ops) and check each op fits the model."""
+    model = get_model(model)
+    if events and isinstance(events[0], Op):
+        ops = list(events)  # type: ignore[arg-type]
+    else:
+        evs = validate_events(events, lines)  # type: ignore[arg-type]
+        ops = pair_operations(evs, lines)
+    for op in ops:
+        err = model.validate(op)
+        if err is not None:
+            line = op.complete_line if op.status == "ok" and "ok" in err else op.invoke_line
+            raise HistoryError(err, line)
+    return ops
+
+
+def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
+                  model: Model | str = "cas-register", time_limit: float | None = None, *,
+                  workers: int | None = None, explain: bool = True,
+                  lines: list[int] | None = None,
+                  parallel_threshold: int = PARALLEL_THRESHOLD) -> CheckResult:
+    """Check a history (event dicts as in DESIGN.md, or paired Ops) for linearizability.
+
+    Keys are checked independently; with at least ``parallel_threshold`` ops and more
+    than one key they run in worker processes (``workers`` defaults to the CPU count).
+    ``time_limit`` seconds after the start, unfinished keys are "unknown". The verdict
+    is False if any key is not linearizable, else "unknown" if any key is unknown,
+    else True. Raises HistoryError for a malformed history.
+    """
+    t0 = time.monotonic()
+    m = get_model(model)
+    ops = prepare_ops(events, m, lines)
+    deadline = t0 + time_limit if time_limit is not None else None
+    by_key: dict[Any, list[Op]] = {}
+    for op in ops:
+        by_key.setdefault(m.partition_key(op), []).append(op)
+    explain_s = min(EXPLAIN_SECONDS, time_limit) if time_limit else EXPLAIN_SECONDS
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    n_workers = max(1, min(n_workers, len(by_key)))
+    results: dict[Any, KeyResult] = {}
+    order = sorted(by_key, key=lambda k: -len(by_key[k]))
+    if n_workers > 1 and len(ops) >= parallel_threshold:
+        try:
+            results = _check_parallel(by_key, order, m, deadline, explain, explain_s, n_workers)
+        except (cf.process.BrokenProcessPool, OSError) as e:
+            log.warning("checker: worker processes failed (%s); checking in-process", e)
+            results = {}
+    for k in order:
+        if k in results:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            results[k] = KeyResult(key=k, valid=UNKNOWN, reason="time limit reached")
+            continue
+        results[k] = check_key(k, by_key[k], m, deadline, explain, explain_s)
+    keys = {k: results[k] for k in by_key}  # history order of first appearance
+    verdicts = [r.valid for r in keys.values()]
+    valid: Verdict
+    if any(v is False for v in verdicts):
+        valid = False
+    elif any(v == UNKNOWN for v in verdicts):
+        valid = UNKNOWN
+    else:
+        valid = True
+    counts: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
+    for op in ops:
+        counts[op.status] = counts.get(op.status, 0) + 1
+    return CheckResult(valid=valid, model=m.name, keys=keys, elapsed=time.monotonic() - t0,
+                       op_count=len(ops), ops_by_status=counts, ops=ops)
+
+
+def _check_parallel(by_key: dict[Any, list[Op]], order: list[Any], m: Model,
+                    deadline: float | None, explain: bool, explain_s: float,
+                    n_workers: int) -> dict[Any, KeyResult]:
+    # fork: workers need nothing but their arguments, and unlike spawn/forkserver it
+    # does not re-import the caller's __main__ (a script without a main guard, stdin).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ctx = multiprocessing.get_context(method)
+    results: dict[Any, KeyResult] = {}
+    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        futs = {k: pool.submit(check_key, k, by_key[k], m, deadline, explain, explain_s)
+                for k in order}
+        for k in order:
+            results[k] = futs[k].result()
+    return results
+
+
+def check_file(path: str | os.PathLike[str], model: Model | str = "cas-register",
+               time_limit: float | None = None, **kw: Any) -> CheckResult:
+    """Read, validate and check a JSONL history file."""
+    from jepsen_lite.history import read_history_with_lines
+
+    events, lines = read_history_with_lines(path)
+    return check_history(events, model, time_limit, lines=lines, **kw)
