@@ -73,7 +73,10 @@ def test_kill_leader_during_writes_loses_no_acknowledged_write(cluster):
     assert new_leader != leader
     survivors = [i for i in cluster.ids if i != leader]
     with Client(cluster.endpoints(survivors)) as c:
-        stored = {kv.key.decode(): kv.value.decode() for kv in c.list("w")}
+        kvs = c.list("w")
+        stored = {kv.key.decode(): kv.value.decode() for kv in kvs}
+    # every key was written once: a retried write applied twice would show version 2
+    assert all(kv.version == 1 for kv in kvs), [kv for kv in kvs if kv.version != 1]
     for key, value in acked.items():
         assert stored.get(key) == value, f"acknowledged write {key} lost"
     assert set(stored) <= set(acked) | unknown  # nothing appeared that was never written

@@ -9,6 +9,8 @@ import kvfixtures
 import msgpack
 import pytest
 from fakenode import Busy, FakeNode, NotLeader, Timeout, Unavailable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshraft.kv import client as kc
 from meshraft.kv import protocol as p
@@ -406,3 +408,25 @@ async def test_connections_beyond_the_bound_are_told_busy(served):
         hw.close()
     await asyncio.sleep(0.1)
     await assert_still_serving(srv, _sm, 0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda d: msgpack.packb(d, use_bin_type=True), st.dictionaries(
+        st.sampled_from(["id", "op", "key", "value", "expected", "prefix", "after", "limit",
+                         "serializable", "timeout", "cid", "seq", "ack", "x"]),
+        st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(),
+                  st.text(max_size=8),
+                  st.binary(max_size=8), st.sampled_from(["put", "get", "cas", "delete",
+                                                          "list", "status", "ping"])),
+        max_size=8)),
+))
+def test_any_payload_gets_a_reply_and_never_breaks_the_server(payload):
+    sm = KVStateMachine()
+    srv = ks.KVServer(FakeNode(sm), sm)
+    reply = asyncio.run(srv.handle_payload(payload))
+    assert isinstance(reply, dict) and reply["ok"] in (True, False)
+    if not reply["ok"]:
+        assert reply["error"] in p.ERROR_CODES and reply["error"] != p.INTERNAL, reply
+    msgpack.packb(reply, use_bin_type=True)  # the reply itself is always encodable
