@@ -251,6 +251,10 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
     """Ops by type and outcome, availability with and without a fault, failover times.
 
     An op counts as *during a fault* if it was invoked while one was active.
+    ``during_faults``: the share of ok ops; ``answered_*``: ok or a cas mismatch (the
+    cluster answered); ``answered_client_time_*``: the share of client time spent in
+    ops that got an answer (a client stuck in timeouts makes few ops, so op counts
+    understate its outage).
     Failover time of a fault: from its start to the completion of the first ok write
     or cas invoked after it started (how long writes were unavailable);
     recovery: the same, counted from the fault's stop."""
@@ -269,12 +273,24 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
                "no_fault": {"ok": 0, "fail": 0, "info": 0}}
     # a cas mismatch is an answer: the cluster was available to give it
     answered = {"fault": 0, "no_fault": 0}
+    # closed-loop clients: a client stuck in 2 s timeouts makes few ops, so op counts
+    # hide it; client time spent in ops that got an answer does not
+    answered_time = {"fault": 0.0, "no_fault": 0.0}
+    op_time = {"fault": 0.0, "no_fault": 0.0}
+    end_t = max(times) if times else 0
     for op in ops:
         t = sec(op.invoke_time)
         b = "fault" if t is not None and in_fault(t) else "no_fault"
         buckets[b][op.status] += 1
-        if op.status == "ok" or (op.status == "fail" and op.error == "cas-mismatch"):
+        ok = op.status == "ok" or (op.status == "fail" and op.error == "cas-mismatch")
+        if ok:
             answered[b] += 1
+        if op.invoke_time is not None:
+            dur = ((op.complete_time if op.complete_time is not None else end_t)
+                   - op.invoke_time) / 1e9
+            op_time[b] += dur
+            if ok:
+                answered_time[b] += dur
 
     def share(b: dict[str, int]) -> float | None:
         total = sum(b.values())
@@ -283,6 +299,9 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
     def answered_share(name: str) -> float | None:
         total = sum(buckets[name].values())
         return round(answered[name] / total, 4) if total else None
+
+    def time_share(name: str) -> float | None:
+        return round(answered_time[name] / op_time[name], 4) if op_time[name] else None
 
     writes = sorted((sec(op.invoke_time), sec(op.complete_time)) for op in ops
                     if op.status == "ok" and op.f in ("write", "cas")
@@ -316,6 +335,8 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
             "without_faults": share(buckets["no_fault"]),
             "answered_during_faults": answered_share("fault"),
             "answered_without_faults": answered_share("no_fault"),
+            "answered_client_time_during_faults": time_share("fault"),
+            "answered_client_time_without_faults": time_share("no_fault"),
             "ops_during_faults": buckets["fault"],
             "ops_without_faults": buckets["no_fault"],
         },

@@ -87,6 +87,9 @@ def test_summary_availability_and_failover():
     assert a["during_faults"] == round(1 / 3, 4)
     assert a["answered_during_faults"] == round(2 / 3, 4)
     assert a["without_faults"] == 1.0
+    # client time: info write 2.0 s + cas 0.1 s + write 0.1 s; answered 0.2 s of 2.2 s
+    assert a["answered_client_time_during_faults"] == round(0.2 / 2.2, 4)
+    assert a["answered_client_time_without_faults"] == 1.0
     fo = s["failover"]["per_fault"][0]
     assert fo["first_ok_write_after_start"] == 2.5  # the write invoked at 3.4, ok at 3.5
     assert fo["first_ok_write_after_stop"] == 0.9  # the write invoked at 4.7, ok at 4.9
