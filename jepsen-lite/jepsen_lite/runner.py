@@ -648,18 +648,24 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
 
 
 @click.command("run")
-@click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, netns.MAX_NODES))
+@click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, netns.MAX_NODES),
+              help="Cluster size.")
 @click.option("--time", "duration", default=60.0, show_default=True,
               type=click.FloatRange(1, 24 * 3600), help="Seconds of workload.")
-@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--keys", default=8, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Client workers; worker w talks to node w mod nodes.")
+@click.option("--keys", default=8, show_default=True, type=click.IntRange(1, 100000),
+              help="Registers the workload spreads over (fewer: more contention).")
 @click.option("--rate", default=None, type=click.FloatRange(0, min_open=True),
               help="Operations per second over all clients (default: no limit).")
 @click.option("--nemesis", default="all", show_default=True,
-              type=click.Choice(nemesis_names()))
+              type=click.Choice(nemesis_names()),
+              help="Fault family (all: a mix; with --net local, kill and pause only).")
 @click.option("--reads", default="linearizable", show_default=True,
-              type=click.Choice(["linearizable", "serializable"]))
-@click.option("--net", default="netns", show_default=True, type=click.Choice(["netns", "local"]))
+              type=click.Choice(["linearizable", "serializable"]),
+              help="serializable: local, possibly stale reads (the checker should object).")
+@click.option("--net", default="netns", show_default=True, type=click.Choice(["netns", "local"]),
+              help="netns: a namespace per node (root); local: loopback, no network faults.")
 @click.option("--seed", default=None, type=int, help="Seed of every random choice.")
 @click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Out dir (default: ./jepsen-lite-runs/TIME-RUNID).")
