@@ -442,7 +442,7 @@ class AsyncClient:
             except TimeoutError:
                 maybe_applied |= write
                 last = f"{endpoint[0]}:{endpoint[1]} did not answer in {per_try:.1f}s"
-                await conn.close()  # a stuck server: the next try goes elsewhere
+                # The next try goes elsewhere; the connection stays for what else is on it.
                 self._rotate()
                 attempt += 1
                 continue

@@ -379,6 +379,7 @@ class KVServer:
         deadline = loop.time() + timeout
         leader = getattr(self.node, "leader_id", None)
         tasks = [asyncio.ensure_future(call(timeout=timeout))]
+        maybe_applied = False
         try:
             while True:
                 # each attempt ends by its own timeout, so this loop ends too
@@ -386,8 +387,16 @@ class KVServer:
                                              return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     tasks.remove(t)
-                    if t.exception() is None or not tasks:
+                    exc = t.exception()
+                    if exc is None:
                         return t.result()
+                    if isinstance(exc, errors.Timeout | TimeoutError):
+                        maybe_applied = True
+                    if not tasks:
+                        if maybe_applied and not isinstance(exc, errors.Timeout):
+                            # an earlier attempt may still apply: the outcome is unknown
+                            raise errors.Timeout(f"outcome unknown (last attempt: {exc})")
+                        raise exc
                     # that attempt failed but another one is still running: wait for it
                 now_leader = getattr(self.node, "leader_id", None)
                 if (may_retry and now_leader is not None and now_leader != leader

@@ -430,3 +430,33 @@ def test_any_payload_gets_a_reply_and_never_breaks_the_server(payload):
     if not reply["ok"]:
         assert reply["error"] in p.ERROR_CODES and reply["error"] != p.INTERNAL, reply
     msgpack.packb(reply, use_bin_type=True)  # the reply itself is always encodable
+
+
+async def test_an_unknown_attempt_keeps_the_outcome_unknown_even_if_a_retry_fails(served):
+    srv, node, _sm = served
+    calls = 0
+
+    async def propose(data, timeout=5.0):  # noqa: ASYNC109 - the node API
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # times out while the second attempt is still running
+            await asyncio.sleep(0.4)
+            raise Timeout("may still apply")
+        await asyncio.sleep(0.6)
+        raise Unavailable("no quorum")
+
+    node.propose = propose
+
+    async def new_leader_soon():
+        await asyncio.sleep(0.1)
+        node.leader_id = "2"
+
+    task = asyncio.create_task(new_leader_soon())
+    r, w = await raw(srv)
+    await send(w, {"id": 1, "op": "put", "key": b"k", "value": b"v", "cid": "c", "seq": 1,
+                   "timeout": 2.0})
+    reply = await recv(r)
+    await task
+    assert calls == 2
+    assert reply["error"] == "timeout"  # not "unavailable": the first try may still apply
+    w.close()
