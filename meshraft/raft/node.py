@@ -178,6 +178,8 @@ class RaftNode:
         self._read_waiters: dict[bytes, asyncio.Future] = {}
         self._pending_reads: list[tuple[int, asyncio.Future]] = []
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
+        # Log index -> our proposal's seq, for proposals appended while we led.
+        self._proposed_at: dict[int, int] = {}
         self._counters: dict[str, int] = {}
         self._last_error: str | None = None
         self._failed: str | None = None
@@ -335,10 +337,12 @@ class RaftNode:
             raise TypeError("propose() takes bytes")
         seq, fut = self._new_waiter()
         try:
-            self._core.propose(self._tag(seq) + bytes(data))
+            index = self._core.propose(self._tag(seq) + bytes(data))
         except Exception as exc:
             self._waiters.pop(seq, None)
             raise self._map_core_error(exc) from exc
+        if index is not None:  # we lead: we know where it must land
+            self._proposed_at[index] = seq
         self.stats["proposals"] += 1
         self._wake.set()
         return await self._await(seq, fut, timeout, "proposal")
@@ -570,6 +574,9 @@ class RaftNode:
         self._learn_addresses(addrs)
         self._sm.restore(sm_data)
         self._applied = snap.meta.index
+        # Proposals at or below the snapshot: applied or not, we cannot tell (Timeout).
+        for index in [i for i in self._proposed_at if i <= snap.meta.index]:
+            del self._proposed_at[index]
         self.stats["snapshots_installed"] += 1
         self.log.info("installed snapshot at %d (term %d) from the leader",
                       snap.meta.index, snap.meta.term)
@@ -601,7 +608,24 @@ class RaftNode:
                     else:
                         fut.set_exception(exc)
             self.stats["applied"] += 1
+        if self._proposed_at:
+            self._settle_superseded(e)
         self._applied = e.index
+
+    def _settle_superseded(self, e: Entry) -> None:
+        """An entry we appended as leader at ``e.index`` was replaced by ``e``: entries
+        never move, so ours can never commit. Its proposer learns that now."""
+        seq = self._proposed_at.pop(e.index, None)
+        if seq is None:
+            return
+        tag = self._untag(e.data) if e.type == EntryType.NORMAL else None
+        if tag is not None and tag[0] == self.node_id and tag[1] == self._incarnation \
+                and tag[2] == seq:
+            return
+        fut = self._waiters.get(seq)
+        if fut is not None and not fut.done():
+            fut.set_exception(Unavailable(
+                f"leadership changed before entry {e.index} committed; it was not applied"))
 
     def _learn_addresses(self, addrs: dict[str, Any]) -> None:
         for k, v in addrs.items():

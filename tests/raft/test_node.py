@@ -82,8 +82,13 @@ class Cluster:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
-            leaders = [n for n in self.nodes.values() if not n._stopped and n.role == "leader"]
-            if len(leaders) == 1:
+            live = [n for n in self.nodes.values()
+                    if not n._stopped and n.status()["last_error"] is None
+                    and not n.status()["removed"]]
+            leaders = [n for n in live if n.role == "leader"]
+            # Everyone alive knows it, so a proposal from any of them is forwarded.
+            if len(leaders) == 1 and all(n.leader_id == leaders[0].node_id for n in live
+                                         if n.status()["voters"]):
                 return leaders[0]
             await asyncio.sleep(0.02)
         raise AssertionError("no single leader")
@@ -293,3 +298,79 @@ async def test_data_dir_lock_and_corrupt_wal_refusal(cluster: Cluster) -> None:
     with pytest.raises(CorruptWAL) as info:
         await cluster.start(victim)
     assert str(seg) in str(info.value) and "offset" in str(info.value)
+
+
+class Gate:
+    """A transport wrapper the test can close: while closed, nothing goes in or out."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def wrap(self, inner):
+        gate = self
+
+        class GatedProtocol(asyncio.DatagramProtocol):
+            def __init__(self, proto) -> None:
+                self.proto = proto
+
+            def connection_made(self, transport) -> None:
+                self.proto.connection_made(transport)
+
+            def datagram_received(self, data, addr) -> None:
+                if not gate.closed:
+                    self.proto.datagram_received(data, addr)
+
+            def error_received(self, exc) -> None:
+                self.proto.error_received(exc)
+
+            def connection_lost(self, exc) -> None:
+                self.proto.connection_lost(exc)
+
+        class GatedTransport(asyncio.DatagramTransport):
+            def __init__(self, transport) -> None:
+                super().__init__()
+                self.t = transport
+
+            def sendto(self, data, addr=None) -> None:
+                if not gate.closed:
+                    self.t.sendto(data, addr)
+
+            def close(self) -> None:
+                self.t.close()
+
+        async def factory(protocol_factory):
+            transport, proto = await inner(lambda: GatedProtocol(protocol_factory()))
+            return GatedTransport(transport), proto
+
+        return factory
+
+
+async def test_proposal_on_a_deposed_leader_fails_fast_as_not_applied(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    gates = {nid: Gate() for nid in c.ids}
+    try:
+        for nid in c.ids:
+            sm = ListSM()
+            c.sms[nid] = sm
+            c.nodes[nid] = await RaftNode.start(
+                node_id=nid, peers=c.addrs, data_dir=tmp_path / nid, state_machine=sm,
+                transport_factory=gates[nid].wrap(udp_transport_factory(c.addrs[nid])),
+                config=NodeConfig(**FAST))
+        old = await c.leader()
+        await old.propose(b"before")
+        gates[old.node_id].closed = True
+        doomed = asyncio.ensure_future(old.propose(b"lost", timeout=30))
+        others = [n for n in c.nodes.values() if n is not old]
+        await c.wait(lambda: any(n.role == "leader" for n in others), what="a new leader")
+        new = next(n for n in others if n.role == "leader")
+        for k in range(5):
+            await new.propose(b"new%d" % k)
+        gates[old.node_id].closed = False
+        # Told when its slot was overwritten (certainly not applied), not a Timeout.
+        with pytest.raises(Unavailable, match="not applied"):
+            await doomed
+        await c.wait(lambda: c.sms[old.node_id].items[-1:] == [b"new4"], what="old catches up")
+        for sm in c.sms.values():
+            assert b"lost" not in sm.items
+    finally:
+        await c.stop()
