@@ -408,11 +408,13 @@ def setup_logging(level: str, node_id: str) -> None:
               help="Authenticate and encrypt the mesh with the password in this file.")
 @click.option("--join", is_flag=True,
               help="Join a running cluster (added with `member add`) instead of bootstrapping.")
+@click.option("--snapshot-entries", type=click.IntRange(min=10), default=None,
+              help="Snapshot the state after this many log entries [default: 10000].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
-          log_level: str) -> None:
+          snapshot_entries: int | None, log_level: str) -> None:
     """Run one member until SIGTERM or SIGINT."""
     peers = parse_peers(peers_text)
     if node_id not in peers and not listen:
@@ -442,7 +444,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
     setup_logging(log_level, node_id)
     try:
         asyncio.run(_serve(node_id, peers, listen_addr, client, data_dir, transport, password,
-                           join))
+                           join, snapshot_entries))
     except KeyboardInterrupt:
         pass
     except StartupError as exc:
@@ -455,11 +457,11 @@ class StartupError(Exception):
 
 async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[str, int],
                  client: tuple[str, int], data_dir: Path, transport: str,
-                 password: bytes | None, join: bool) -> None:
+                 password: bytes | None, join: bool, snapshot_entries: int | None = None) -> None:
     from meshraft.kv.server import KVServer
     from meshraft.kv.state_machine import KVStateMachine
     from meshraft.raft import errors
-    from meshraft.raft.node import RaftNode
+    from meshraft.raft.node import NodeConfig, RaftNode
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -517,9 +519,13 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
                 return {"transport": "udp", "mesh": {"peers": [], "routes": {}}}
 
         try:
+            config = NodeConfig()
+            if snapshot_entries is not None:
+                config.snapshot_entries = snapshot_entries
+                config.compaction_margin = min(config.compaction_margin, snapshot_entries)
             node = await RaftNode.start(node_id=node_id, peers=raft_peers,
                                         transport_factory=transport_factory, data_dir=data_dir,
-                                        state_machine=sm, join=join)
+                                        state_machine=sm, join=join, config=config)
         except errors.StorageError as exc:
             raise StartupError(str(exc)) from None
         server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra)

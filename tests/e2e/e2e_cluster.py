@@ -52,8 +52,10 @@ TRANSPORT = os.environ.get("MESHRAFT_E2E_TRANSPORT") or ("mesh" if mesh_availabl
 class Cluster:
     """N members on loopback. Data dirs survive stop/kill, so members can be restarted."""
 
-    def __init__(self, procs, n: int = 3, transport: str = TRANSPORT) -> None:
+    def __init__(self, procs, n: int = 3, transport: str = TRANSPORT,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.procs = procs
+        self.extra_args = extra_args
         self.transport = transport
         ports = free_ports(2 * n)
         self.ids = [str(i) for i in range(1, n + 1)]
@@ -72,7 +74,8 @@ class Cluster:
     def start(self, i: str):
         p = self.procs.start("serve", "--id", i, "--peers", self.peers_arg, "--client",
                              self.client[i], "--data-dir", str(self.dirs[i]),
-                             "--transport", self.transport, name=f"node{i}")
+                             "--transport", self.transport, *self.extra_args,
+                             name=f"node{i}")
         self.members[i] = p
         return p
 
