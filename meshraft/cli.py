@@ -320,6 +320,8 @@ def normalise_status(st: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("id", st.get("node_id"))
     for k in ("role", "term", "leader", "commit_index", "applied_index"):
         out.setdefault(k, None)
+    if out["role"] == "pre-candidate":  # DESIGN's roles: leader, follower, candidate, learner
+        out["role"], out["raft_role"] = "candidate", "pre-candidate"
     mesh = out.get("mesh")
     if not isinstance(mesh, dict):
         mesh = {}
