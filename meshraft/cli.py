@@ -675,7 +675,12 @@ def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -
         ready = _wait_ready(endpoints, lambda: stopping, children)
         if ready is not None:
             click.echo(f"cluster ready: leader is node {ready}")
-        click.echo(f"try: meshraft put greeting hello --endpoints {endpoints}")
+        else:
+            click.echo("no leader yet; see the member logs", err=True)
+        here = "" if data_dir.resolve() == Path(DEFAULT_DATA_DIR).resolve() else (
+            f" --endpoints {endpoints}")
+        click.echo(f"try:  meshraft put greeting hello{here} && meshraft get greeting{here}")
+        click.echo(f"from elsewhere:  export MESHRAFT_ENDPOINTS={endpoints}")
         click.echo("Ctrl-C stops the cluster.")
         sys.stdout.flush()
         reported: set[str] = set()
