@@ -1,9 +1,9 @@
 """Measurements for the mesh and MeshPacketConn, repeatable with one command.
 
-    python benchmarks/mesh_bench.py ping   [--runs 5] [--duration 3]   # round trips/s, UDP vs mesh
-    python benchmarks/mesh_bench.py oneway [--runs 5] [--count 50000]  # one-way datagrams/s
-    python benchmarks/mesh_bench.py mesh10 [--runs 3] [--peers 10]     # full mesh, increment, idle bytes
-    python benchmarks/mesh_bench.py all
+    python benchmarks/mesh_bench.py ping    # round trips/s, UDP vs mesh (with/without password)
+    python benchmarks/mesh_bench.py oneway  # one-way datagrams/s
+    python benchmarks/mesh_bench.py mesh10  # 10 counters: full mesh, an increment, idle bytes
+    python benchmarks/mesh_bench.py all     # options: --runs N --duration S --peers N ...
 
 Every number is the median of ``--runs`` runs, each in fresh processes on loopback
 (cmd/meshping.py and cmd/counter.py).  ``--json FILE`` also writes the raw runs.
@@ -164,66 +164,65 @@ def wait_for(pred, timeout: float, what: str) -> float:
         time.sleep(0.005)
 
 
+def mesh10_run(args) -> dict:
+    procs = Procs()
+    try:
+        n = args.peers
+        mesh_ports = [free_port() for _ in range(n)]
+        http_ports = [free_port() for _ in range(n)]
+
+        def start(i: int, seed: bool) -> None:
+            argv = [PY, COUNTER, "--name", f"p{i}", "--listen", f"127.0.0.1:{mesh_ports[i]}",
+                    "--http", f"127.0.0.1:{http_ports[i]}", "--log-level", "WARNING"]
+            if seed:
+                argv += ["--peer", f"127.0.0.1:{mesh_ports[0]}"]
+            procs.start(argv)
+
+        def links(p: int) -> int:
+            st = json.loads(http(p, "/status"))
+            return sum(1 for v in st["links"].values() if v["state"] == "established")
+
+        start(0, False)
+        wait_for(lambda: http(http_ports[0]) is not None, 20, "the seed")
+        t0 = time.perf_counter()
+        for i in range(1, n):
+            start(i, True)
+        serving = wait_for(lambda: all(http(p) is not None for p in http_ports), 60,
+                           "all serving")
+        wait_for(lambda: all(links(p) == n - 1 for p in http_ports), 60, "a full mesh")
+        full = time.perf_counter() - t0
+        time.sleep(1.0)
+        base = int(http(http_ports[0]))
+        sweep: list[float] = []
+
+        def all_see() -> bool:
+            s0 = time.perf_counter()
+            ok = all(int(http(p)) == base + 1 for p in http_ports)
+            sweep.append(time.perf_counter() - s0)
+            return ok
+
+        t1 = time.perf_counter()
+        http(http_ports[n // 2], "/incr", "POST")
+        wait_for(all_see, 30, "the increment everywhere")
+        incr = time.perf_counter() - t1
+        time.sleep(2.0)  # idle: every byte every peer sent on its links over a quiet window
+
+        def total_out() -> int:
+            return sum(v["bytes_out"] for p in http_ports
+                       for v in json.loads(http(p, "/status"))["links"].values())
+
+        b0, w0 = total_out(), time.perf_counter()
+        time.sleep(args.idle)
+        b1, w1 = total_out(), time.perf_counter()
+        return {"full_mesh_s": full, "all_serving_s": serving, "incr_all_s": incr,
+                "poll_sweep_s": statistics.median(sweep),
+                "idle_bytes_per_peer_s": (b1 - b0) / n / (w1 - w0)}
+    finally:
+        procs.stop_all()
+
+
 def bench_mesh10(args, raw: dict) -> None:
-    runs = []
-    for _ in range(args.runs):
-        procs = Procs()
-        try:
-            n = args.peers
-            mesh_ports = [free_port() for _ in range(n)]
-            http_ports = [free_port() for _ in range(n)]
-            names = [f"p{i}" for i in range(n)]
-
-            def start(i: int, seed: bool) -> None:
-                argv = [PY, COUNTER, "--name", names[i], "--listen", f"127.0.0.1:{mesh_ports[i]}",
-                        "--http", f"127.0.0.1:{http_ports[i]}", "--log-level", "WARNING"]
-                if seed:
-                    argv += ["--peer", f"127.0.0.1:{mesh_ports[0]}"]
-                procs.start(argv)
-
-            start(0, False)
-            wait_for(lambda: http(http_ports[0]) is not None, 20, "the seed")
-            t0 = time.perf_counter()
-            for i in range(1, n):
-                start(i, True)
-            serving = wait_for(lambda: all(http(p) is not None for p in http_ports), 60,
-                               "all serving")
-
-            def links(p: int) -> int:
-                st = json.loads(http(p, "/status"))
-                return sum(1 for v in st["links"].values() if v["state"] == "established")
-
-            wait_for(lambda: all(links(p) == n - 1 for p in http_ports), 60, "a full mesh")
-            full = time.perf_counter() - t0
-            time.sleep(1.0)
-            base = int(http(http_ports[0]))
-            t1 = time.perf_counter()
-            http(http_ports[n // 2], "/incr", "POST")
-            sweep = []
-
-            def all_see() -> bool:
-                s0 = time.perf_counter()
-                ok = all(int(http(p)) == base + 1 for p in http_ports)
-                sweep.append(time.perf_counter() - s0)
-                return ok
-
-            wait_for(all_see, 30, "the increment everywhere")
-            incr = time.perf_counter() - t1
-            # idle traffic: every byte every peer sent on its links over a quiet window
-            time.sleep(2.0)
-
-            def total_out() -> int:
-                return sum(v["bytes_out"] for p in http_ports
-                           for v in json.loads(http(p, "/status"))["links"].values())
-
-            b0, w0 = total_out(), time.perf_counter()
-            time.sleep(args.idle)
-            b1, w1 = total_out(), time.perf_counter()
-            idle = (b1 - b0) / n / (w1 - w0)
-            runs.append({"full_mesh_s": full, "all_serving_s": serving, "incr_all_s": incr,
-                         "poll_sweep_s": statistics.median(sweep), "idle_bytes_per_peer_s": idle})
-        finally:
-            procs.stop_all()
+    runs = [mesh10_run(args) for _ in range(args.runs)]
     raw["mesh10"] = runs
 
     def med(k: str) -> float:
