@@ -257,6 +257,11 @@ class RaftNode:
     def applied_index(self) -> int:
         return self._applied
 
+    @property
+    def max_proposal_bytes(self) -> int:
+        """The largest ``data`` :meth:`propose` takes (one entry must fit a datagram)."""
+        return self._core.cfg.max_entry_bytes - len(self._tag(0))
+
     def status(self) -> dict:
         """Plain, JSON-serialisable facts about this member."""
         core = self._core.status()

@@ -144,6 +144,11 @@ async def test_proposals_from_any_member_and_read_barrier(cluster: Cluster) -> N
     with pytest.raises(ValueError, match="boom"):
         await follower.propose(b"boom")
     assert (await leader.propose(b"after"))[1] == 93
+    # The size limit is stated and enforced before anything is appended.
+    big = b"x" * leader.max_proposal_bytes
+    assert (await follower.propose(big))[1] == 94
+    with pytest.raises(ValueError, match="exceeds"):
+        await leader.propose(big + b"x")
 
 
 async def test_restart_recovers_log_and_snapshot(cluster: Cluster) -> None:
