@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -33,20 +32,13 @@ from meshraft.bench import (  # noqa: E402
     BenchError,
     LoadSpec,
     LocalCluster,
+    cpu_seconds,
     format_table,
     meshraft_factory,
     run_load,
 )
 
 _FRAME_LINE = re.compile(r":\d+\)$")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 async def node_stats(endpoints: list[tuple[str, int]]) -> list[dict]:

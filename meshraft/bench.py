@@ -280,10 +280,16 @@ async def run_load(
     progress: Progress | None = None,
     nodes: int | None = None,
     transport: str | None = None,
+    cpu_pids: Sequence[int] = (),
 ) -> BenchResult:
     """Create ``spec.clients`` clients with ``factory(i)``, preload when reading,
     run the closed loop for ``warmup + duration`` seconds and report the measured
-    window. Always closes the clients it made."""
+    window. Always closes the clients it made.
+
+    ``cpu_pids``: server processes whose CPU time (user + system) during the
+    window is reported in ``extra`` as ``server_cpu_us_per_op`` — a cost per
+    operation that a busy, shared machine distorts far less than ops/s — next to
+    the load generator's own ``loadgen_cpu_us_per_op``."""
     spec.validate()
     rng = random.Random(spec.seed)
     values = make_values(rng, spec.value_size)
@@ -298,7 +304,8 @@ async def run_load(
                              f"{failures[0]!r}")
         if spec.ops in ("get", "serializable-get", "mixed"):
             await _preload(clients, spec, values)
-        return await _run_window(clients, spec, values, system, progress, nodes, transport)
+        return await _run_window(clients, spec, values, system, progress, nodes, transport,
+                                 list(cpu_pids))
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
@@ -306,12 +313,21 @@ async def run_load(
 async def _run_window(
     clients: list[BenchClient], spec: LoadSpec, values: list[bytes], system: str,
     progress: Progress | None, nodes: int | None, transport: str | None,
+    cpu_pids: list[int],
 ) -> BenchResult:
     rec = _Recorder(spec)
     now = time.perf_counter()  # one clock for the window and the samples
     rec.record_from = now + spec.warmup
     rec.record_until = rec.record_from + spec.duration
     rec.stop_at = rec.record_until
+    cpu: dict[str, list[float | None]] = {}
+
+    def cpu_mark(which: str) -> None:
+        cpu[which] = [cpu_seconds(pid) for pid in cpu_pids] + [time.process_time()]
+
+    loop = asyncio.get_running_loop()
+    loop.call_later(spec.warmup, cpu_mark, "start")
+    loop.call_later(spec.warmup + spec.duration, cpu_mark, "end")
     total_cap = spec.max_ops + spec.clients  # bounded in count as well as time
 
     async def worker(idx: int, c: BenchClient) -> None:
@@ -390,6 +406,17 @@ async def _run_window(
     ms = 1e-6
     window = spec.duration
     timeline = [rec.per_second.get(i, 0) for i in range(math.ceil(window))]
+    extra: dict[str, Any] = {}
+    if "start" in cpu and "end" in cpu and rec.ok:
+        a, b = cpu["start"], cpu["end"]
+        per_proc = [None if x is None or y is None else y - x for x, y in zip(a, b, strict=True)]
+        gen = per_proc.pop()
+        servers = [c for c in per_proc if c is not None]
+        if cpu_pids and len(servers) == len(cpu_pids):
+            extra["server_cpu_s"] = [round(c, 3) for c in servers]
+            extra["server_cpu_us_per_op"] = sum(servers) / rec.ok * 1e6
+        if gen is not None:
+            extra["loadgen_cpu_us_per_op"] = gen / rec.ok * 1e6
     return BenchResult(
         system=system, op=spec.ops, clients=spec.clients, duration_s=window,
         ops=rec.ok, errors=sum(rec.errors.values()),
@@ -398,7 +425,7 @@ async def _run_window(
         p99_ms=percentile(lat, 99) * ms, max_ms=(lat[-1] * ms if lat else 0.0),
         mean_ms=(sum(lat) / len(lat) * ms if lat else 0.0),
         key_size=spec.key_size, value_size=spec.value_size, nodes=nodes, transport=transport,
-        unfinished=unfinished, error_kinds=dict(rec.errors), timeline=timeline,
+        unfinished=unfinished, error_kinds=dict(rec.errors), timeline=timeline, extra=extra,
     )
 
 
@@ -422,6 +449,16 @@ def format_table(results: Sequence[BenchResult]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def machine_description() -> str:
@@ -684,7 +721,7 @@ async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]]
     async with LocalCluster(nodes=nodes, transport=transport, data_dir=data_dir) as cluster:
         return await run_load(meshraft_factory(cluster.endpoints, spec.op_timeout), spec,
                               system=f"meshraft-{transport}", progress=bar, nodes=nodes,
-                              transport=transport)
+                              transport=transport, cpu_pids=[p.pid for p in cluster.procs])
 
 
 # --------------------------------------------------------------------------------------

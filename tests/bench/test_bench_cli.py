@@ -26,6 +26,9 @@ def test_bench_starts_its_own_cluster_and_reports_json(procs) -> None:
     doc = json.loads(r.stdout)
     check_sane(doc)
     assert doc["system"] == "meshraft-udp" and doc["nodes"] == 3 and doc["op"] == "put"
+    # the servers it started did the work: their CPU time per operation is reported
+    assert doc["extra"]["server_cpu_us_per_op"] > 0
+    assert len(doc["extra"]["server_cpu_s"]) == 3
 
 
 def test_bench_against_running_cluster_with_table_output(procs) -> None:
