@@ -522,7 +522,14 @@ class RaftNode:
         self._fail_all(StorageFailed(reason))
 
     def _fail_all(self, exc: RaftError) -> None:
-        for fut in list(self._waiters.values()) + list(self._read_waiters.values()):
+        """End every wait with ``exc``. Proposals already handed to Raft may still
+        be committed by the others, so their callers get Timeout (outcome unknown)
+        with ``exc`` as the reason; reads and waits get ``exc`` itself."""
+        unknown = Timeout(f"{exc}; a proposal in flight may still be applied (outcome unknown)")
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(unknown)
+        for fut in self._read_waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
         for _, fut in self._pending_reads + self._apply_waiters:
