@@ -670,6 +670,15 @@ class RaftCore:
                 self.read_states.append(ReadState(m.index, m.context))
 
     def _handle_append(self, m: Message) -> None:
+        # A well-formed append carries contiguous entries after ``index``, with terms
+        # that never decrease and never exceed the sender's term. Anything else is
+        # from a broken peer: drop it before it touches the log.
+        prev_t = m.log_term
+        for k, e in enumerate(m.entries):
+            if e.index != m.index + 1 + k or e.term < prev_t or e.term > m.term:
+                self.logger.warning("%s drops a malformed append from %s", self.id, m.frm)
+                return
+            prev_t = e.term
         if m.index < self.log.committed:
             self._send(Message(MessageType.APP_RESP, m.frm, self.id, index=self.log.committed))
             return

@@ -24,6 +24,7 @@ import argparse
 import heapq
 import logging
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -683,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0
     worst_seed = None
     commits = ops = lin_checked = conf = 0
+    elections: list[int] = []
     for s in range(a.start, a.start + a.seeds):
         r = run_seed(s, a.nodes, a.ticks, a.verbose, not a.no_linearizability)
         commits += r.commits
@@ -694,13 +696,16 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(r)
             print(f"seed {s} FAILED: {r.error}", file=sys.stderr)
             print(f"  replay: {replay_command(s, a.nodes, a.ticks)}", file=sys.stderr)
-        elif r.election_ticks_after_crash is not None and r.election_ticks_after_crash > worst:
-            worst, worst_seed = r.election_ticks_after_crash, s
+        elif r.election_ticks_after_crash is not None:
+            elections.append(r.election_ticks_after_crash)
+            if r.election_ticks_after_crash > worst:
+                worst, worst_seed = r.election_ticks_after_crash, s
     dt = time.perf_counter() - t0
     print(f"sim: {a.seeds - len(failed)}/{a.seeds} seeds ok (start {a.start}, {a.nodes} nodes, "
           f"{a.ticks} ticks), {commits} commits, {ops} client ops, "
-          f"{lin_checked} histories linearizable, worst election after leader crash "
-            f"{worst} ticks (seed {worst_seed}), {conf} membership changes, "
+          f"{lin_checked} histories linearizable, election after leader crash: median "
+          f"{statistics.median(elections) if elections else 0} worst {worst} ticks "
+          f"(seed {worst_seed}; timeout {SimParams.election_ticks}), {conf} membership changes, "
           f"{a.seeds / dt:.1f} seeds/s in {dt:.1f}s")
     return 1 if failed else 0
 

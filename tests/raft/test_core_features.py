@@ -414,3 +414,18 @@ def test_constructor_bootstraps_a_fresh_cluster_identically_on_every_member():
     assert ra.hard_state.term == 1 and ra.hard_state.commit == 3
     joiner = RaftCore("4", None, rng=random.Random(3))
     assert joiner.voters == set() and not joiner.has_ready()
+
+
+@pytest.mark.parametrize(
+    "ents",
+    [
+        [Entry(2, 3)],  # a gap: should start at 2
+        [Entry(2, 2), Entry(1, 3)],  # terms go backwards
+        [Entry(9, 2)],  # a term beyond the sender's
+    ],
+)
+def test_a_malformed_append_from_a_broken_peer_changes_nothing(ents):
+    f = make("2", terms=[1], term=2, commit=1)
+    drain(f)
+    f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=ents, commit=3))
+    assert f.log.last_index() == 1 and f.commit == 1

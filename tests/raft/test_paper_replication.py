@@ -123,7 +123,7 @@ def test_follower_rejects_appends_whose_previous_entry_does_not_match(index, log
 )
 def test_follower_deletes_conflicting_entries_and_appends_new_ones(index, log_term, ents, want):
     c = make(terms=[1, 2], term=2, **PAPER)
-    c.step(msg(MT.APP, "2", "1", 3, index=index, log_term=log_term,
+    c.step(msg(MT.APP, "2", "1", 4, index=index, log_term=log_term,
                entries=[Entry(t, i) for i, t in ents]))
     assert [e.term for e in c.log.entries] == want
 
