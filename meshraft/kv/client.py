@@ -271,6 +271,7 @@ class AsyncClient:
         client_id: str | None = None,
         backoff: tuple[float, float] = (0.02, 0.5),
         rng: random.Random | None = None,
+        prefer_leader: bool = True,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
@@ -285,6 +286,10 @@ class AsyncClient:
         self._outstanding: set[int] = set()
         self._write_slots = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
         self.retries = 0  # how many times a request was tried again (for tools)
+        # Leader discovery: replies say which member answered and which one leads.
+        self.prefer_leader = prefer_leader and len(self.endpoints) > 1
+        self._ids: dict[str, tuple[str, int]] = {}
+        self._probe: asyncio.Task | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -293,6 +298,11 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+            self._probe = None
         conns, self._conns = list(self._conns.values()), {}
         for c in conns:
             await c.close()
@@ -371,8 +381,43 @@ class AsyncClient:
             return conn
         conn = _Connection(endpoint)
         await conn.open(self.connect_timeout)
+        other = self._conns.get(endpoint)
+        if other is not None and not other.closed:  # someone connected meanwhile: share it
+            await conn.close()
+            return other
         self._conns[endpoint] = conn
         return conn
+
+    def _learn(self, endpoint: tuple[str, int], reply: dict[str, Any]) -> None:
+        """Remember which member an endpoint is; move to the leader's endpoint if known."""
+        node, leader = reply.get("node"), reply.get("leader")
+        if not isinstance(node, str) or not node:
+            return
+        self._ids[node] = endpoint
+        if not self.prefer_leader or not isinstance(leader, str) or leader == node:
+            return
+        target = self._ids.get(leader)
+        if target is not None:
+            if target in self.endpoints:
+                self._current = self.endpoints.index(target)
+        elif self._probe is None or self._probe.done():
+            unknown = [e for e in self.endpoints if e not in self._ids.values()]
+            if unknown:
+                self._probe = asyncio.ensure_future(self._identify(unknown))
+
+    async def _identify(self, endpoints: list[tuple[str, int]]) -> None:
+        """Ask endpoints we have not heard from who they are (one ping each)."""
+        for ep in endpoints:
+            try:
+                conn = await self._connection(ep)
+                reply = await conn.request({"op": "ping"}, self.attempt_timeout)
+            except (OSError, TimeoutError, _ConnectionLost, MeshraftError):
+                continue
+            node = reply.get("node")
+            if isinstance(node, str) and node:
+                self._ids[node] = ep
+                if self.prefer_leader and reply.get("leader") == node:
+                    self._current = self.endpoints.index(ep)
 
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
@@ -446,6 +491,7 @@ class AsyncClient:
                 self._rotate()
                 attempt += 1
                 continue
+            self._learn(endpoint, reply)
             if reply.get("ok"):
                 return reply
             code = reply.get("error")

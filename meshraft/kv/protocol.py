@@ -16,7 +16,9 @@ and carry the request's id:
 - success: ``{"id": 7, "ok": true, "result": {...}}``
 - failure: ``{"id": 7, "ok": false, "error": CODE, "message": str, ...details}``
 
-A reply to a frame whose id could not be read carries ``"id": null``.
+A reply to a frame whose id could not be read carries ``"id": null``. Replies to
+requests also carry ``node`` (the id of the member that answered) and ``leader``
+(the leader it knows, or nil), so a client can find the leader's endpoint.
 
 Operations and their arguments (keys and values are msgpack bin):
 

@@ -256,14 +256,20 @@ class KVServer:
             return p.error_reply(None, exc.code, exc.message)
         rid = body.get("id")
         try:
-            return await self.handle(body)
+            reply = await self.handle(body)
         except (CommandError, p.ProtocolError) as exc:
-            return p.error_reply(rid, exc.code, exc.message)
+            reply = p.error_reply(rid, exc.code, exc.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not take the connection down with it
             self.log.exception("request %r failed", body.get("op"))
-            return p.error_reply(rid, p.INTERNAL, f"internal error: {exc.__class__.__name__}")
+            reply = p.error_reply(rid, p.INTERNAL, f"internal error: {exc.__class__.__name__}")
+        # Who answered and who leads, so clients can find the leader's endpoint.
+        reply["node"] = str(getattr(self.node, "node_id", ""))
+        if "leader" not in reply:
+            leader = getattr(self.node, "leader_id", None)
+            reply["leader"] = None if leader is None else str(leader)
+        return reply
 
     def _timeout(self, body: dict[str, Any]) -> float:
         t = body.get("timeout")

@@ -460,3 +460,29 @@ async def test_an_unknown_attempt_keeps_the_outcome_unknown_even_if_a_retry_fail
     assert calls == 2
     assert reply["error"] == "timeout"  # not "unavailable": the first try may still apply
     w.close()
+
+
+async def test_client_finds_the_leader_and_sends_there():
+    sm1, sm2 = KVStateMachine(), KVStateMachine()
+    n1, n2 = FakeNode(sm1, "1"), FakeNode(sm2, "2")
+    n1.leader_id = n2.leader_id = "2"
+    n1.role = "follower"
+    s1, s2 = ks.KVServer(n1, sm1), ks.KVServer(n2, sm2)
+    await s1.start()
+    await s2.start()
+    try:
+        async with kc.AsyncClient([ep(s1), ep(s2)]) as c:
+            await c.put("a", "1")  # answered by member 1, which names 2 as leader
+            assert n1.proposals == 1
+            await asyncio.sleep(0.2)  # the client identifies the other endpoint
+            await c.put("b", "1")
+            await c.get("b")
+            assert n2.proposals == 1 and n2.barriers == 1 and n1.proposals == 1
+        async with kc.AsyncClient([ep(s1), ep(s2)], prefer_leader=False) as c:
+            await c.put("c", "1")
+            await asyncio.sleep(0.2)
+            await c.put("d", "1")
+            assert n1.proposals == 3
+    finally:
+        await s1.stop()
+        await s2.stop()
