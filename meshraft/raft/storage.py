@@ -198,8 +198,11 @@ def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, io: DiskIO | None = 
                  + _SNAP_DATA_HDR.pack(len(snapshot.data), zlib.crc32(snapshot.data)))
         io.write(fd, snapshot.data)
         io.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)  # give the space back (the disk may be full)
+        raise
+    os.close(fd)
     os.replace(tmp, final)
     fsync_dir(snap_dir, io)
     return final
@@ -312,10 +315,16 @@ class Storage:
 
         t0 = time.monotonic()
         path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create data dir {path}: {exc}") from exc
         self = cls(path, options or StorageOptions(), io or DiskIO(),
                    logger or logging.getLogger("meshraft.raft.storage"))
-        self._lock = _DirLock(path)
+        try:
+            self._lock = _DirLock(path)
+        except OSError as exc:
+            raise StorageError(f"cannot use data dir {path}: {exc}") from exc
         try:
             for sub in (self.wal_dir, self.snap_dir):
                 if not sub.exists():
@@ -333,6 +342,12 @@ class Storage:
             finally:
                 if gc_was_enabled:
                     gc.enable()
+        except StorageError:
+            self.close()
+            raise
+        except OSError as exc:
+            self.close()
+            raise StorageError(f"cannot read data dir {path}: {exc}") from exc
         except BaseException:
             self.close()
             raise

@@ -17,6 +17,7 @@ from meshraft.raft.errors import (
     CorruptSnapshot,
     CorruptWAL,
     DataDirLocked,
+    StorageError,
     StorageFailed,
 )
 from meshraft.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
@@ -404,3 +405,25 @@ async def test_damaged_newest_snapshot_falls_back_to_the_previous_one(tmp_path: 
         p.write_bytes(bytes(raw))
     with pytest.raises(CorruptSnapshot, match=f"{85:020d}"):
         Storage.open(tmp_path / "d")
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("not a dir")
+    with pytest.raises(StorageError, match="data dir"):
+        Storage.open(f)
+    with pytest.raises(StorageError, match="data dir"):
+        Storage.open(f / "sub")
+
+
+async def test_failed_snapshot_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    io = FailingIO(ok_calls=0, error=errno.ENOSPC, on="write")
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 5)
+    s.io = io
+    with pytest.raises(StorageFailed, match="No space"):
+        await s.create_snapshot(3, ConfState(["1"]), b"x" * 1000)
+    assert list((tmp_path / "d" / "snap").iterdir()) == []
+    s = reopen(s)
+    assert s.last_index() == 5 and s.snapshot_meta.index == 0
+    s.close()
