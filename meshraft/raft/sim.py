@@ -96,6 +96,7 @@ class SimNode:
     reads: dict = field(default_factory=dict)  # ctx -> ClientOp waiting for a read state
     incarnation: int = 0
     retired: bool = False  # removed from the cluster and shut down for good
+    paused_until: int = 0  # a process pause (GC, SIGSTOP): frozen, state kept
 
     def sm_bytes(self) -> bytes:
         return msgpack.packb([self.sm, {str(k): list(v) for k, v in self.last_seq.items()}],
@@ -196,6 +197,10 @@ class Simulation:
             _, _, m = heapq.heappop(self.net)
             dst = self.nodes.get(m.to)
             if dst is None or not dst.alive or (m.frm, m.to) in self.blocked:
+                continue
+            if dst.paused_until > self.step_no:  # the OS buffers it until the pause ends
+                self.net_seq += 1
+                heapq.heappush(self.net, (dst.paused_until, self.net_seq, m))
                 continue
             dst.core.step(m)
 
@@ -441,6 +446,30 @@ class Simulation:
         self.conf_changes += 1
         self.trace(f"CONF {ld.id} proposes {what}")
 
+    def pause(self) -> None:
+        ld = self.leader()
+        live = [n for n in self.nodes.values() if n.alive and n.paused_until <= self.step_no]
+        if not live:
+            return
+        n = ld if ld is not None and self.rng.random() < 0.5 else self.rng.choice(live)
+        ticks = self.rng.randint(5, 40)
+        n.paused_until = self.step_no + ticks * STEPS_PER_TICK
+        self.trace(f"PAUSE {n.id} for {ticks} ticks")
+
+    def transfer(self) -> None:
+        ld = self.leader()
+        if ld is None:
+            return
+        others = sorted(v for v in ld.core.voters if v != ld.id)
+        if not others:
+            return
+        to = self.rng.choice(others)
+        try:
+            ld.core.transfer_leadership(to)
+        except (ProposalDropped, ValueError):
+            return
+        self.trace(f"TRANSFER {ld.id} -> {to}")
+
     def retire_removed(self) -> None:
         # The operator shuts a member down once its removal is committed and applied.
         if not self.removals:
@@ -514,12 +543,13 @@ class Simulation:
         self.deliver_due()
         tick = self.step_no // STEPS_PER_TICK
         for n in self.nodes.values():
-            if n.alive and (self.step_no + n.phase) % STEPS_PER_TICK == 0:
+            if n.alive and n.paused_until <= self.step_no and \
+                    (self.step_no + n.phase) % STEPS_PER_TICK == 0:
                 n.core.tick()
         if self.step_no % STEPS_PER_TICK == 0:
             self.client_actions(tick)
         for n in self.nodes.values():
-            if n.alive:
+            if n.alive and n.paused_until <= self.step_no:
                 crash_now = faults and n.core.has_ready() and self.rng.random() < 0.002
                 self.process(n, crash_after_persist=crash_now)
         if faults:
@@ -532,6 +562,10 @@ class Simulation:
                     self.restart(n)
             if self.rng.random() < 0.003:
                 self.membership()
+            if self.rng.random() < 0.002:
+                self.pause()
+            if self.rng.random() < 0.002:
+                self.transfer()
             if self.rng.random() < 1 / (30 * STEPS_PER_TICK):
                 self.nemesis()
         self.retire_removed()
@@ -562,6 +596,7 @@ class Simulation:
             # Heal everything and let the cluster settle: nothing committed may be lost.
             self.blocked, self.loss, self.dup, self.max_delay = set(), 0.0, 0.0, 3
             for n in self.nodes.values():
+                n.paused_until = min(n.paused_until, self.step_no)
                 if not n.alive and not n.retired:
                     self.restart(n)
             for c in self.clients:
