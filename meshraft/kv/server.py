@@ -133,6 +133,8 @@ class KVServer:
         self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
         self._server: asyncio.base_events.Server | None = None
         self._conn_tasks: set[asyncio.Task] = set()
+        self._requests: set[asyncio.Task] = set()
+        self._stopping = False
         self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -154,9 +156,14 @@ class KVServer:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting, let requests in progress finish (up to ``grace`` seconds),
+        answer new ones ``unavailable``, then close every connection."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self._requests:
+            await asyncio.wait(list(self._requests), timeout=grace)
         for task in list(self._conn_tasks):
             task.cancel()
         for task in list(self._conn_tasks):
@@ -218,6 +225,8 @@ class KVServer:
                 t = asyncio.create_task(self._serve_one(payload, writer, slots))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
+                self._requests.add(t)
+                t.add_done_callback(self._requests.discard)
         except (ConnectionError, OSError):
             return
         finally:
@@ -285,6 +294,8 @@ class KVServer:
         if not isinstance(op, str):
             return p.error_reply(rid, p.BAD_REQUEST, "request needs an 'op' string")
         timeout = self._timeout(body)
+        if self._stopping:
+            return p.error_reply(rid, p.UNAVAILABLE, "this member is shutting down")
         if op in ("put", "delete", "cas"):
             return await self._write(rid, body, timeout)
         if op == "get":

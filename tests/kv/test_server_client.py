@@ -486,3 +486,23 @@ async def test_client_finds_the_leader_and_sends_there():
     finally:
         await s1.stop()
         await s2.stop()
+
+
+async def test_stop_lets_requests_in_progress_finish():
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm)
+    await srv.start()
+    node.delay = 0.3
+    r, w = await raw(srv)
+    await send(w, {"id": 1, "op": "put", "key": b"k", "value": b"v"})
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(srv.stop(grace=2.0))
+    await asyncio.sleep(0.05)
+    await send(w, {"id": 2, "op": "ping"})
+    replies = {x["id"]: x for x in [await recv(r), await recv(r)]}
+    assert replies[1]["ok"] and replies[1]["result"]["revision"] == 1
+    assert replies[2]["error"] == "unavailable" and "shutting down" in replies[2]["message"]
+    await stopping
+    assert await asyncio.wait_for(r.read(), 5) == b""
+    w.close()
