@@ -30,7 +30,6 @@ restarts from a snapshot still knows how to reach members added since boot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -426,26 +425,31 @@ class RaftNode:
             return exc
         return Unavailable(f"{type(exc).__name__}: {exc} (leader: {self._core.lead})")
 
-    async def stop(self) -> None:
-        """Stop ticking and receiving, let the in-progress write finish, close the
-        transport and the data dir. Waiting callers get Unavailable."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop ticking and receiving, let the write in progress finish, close the
+        transport and the data dir. Proposals still waiting get Timeout (outcome
+        unknown), reads get Unavailable. If the disk hangs for ``timeout`` seconds
+        the data dir is left open (never closed under a write in progress)."""
         if self._stopped:
             return
         self._stopping = True
         self._wake.set()
-        if self._snapshot_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._snapshot_task
         for t in self._tasks:
             if t.get_name().endswith("-tick"):
                 t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await t
+        pending = [t for t in [*self._tasks, self._snapshot_task] if t is not None]
+        done, hung = await asyncio.wait(pending, timeout=timeout) if pending else (set(), set())
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                self.log.debug("task %s ended with %r", t.get_name(), t.exception())
         if self._transport is not None:
             self._transport.close()
         self._fail_all(Unavailable(f"node {self.node_id} stopped"))
-        self.storage.close()
+        if hung:
+            self.log.error("a disk write did not finish within %.0fs; leaving the data dir "
+                           "open (the process should exit)", timeout)
+        else:
+            self.storage.close()
         self._stopped = True
         self.log.info("stopped")
 
