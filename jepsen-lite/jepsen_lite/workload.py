@@ -211,7 +211,7 @@ def _kv_client(endpoint: str, op_timeout: float) -> Any:
 
     # one endpoint only: the worker is bound to its node; one attempt per op timeout
     return AsyncClient([endpoint], timeout=op_timeout, attempt_timeout=op_timeout,
-                       connect_timeout=min(1.0, op_timeout))
+                       connect_timeout=min(1.0, op_timeout), prefer_leader=False)
 
 
 async def _close(client: Any) -> None:
