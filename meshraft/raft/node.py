@@ -187,6 +187,7 @@ class RaftNode:
         self._stopped = False
         self._wake = asyncio.Event()
         self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_retry_at = 0
         self._applied = 0
         self._tasks: list[asyncio.Task] = []
         self._transport: asyncio.DatagramTransport | None = None
@@ -514,15 +515,19 @@ class RaftNode:
                 self._maybe_snapshot()
         except StorageFailed as exc:
             self._on_storage_failed(str(exc))
-        except Exception:
+        except Exception as exc:  # e.g. the state machine's restore() raised
             self.log.exception("ready loop crashed")
-            self._on_storage_failed("internal error in the ready loop; see the log")
+            self._halt(f"internal error, this member stopped: {exc!r}")
             raise
 
     def _on_storage_failed(self, reason: str) -> None:
-        self._failed = reason
         self.log.error("storage failed; this member accepts no more writes and sends "
                        "nothing that depends on unsynced state: %s", reason)
+        self._halt(reason)
+
+    def _halt(self, reason: str) -> None:
+        """Freeze: no ticks, no input, no output; status() and callers say why."""
+        self._failed = reason
         self._fail_all(StorageFailed(reason))
 
     def _fail_all(self, exc: RaftError) -> None:
@@ -718,11 +723,16 @@ class RaftNode:
         # records the configuration at that index and compacts its in-memory log
         # (keeping a margin for slightly lagging followers).
         index = self._applied
-        data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
+        if index < self._snapshot_retry_at:
+            return
         try:
+            data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
             snap = self._core.compact(index, data, retain=self.config.compaction_margin)
-        except ValueError as exc:
-            self.log.debug("no snapshot at %d: %s", index, exc)
+        except Exception as exc:  # a state machine bug must not stop replication
+            self._last_error = f"snapshot at {index} failed: {exc!r}"
+            self.log.error("snapshot at %d failed (retrying after %d more entries): %r",
+                           index, self.config.snapshot_entries, exc)
+            self._snapshot_retry_at = index + self.config.snapshot_entries
             return
         self._snapshot_task = self._loop.create_task(self._write_snapshot(snap))
 
