@@ -481,8 +481,13 @@ class RaftNode:
         if known is None:
             # A member we have no address for (we joined, or it was added while we
             # were away): reply where it sends from, as the transport reports it.
-            self._addresses[m.frm] = _norm_addr(addr)
-            self.log.info("learned address %r for member %s", addr, m.frm)
+            # Only for members (or, while we have no configuration yet, a few peers),
+            # so hostile datagrams cannot grow the address book without bound.
+            core = self._core
+            member = m.frm in core.voters or m.frm in core.learners
+            if member or (not core.voters and len(self._addresses) < 256):
+                self._addresses[m.frm] = _norm_addr(addr)
+                self.log.info("learned address %r for member %s", addr, m.frm)
         elif _norm_addr(addr) != known:
             self._count("address_mismatch", f"{m.frm!r} claims {addr!r}, known as {known!r}")
             return

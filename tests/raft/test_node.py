@@ -25,7 +25,7 @@ from meshraft.raft.errors import (
     Timeout,
     Unavailable,
 )
-from meshraft.raft.messages import Entry
+from meshraft.raft.messages import Entry, Message, MessageType, encode_message
 from meshraft.raft.node import NodeConfig, RaftNode
 from meshraft.raft.storage import DiskIO
 from meshraft.raft.udp import udp_transport_factory
@@ -230,12 +230,20 @@ async def test_hostile_datagrams_are_counted_and_dropped(cluster: Cluster) -> No
                      msgpack.packb([1, 99, "1", "2", 0, 0, 0, [], 0, False, 0, b"", None])):
             s.sendto(junk, target)
         s.sendto(b"x" * 65000, target)
+        for k in range(50):  # well-formed, from strangers: they must not fill the book
+            s.sendto(encode_message(Message(MessageType.HEARTBEAT_RESP, leader.node_id,
+                                            f"stranger{k}", term=1)), target)
+        s.sendto(encode_message(Message(MessageType.APP, "someone-else", "2", term=1)),
+                 target)
     finally:
         s.close()
     await cluster.wait(lambda: sum(leader.status()["dropped"].values()) >= 6,
                        what="drops to be counted")
     dropped = leader.status()["dropped"]
     assert dropped.get("malformed", 0) >= 5 and dropped.get("oversize", 0) == 1, dropped
+    await cluster.wait(lambda: leader.status()["dropped"].get("wrong_recipient") == 1,
+                       what="the misaddressed message to be dropped")
+    assert set(leader.status()["addresses"]) == {"1", "2", "3"}
     assert leader.role == "leader"
     await leader.propose(b"fine")
 
