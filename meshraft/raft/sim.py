@@ -165,6 +165,7 @@ class Simulation:
         self.client_seq = dict.fromkeys(range(self.p.clients), 0)
         self.next_process = self.p.clients
         self.value_counter = 0
+        self.client_node: dict[int, str] = {}
         self.removals: list[tuple[str, int]] = []  # (node, index of its REMOVE entry)
         self.conf_changes = 0
 
@@ -198,9 +199,12 @@ class Simulation:
             dst = self.nodes.get(m.to)
             if dst is None or not dst.alive or (m.frm, m.to) in self.blocked:
                 continue
-            if dst.paused_until > self.step_no:  # the OS buffers it until the pause ends
+            if dst.paused_until > self.step_no:
+                # The OS buffers it; after the pause the process may first run its
+                # timers and serve clients before it reads the socket.
                 self.net_seq += 1
-                heapq.heappush(self.net, (dst.paused_until, self.net_seq, m))
+                due = dst.paused_until + self.rng.randint(1, 3 * STEPS_PER_TICK)
+                heapq.heappush(self.net, (due, self.net_seq, m))
                 continue
             dst.core.step(m)
 
@@ -355,7 +359,13 @@ class Simulation:
         live = [n for n in self.ids if self.nodes[n].alive]
         if not live:
             return
-        node = self.nodes[self.rng.choice(live)]
+        # Clients are sticky (like a connection) but sometimes move to another node.
+        last = self.client_node.get(c)
+        if last in live and self.rng.random() < 0.8:
+            node = self.nodes[last]
+        else:
+            node = self.nodes[self.rng.choice(live)]
+        self.client_node[c] = node.id
         self.client_seq[c] += 1
         seq = self.client_seq[c]
         key = f"k{self.rng.randrange(self.p.keys)}"
@@ -429,10 +439,10 @@ class Simulation:
                 what = f"promote {x}"
             elif len(core.voters) < self.p.nodes or grow_only:
                 x = str(len(self.nodes) + 1)
+                core.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, x))
                 new = RaftCore(x, None, config=self.cfg, rng=random.Random(f"{self.seed}/{x}/0"))
                 self.nodes[x] = SimNode(x, new, Disk(), phase=self.rng.randrange(STEPS_PER_TICK))
                 self.ids.append(x)
-                core.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, x))
                 what = f"add learner {x}"
             else:
                 x = self.rng.choice(sorted(core.voters))
@@ -607,11 +617,12 @@ class Simulation:
             self.check_final()
             # Grow back to full size (removals may have left fewer voters), so that
             # a leader crash leaves a quorum.
-            for _ in range(4):
+            for _ in range(8):
                 ld = self.leader()
                 if ld is None or len(ld.core.voters) >= self.p.nodes:
                     break
                 self.membership(grow_only=True)
+                self.run_ticks(self.p.election_ticks, faults=False)
                 if self.run_ticks(self.p.converge_ticks, faults=False,
                                   until=self.converged) is None:
                     self.fail("no convergence after a membership change: " + self.describe())
