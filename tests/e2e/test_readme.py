@@ -84,3 +84,17 @@ def test_cluster_refuses_a_different_size_on_the_same_data(procs):
     ctrl_c(proc)
     r = meshraft(home, "cluster", "--nodes", "5")
     assert r.returncode == 2 and "3-node cluster" in r.stderr
+
+
+def test_cluster_plan_keeps_its_ports_and_honours_base_port(tmp_path):
+    from meshraft.cli import plan_cluster
+
+    first = plan_cluster(tmp_path / "a", 3, None, "mesh")
+    again = plan_cluster(tmp_path / "a", 3, None, "mesh")
+    assert first == again  # free ports chosen once, reused on the next run
+    ports = [int(m[k].rsplit(":", 1)[1]) for m in first["members"] for k in ("peer", "client")]
+    assert len(set(ports)) == 6
+    fixed = plan_cluster(tmp_path / "b", 3, 21000, "udp")
+    assert [(m["peer"], m["client"]) for m in fixed["members"]] == [
+        ("127.0.0.1:21000", "127.0.0.1:21001"), ("127.0.0.1:21002", "127.0.0.1:21003"),
+        ("127.0.0.1:21004", "127.0.0.1:21005")]
