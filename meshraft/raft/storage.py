@@ -94,6 +94,46 @@ _ENTRY_TYPES = {int(t): t for t in EntryType}
 _ENTRY_OVERHEAD = 24  # rough per-entry bytes beyond data, for byte limits
 
 
+_SECTOR = 512
+
+
+def _valid_record_at(buf: bytes, view: memoryview, p: int) -> bool:
+    if len(buf) - p < _HDR.size:
+        return False
+    length, crc, rtype = _HDR.unpack_from(buf, p)
+    end = p + _HDR.size + length
+    return (rtype in _REC_TYPES and end <= len(buf)
+            and zlib.crc32(view[p + 8:end]) == crc)
+
+
+def _is_torn_tail(buf: bytes, view: memoryview, off: int, end: int) -> bool:
+    """Is the bad record at ``off`` (the newest segment's) a write the crash cut
+    short, rather than damage to data that was synced? Only unsynced bytes can be
+    torn, and they are always the end of the file (an fsync flushes every earlier
+    write), so:
+
+    - nothing but zeros from ``off`` on, or not even a whole header: torn;
+    - the record runs to or past the end of the file: torn, unless a valid record
+      starts after it (then its length field was damaged: refuse);
+    - otherwise (a bad checksum with data after it): torn only if the filesystem
+      left a zero-filled sector inside it (etcd's test), else refuse.
+    """
+    size = len(buf)
+    if size - off < _HDR.size or not any(view[off:]):
+        return True
+    if end >= size:
+        for rtype in _REC_TYPES:
+            needle = bytes((rtype,))
+            q = buf.find(needle, off + 1 + 8)
+            while q != -1:
+                if _valid_record_at(buf, view, q - 8):
+                    return False
+                q = buf.find(needle, q + 1)
+        return True
+    first = (off // _SECTOR + 1) * _SECTOR
+    return any(not any(view[k:k + _SECTOR]) for k in range(first, end - _SECTOR + 1, _SECTOR))
+
+
 class DiskIO:
     """The only place storage writes or syncs. Tests pass a subclass that fails
     (EIO on fsync, ENOSPC on write) to prove the node stops and loses nothing."""
@@ -451,8 +491,7 @@ class Storage:
                     reason = f"unknown record type {rtype}"
             if reason is not None:
                 # A torn write: only possible at the end of the newest segment.
-                tail_is_torn = is_last and (end >= size or not any(buf[off:]))
-                if tail_is_torn:
+                if is_last and _is_torn_tail(buf, view, off, end):
                     return off
                 raise CorruptWAL(str(path), off, reason)
             try:

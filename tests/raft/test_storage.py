@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -427,3 +428,80 @@ async def test_failed_snapshot_write_leaves_no_temp_file(tmp_path: Path) -> None
     s = reopen(s)
     assert s.last_index() == 5 and s.snapshot_meta.index == 0
     s.close()
+
+
+async def _build_for_damage(d: Path) -> tuple[list[tuple[Path, int, int]], list[tuple]]:
+    """A WAL over several segments; returns (segment, size after, last index) for
+    every save, and the full log."""
+    s = Storage.open(d, options=StorageOptions(segment_bytes=1500))
+    marks = []
+    rng = random.Random(99)
+    i = 0
+    while i < 150:
+        n = rng.randint(1, 4)
+        await s.save(HardState(1, "1", i), [ent(1, k, rng.randbytes(rng.randint(0, 30)))
+                                            for k in range(i + 1, i + n + 1)])
+        i += n
+        seg = s.segment_paths()[-1]
+        marks.append((seg, seg.stat().st_size, i))
+    log = all_entries(s)
+    s.close()
+    return marks, log
+
+
+def _acked_before(marks, seg: Path, pos: int) -> int:
+    """The last index of the last save that ended at or before ``pos`` in ``seg``
+    (or in an earlier segment)."""
+    best = 0
+    for path, size, last in marks:
+        if path.name < seg.name or (path == seg and size <= pos):
+            best = max(best, last)
+    return best
+
+
+async def test_random_wal_damage_never_loses_synced_data_silently(tmp_path: Path) -> None:
+    """Flip one random byte anywhere, or cut the newest segment anywhere: the
+    member either refuses to start naming the damaged file, or recovers a prefix
+    of the log that keeps every save completed before the damage, and only when
+    the damage is in the newest segment."""
+    base = tmp_path / "base"
+    marks, log = await _build_for_damage(base)
+    segs = sorted((base / "wal").glob("*.wal"))
+    assert len(segs) >= 3
+    rng = random.Random(2024)
+    outcomes = {"refused": 0, "recovered": 0}
+    for trial in range(120):
+        d = tmp_path / f"t{trial}"
+        shutil.copytree(base, d)
+        victim_seg = rng.choice(segs) if trial % 2 else segs[-1]
+        path = d / "wal" / victim_seg.name
+        raw = bytearray(path.read_bytes())
+        cut = trial % 3 == 0 and victim_seg == segs[-1]
+        if cut:
+            pos = rng.randrange(8, len(raw))
+            del raw[pos:]  # a crash cut the file here
+        else:
+            pos = rng.randrange(len(raw))
+            if trial % 4 == 1 and victim_seg == segs[-1]:
+                # Aim at a length field: the high bytes of a record header.
+                starts = [size for seg, size, _ in marks if seg == victim_seg][:-1]
+                pos = rng.choice(starts) + rng.randint(1, 3)
+            raw[pos] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(raw))
+        try:
+            s = Storage.open(d)
+        except CorruptWAL as exc:
+            assert exc.path == str(path), (trial, exc)
+            outcomes["refused"] += 1
+            continue
+        got = all_entries(s)
+        s.close()
+        assert victim_seg == segs[-1], f"trial {trial}: damage in an older segment ignored"
+        assert got == log[:len(got)], f"trial {trial}: recovered log is not a prefix"
+        assert len(got) >= _acked_before(marks, victim_seg, pos), (trial, pos, len(got))
+        if not cut:
+            # A flipped bit is only forgiven in the very last write (it may be torn);
+            # every save before that was synced and must be there.
+            assert len(got) >= marks[-2][2], (trial, pos, len(got))
+        outcomes["recovered"] += 1
+    assert outcomes["refused"] > 10 and outcomes["recovered"] > 10, outcomes
