@@ -24,6 +24,8 @@ Driving it (what ``node.py`` does)::
 
 Only one Ready may be outstanding at a time; ``step``/``tick``/``propose`` may be
 called between ``ready()`` and ``advance()`` (their output goes into the next Ready).
+Proposals are batched: the appends (or forwards) for all proposals made since the
+last call go out when the driver next calls ``has_ready()``/``ready()``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from .messages import (
     SnapshotChunk,
     SnapshotMeta,
     SoftState,
+    entry_wire_size,
 )
 from .progress import Progress, ProgressState
 
@@ -228,6 +231,8 @@ class RaftCore:
         self._pending_snapshot: Snapshot | None = None  # received, not yet handed out
         self._snap_rx: _SnapRx | None = None
         self._outstanding: Ready | None = None
+        self._bcast_pending = False
+        self._prop_buf: list[Entry] = []
         self._prev_ss = SoftState(None, self._role_name())
         self._reset_randomized_timeout()
 
@@ -363,6 +368,7 @@ class RaftCore:
 
     def has_ready(self) -> bool:
         # Hot in every driver loop: compare fields, build nothing.
+        self._flush()
         if self._outstanding is not None:
             return False
         if self.msgs or self.read_states or self._pending_snapshot is not None:
@@ -379,6 +385,7 @@ class RaftCore:
     def ready(self) -> Ready:
         if self._outstanding is not None:
             raise RuntimeError("ready() called again before advance()")
+        self._flush()
         hs = self._hard_state()
         ss = self._soft_state()
         rd = Ready(
@@ -416,6 +423,33 @@ class RaftCore:
                 self.log.applied = e.index
                 if e.type == EntryType.CONF_CHANGE and e.index > self.conf_applied_index:
                     self._apply_conf_entry(e)
+
+    def _flush(self) -> None:
+        """Send what proposals batched up: appends to followers, forwards to the leader."""
+        if self._bcast_pending:
+            self._bcast_pending = False
+            if self.role is Role.LEADER:
+                for p in sorted(self.prs):
+                    # As much as the follower's window allows, in datagram-sized batches.
+                    while p != self.id and self._send_append(p, send_if_empty=False):
+                        pass
+        if self._prop_buf:
+            buf, self._prop_buf = self._prop_buf, []
+            if self.lead is None or self.role is Role.LEADER:
+                self.logger.info("%s drops %d forwarded proposals: leader changed", self.id,
+                                 len(buf))
+                return
+            limit = self.cfg.max_msg_bytes - 1024
+            chunk: list[Entry] = []
+            size = 0
+            for e in buf:
+                sz = entry_wire_size(e)
+                if chunk and size + sz > limit:
+                    self._send(Message(MessageType.PROP, self.lead, self.id, entries=chunk))
+                    chunk, size = [], 0
+                chunk.append(e)
+                size += sz
+            self._send(Message(MessageType.PROP, self.lead, self.id, entries=chunk))
 
     # ==================================================================================
     # Status
@@ -944,12 +978,11 @@ class RaftCore:
             if etype == EntryType.CONF_CHANGE:
                 self.pending_conf_index = self.log.last_index() + 1
             last = self._append_entries([Entry(0, 0, etype, data)])
-            self._bcast_append()
+            self._bcast_pending = True  # one append per follower for all proposals so far
             return last
         if self.lead is None:
             raise ProposalDropped("no leader known")
-        self._send(Message(MessageType.PROP, self.lead, self.id,
-                           entries=[Entry(0, 0, etype, data)]))
+        self._prop_buf.append(Entry(0, 0, etype, data))  # forwarded in batches
         return None
 
     def _step_termless(self, m: Message) -> None:
@@ -975,7 +1008,7 @@ class RaftCore:
                 ents.append(Entry(0, 0, e.type, e.data))
             if ents:
                 self._append_entries(ents)
-                self._bcast_append()
+                self._bcast_pending = True
         elif m.type is MessageType.READ_INDEX:
             if m.context and m.frm in self.prs:
                 self._leader_read(m.context, m.frm)

@@ -119,6 +119,21 @@ def test_proposals_too_large_for_a_datagram_are_refused():
         c.nodes["1"].propose(b"x" * 4000)
 
 
+def test_concurrent_proposals_share_one_append_per_follower():
+    ld = make_leader()
+    for i in range(20):
+        ld.propose(b"p%d" % i)
+    apps = [m for m in drain(ld) if m.type is MT.APP and m.entries]
+    assert sorted(m.to for m in apps) == ["2", "3"] and len(apps[0].entries) == 20
+    f = make("2")
+    f.step(msg(MT.HEARTBEAT, "1", "2", 1))
+    drain(f)
+    for i in range(20):
+        f.propose(b"f%d" % i)
+    props = [m for m in drain(f) if m.type is MT.PROP]
+    assert len(props) == 1 and len(props[0].entries) == 20
+
+
 def test_appends_are_batched_within_the_datagram_size():
     ld = make_leader(max_msg_bytes=4096, max_inflight=1000)
     for i in range(40):
@@ -131,9 +146,10 @@ def test_appends_are_batched_within_the_datagram_size():
 
 def test_pipelining_is_bounded_by_max_inflight():
     ld = make_leader(max_inflight=3)
+    apps = []
     for i in range(10):
         ld.propose(b"p%d" % i)
-    apps = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
+        apps += [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
     assert len(apps) == 3
     assert ld.prs["2"].state is ProgressState.REPLICATE and ld.prs["2"].inflights.full()
     ld.step(msg(MT.APP_RESP, "2", "1", ld.term, index=apps[0].entries[-1].index))
