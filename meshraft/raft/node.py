@@ -376,11 +376,15 @@ class RaftNode:
         if self._applied >= index:
             return
         fut = self._loop.create_future()
-        self._apply_waiters.append((index, fut))
+        waiter = (index, fut)
+        self._apply_waiters.append(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             raise Timeout(f"index {index} not applied within {timeout}s") from None
+        finally:
+            if waiter in self._apply_waiters:
+                self._apply_waiters.remove(waiter)
 
     async def transfer_leadership(self, to: str, timeout: float = 5.0) -> None:
         """Ask the leader to hand leadership to ``to``; wait until ``to`` leads."""
