@@ -45,7 +45,30 @@ CLIENT_PORT_OFFSET = 1000
 log = logging.getLogger("meshraft.cli")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group, with usage errors as one line on stderr (exit 2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            names, ctx = [], exc.ctx
+            while ctx is not None and ctx.parent is not None:
+                names.append(ctx.info_name or "")
+                ctx = ctx.parent
+            cmd = " ".join(["meshraft", *reversed(names)])
+            fail(f"{exc.format_message()} (see '{cmd} --help')", EXIT_USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("aborted", EXIT_UNAVAILABLE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshraft")
 def main() -> None:
     """meshraft: a linearizable, replicated key-value store.
