@@ -546,12 +546,12 @@ class LocalProcess:
 
 
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          ) -> LocalProcess:
+          cwd: Path | None = None) -> LocalProcess:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as logf:
         popen = subprocess.Popen(
             argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=cwd,
             start_new_session=True,  # a Ctrl-C at the terminal reaches us, not the cluster
         )
     return LocalProcess(name, popen, log_path)
@@ -582,6 +582,9 @@ class LocalCluster:
     host: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
     wrap: Callable[[int, list[str]], list[str]] | None = None
+    # Run the members from another source tree (A/B experiments): its root goes on
+    # PYTHONPATH and becomes the working dir, so `python -m meshraft.cli` imports it.
+    source_tree: Path | None = None
     procs: list[LocalProcess] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
     _own_dir: bool = False
@@ -613,7 +616,11 @@ class LocalCluster:
                     "--transport", self.transport, *self.extra_args]
             if self.wrap is not None:
                 argv = self.wrap(i + 1, argv)
-            self.procs.append(spawn(f"node{i + 1}", argv, self.data_dir))
+            env = None
+            if self.source_tree is not None:
+                env = {"PYTHONPATH": str(self.source_tree)}
+            self.procs.append(spawn(f"node{i + 1}", argv, self.data_dir, env=env,
+                                    cwd=self.source_tree))
         await self._wait_ready(ready_within)
 
     async def _wait_ready(self, ready_within: float) -> None:
