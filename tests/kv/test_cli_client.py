@@ -126,7 +126,11 @@ def test_input_errors_exit_2_and_change_nothing(cli):
     r = cli("get", "k", endpoints="not-an-endpoint")
     assert r.returncode == 2 and "HOST:PORT" in one_line_error(r)
     r = cli("frobnicate", endpoints=None)
-    assert r.returncode == 2
+    assert r.returncode == 2 and "No such command 'frobnicate'" in one_line_error(r)
+    r = cli("put", endpoints=None)
+    assert r.returncode == 2 and "Missing argument 'KEY'" in one_line_error(r)
+    r = cli("get", "k", "--timeout", "-1")
+    assert r.returncode == 2 and "--timeout" in one_line_error(r)
     assert cli.sm.revision == rev
 
 
