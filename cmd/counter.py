@@ -78,9 +78,10 @@ async def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         password = read_password_file(args.password_file) if args.password_file else None
-        http_host, http_port = parse_address(args.http)
+        http_host, http_port = parse_address(args.http, listen=True)
         router = await Router.start(
-            args.name, listen=parse_address(args.listen), peers=args.peer, password=password,
+            args.name, listen=parse_address(args.listen, listen=True), peers=args.peer,
+            password=password,
             heartbeat=args.heartbeat, link_timeout=args.link_timeout,
             gossip_interval=args.gossip_interval)
     except (ValueError, OSError) as exc:

@@ -96,6 +96,7 @@ async def ping(p: Pinger, target, size: int, count: int, duration: float, interv
     rtts: list[float] = []
     lost = 0
     start = time.perf_counter()
+    cpu0 = time.process_time()
     seq = 0
     while seq < count and time.perf_counter() - start < duration:
         seq += 1
@@ -115,8 +116,11 @@ async def ping(p: Pinger, target, size: int, count: int, duration: float, interv
         if not flood:
             await asyncio.sleep(interval)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     out = {"sent": seq, "received": len(rtts), "lost": lost, "seconds": round(elapsed, 4),
-           "round_trips_per_s": round(len(rtts) / elapsed, 1) if elapsed else 0.0}
+           "round_trips_per_s": round(len(rtts) / elapsed, 1) if elapsed else 0.0,
+           # this process's CPU time per round trip (user + system): less noisy than rates
+           "cpu_us_per_rt": round(cpu / max(1, len(rtts)) * 1e6, 2)}
     if rtts:
         rtts.sort()
         out["rtt_ms"] = {"min": rtts[0] * 1e3, "avg": statistics.fmean(rtts) * 1e3,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import random
@@ -71,6 +72,15 @@ def parse_address(addr: str | tuple[str, int], listen: bool = False) -> tuple[st
     if not host or not isinstance(port, int) or not (0 if listen else 1) <= port < 65536:
         raise ValueError(f"bad peer address {addr!r}: expected HOST:PORT")
     return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Router:
@@ -183,6 +193,10 @@ class Router:
             addr = parse_address(p)
             if addr not in self._initial:
                 self._initial.append(addr)
+        if password is None and not _is_loopback(host):
+            self._log.warning(
+                "listening on %s without a mesh password: anyone who can reach this port can "
+                "join the mesh and read its traffic (give a password)", host)
         if adv[0] in ("0.0.0.0", "::", ""):
             self._log.warning("advertising unspecified address %s:%s; give advertise=", *adv)
         self._log.info("listening on %s:%s (uid %016x, protocol %d..%d%s)", *self.address,
@@ -456,7 +470,7 @@ class Router:
         for link in links:
             link._flush()
 
-    def _on_message(self, link: Link, msg: Any, body: bytes) -> None:
+    def _on_message(self, link: Link, msg: Any) -> None:
         """One decoded message from an established link.  ProtocolError closes it."""
         if type(msg) is not list or not msg:
             raise ProtocolError("message is not a non-empty array")

@@ -40,6 +40,14 @@ def full_mesh(routers: list[Router]) -> bool:
     return all(set(r.links) == names - {r.name} for r in routers)
 
 
+def stable(routers: list[Router]) -> bool:
+    """Every router has the same topology view and a route to every other."""
+    views = [r.status()["peers"] for r in routers]
+    names = {r.name for r in routers}
+    return all(v == views[0] for v in views) and all(
+        set(r.routes.unicast()) == names - {r.name} for r in routers)
+
+
 @pytest.fixture(name="mesh")
 async def mesh_fixture() -> AsyncIterator[Callable[..., Any]]:
     """``await mesh(name, peers=[router or 'host:port', ...], **Router.start kwargs)``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from meshtest import eventually, mesh_fixture  # noqa: F401  (fixture)
+from meshtest import eventually, mesh_fixture, stable  # noqa: F401  (fixture)
 
 from meshraft.mesh.gossip_channel import SurrogateData
 
@@ -28,13 +28,6 @@ class Recorder:
 
     def on_gossip(self, msg):
         return None
-
-
-def stable(routers) -> bool:
-    views = [r.status()["peers"] for r in routers]
-    names = {r.name for r in routers}
-    return all(v == views[0] for v in views) and all(
-        set(r.routes.unicast()) == names - {r.name} for r in routers)
 
 
 async def start_ring(mesh, names):

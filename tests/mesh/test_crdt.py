@@ -8,7 +8,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meshtest import eventually, mesh_fixture  # noqa: F401  (fixture)
+from meshtest import eventually, mesh_fixture, stable  # noqa: F401  (fixture)
 
 from meshraft.mesh.crdt import CounterGossiper, GCounter, PNCounter
 
@@ -104,7 +104,10 @@ def counter_bytes(routers) -> int:
 async def test_counters_converge_and_increments_travel_as_deltas(mesh):
     a = await mesh("a", gossip_interval=60)  # no anti-entropy during the measurement
     routers = [a] + [await mesh(n, peers=[a], gossip_interval=60) for n in "bcdef"]
-    await eventually(lambda: all(len(r.links) == 5 for r in routers), 10, "full mesh")
+    # deltas travel only over the broadcast trees, which agree once the views do
+    # (anti-entropy, off here, is what repairs broadcasts sent before that)
+    await eventually(lambda: all(len(r.links) == 5 for r in routers) and stable(routers), 10,
+                     "a stable full mesh")
     counters = [CounterGossiper(r) for r in routers]
     # a big state: 300 entries everywhere (as after a long history)
     big = GCounter({f"p{i:03d}": i + 1 for i in range(300)})

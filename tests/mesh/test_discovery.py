@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from meshtest import eventually, full_mesh, mesh_fixture  # noqa: F401  (fixture)
+from meshtest import eventually, full_mesh, mesh_fixture, stable  # noqa: F401  (fixture)
 
 from meshraft.mesh import Router
 
@@ -15,6 +15,7 @@ async def test_six_peers_discover_each_other_from_one_seed(mesh):
     others = [await mesh(n, peers=[seed]) for n in "bcdef"]
     routers = [seed, *others]
     await eventually(lambda: full_mesh(routers), 10, "a full mesh of 6")
+    await eventually(lambda: stable(routers), 5, "every peer with the same view")
     names = {r.name for r in routers}
     for r in routers:
         st = r.status()
