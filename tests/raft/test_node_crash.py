@@ -146,7 +146,8 @@ def crash_loop(cluster: ProcCluster, kills: int, seed: int, max_down: float = 0.
     deadline = time.monotonic() + 90
     while cluster.kills < kills and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.05, 0.6))
-        victims = rng.sample(cluster.ids, 2 if rng.random() < 0.2 else 1)
+        r = rng.random()  # mostly one member, sometimes a majority, sometimes everyone
+        victims = rng.sample(cluster.ids, 3 if r < 0.07 else 2 if r < 0.25 else 1)
         for v in victims:
             cluster.kill(v)
         time.sleep(rng.uniform(0.0, max_down))
