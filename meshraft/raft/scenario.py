@@ -78,6 +78,14 @@ class Disk:
         if hs is not None:
             self.hard_state = HardState(hs.term, hs.vote, hs.commit)
 
+    def holds(self, i: int, t: int) -> bool:
+        """Whether entry ``i`` of term ``t`` is on this disk (or under its snapshot)."""
+        if self.snapshot is not None and self.snapshot.meta.index >= i:
+            return True
+        if not self.entries or i < self.entries[0].index or i > self.entries[-1].index:
+            return False
+        return self.entries[i - self.entries[0].index].term == t
+
     def compact(self, snap: Snapshot) -> None:
         self.snapshot = snap
         self.entries = [e for e in self.entries if e.index > snap.meta.index]

@@ -215,6 +215,7 @@ class Simulation:
             rd = core.ready()
             self.check_ready(n, rd)
             n.disk.write(rd.snapshot, rd.entries, rd.hard_state)
+            self.check_commit(n, rd)
             if crash_after_persist:
                 self.crash(n, "after persist, before send")
                 return
@@ -259,6 +260,9 @@ class Simulation:
                 if prev is not None and seen[1] is not None and seen[1] != prev:
                     self.fail(f"Log Matching: entry {key} on {n.id} follows term {prev}, "
                               f"elsewhere term {seen[1]}")
+
+    def check_commit(self, n: SimNode, rd: Ready) -> None:
+        core = n.core
         if rd.hard_state is not None and rd.hard_state.commit > n.last_commit:
             lo = max(n.last_commit + 1, core.log.first_index())
             for i in range(lo, rd.hard_state.commit + 1):
@@ -271,6 +275,13 @@ class Simulation:
     def record_commit(self, n: SimNode, i: int, t: int, data: bytes) -> None:
         have = self.committed.get(i)
         if have is None:
+            # Durability: whoever commits first (the leader) counted a quorum of its
+            # configuration; that many disks must hold the entry now.
+            # (The bootstrap entries are committed by definition, on every disk soon.)
+            copies = sum(1 for m in self.nodes.values() if m.disk.holds(i, t))
+            need = len(n.core.voters) // 2 + 1
+            if copies < need and not (t == 1 and i <= self.p.nodes):
+                self.fail(f"committed {t}/{i} is on {copies} disks, a quorum is {need}")
             self.committed[i] = (t, data)
             self.res.commits += 1
         elif have != (t, data):

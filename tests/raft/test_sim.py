@@ -53,6 +53,21 @@ def test_a_voter_that_ignores_log_freshness_is_caught(monkeypatch):
                        or "Log Matching" in r.error for r in bad)
 
 
+def test_a_disk_that_loses_acknowledged_entries_is_caught(monkeypatch):
+    # Node 2 acknowledges appends but its "fsync" keeps nothing: commits without a
+    # quorum of durable copies must be flagged.
+    write = sim.Disk.write
+
+    def lying_write(self, snap, ents, hs):
+        write(self, snap, [] if getattr(self, "lying", False) else ents, hs)
+
+    monkeypatch.setattr(sim.Disk, "write", lying_write)
+    s = sim.Simulation(3, sim.SimParams(ticks=200))
+    s.nodes["2"].disk.lying = True
+    r = s.run()
+    assert not r.ok and "disks" in r.error
+
+
 def test_reads_without_a_quorum_check_are_caught_by_the_linearizability_checker(monkeypatch):
     pytest.importorskip("jepsen_lite.checker")
 
