@@ -736,12 +736,16 @@ class RaftNode:
             return
         try:
             data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
-            snap = self._core.compact(index, data, retain=self.config.compaction_margin)
         except Exception as exc:  # a state machine bug must not stop replication
             self._last_error = f"snapshot at {index} failed: {exc!r}"
             self.log.error("snapshot at %d failed (retrying after %d more entries): %r",
                            index, self.config.snapshot_entries, exc)
             self._snapshot_retry_at = index + self.config.snapshot_entries
+            return
+        try:
+            snap = self._core.compact(index, data, retain=self.config.compaction_margin)
+        except ValueError as exc:  # e.g. a snapshot from the leader got there first
+            self.log.debug("no snapshot at %d: %s", index, exc)
             return
         self._snapshot_task = self._loop.create_task(self._write_snapshot(snap))
 
