@@ -163,3 +163,18 @@ def test_clean_after_a_killed_runner(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(os.environ.get("MESHRAFT_SOAK") != "1",
+                    reason="soak: run with MESHRAFT_SOAK=1 (CI runs the short runs above)")
+def test_soak_all_nemeses_five_minutes(tmp_path):
+    out = tmp_path / "out"
+    res = jl("run", "--net", "netns", "--nodes", "5", "--time", "300", "--nemesis", "all",
+             "--seed", "42", "--out", str(out), "--no-progress", timeout=1200)
+    results = json.loads((out / "results.json").read_text())
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{results.get('error')}"
+    assert results["valid"] is True
+    kinds = {p["f"] for p in results["nemesis_periods"]}
+    assert len(kinds) >= 5, f"a 5-minute mix should draw most families, got {kinds}"
+    check_clean(results)
