@@ -194,6 +194,12 @@ class Ready:
     3. restore the state machine from ``snapshot`` (if not None), then apply
        ``committed_entries`` in order, then serve ``read_states`` once applied >= index.
     4. call ``core.advance(ready)``.
+
+    ``committed_entries`` include CONF_CHANGE entries (and empty NORMAL no-ops): the
+    core applies a configuration change to itself in ``advance``; the state machine
+    should skip them (or note e.g. a new member's address from ``ConfChange.context``).
+    A ``snapshot`` here was received from the leader; snapshots the driver takes
+    itself go through ``core.compact`` and never come back in a Ready.
     """
 
     soft_state: SoftState | None = None  # None if unchanged since the last Ready
