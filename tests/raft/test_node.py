@@ -388,3 +388,30 @@ async def test_proposal_on_a_deposed_leader_fails_fast_as_not_applied(tmp_path: 
             assert b"lost" not in sm.items
     finally:
         await c.stop()
+
+
+class NoSnapshotSM(ListSM):
+    def snapshot(self) -> bytes:
+        raise RuntimeError("cannot snapshot today")
+
+
+async def test_failing_state_machine_snapshot_does_not_stop_replication(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, snapshot_entries=10)
+    try:
+        for nid in c.ids:
+            sm = NoSnapshotSM()
+            c.sms[nid] = sm
+            c.nodes[nid] = await RaftNode.start(
+                node_id=nid, peers=c.addrs, data_dir=tmp_path / nid, state_machine=sm,
+                transport_factory=udp_transport_factory(c.addrs[nid]),
+                config=NodeConfig(**c.cfg))
+        leader = await c.leader()
+        for k in range(40):
+            await leader.propose(b"s%d" % k)
+        st = leader.status()
+        assert st["storage"]["snapshot_index"] == 0
+        assert "cannot snapshot today" in st["last_error"]
+        assert st["applied_index"] == st["commit_index"]
+        assert c.sms[leader.node_id].items == [b"s%d" % k for k in range(40)]
+    finally:
+        await c.stop()
