@@ -101,6 +101,14 @@ def parse_hostport(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_hostport_plain(text: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); ValueError otherwise (for code outside click)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def parse_peers(text: str) -> dict[str, tuple[str, int]]:
     peers: dict[str, tuple[str, int]] = {}
     for item in text.split(","):
@@ -404,6 +412,89 @@ def status(endpoints: str | None, timeout: float, as_json: bool) -> None:
     run_client(endpoints, timeout, op, first_only=True)
 
 
+# -- member -------------------------------------------------------------------------------------
+
+
+@main.group()
+def member() -> None:
+    """List and change the cluster's members (one change at a time)."""
+
+
+@member.command(name="list")
+@client_options
+def member_list(endpoints: str | None, timeout: float, as_json: bool) -> None:
+    """List voters and learners with their peer addresses."""
+
+    async def op(c) -> int:
+        m = await c.members()
+        rows = [{"id": i, "role": "voter", "address": m["addresses"].get(i)}
+                for i in m["voters"]]
+        rows += [{"id": i, "role": "learner", "address": m["addresses"].get(i)}
+                 for i in m["learners"]]
+        for r in rows:
+            r["leader"] = r["id"] == m.get("leader")
+            if isinstance(r["address"], list):
+                r["address"] = ":".join(str(x) for x in r["address"])
+        if as_json:
+            emit(True, {"members": rows, "leader": m.get("leader")}, None)
+        else:
+            for r in rows:
+                mark = "\tleader" if r["leader"] else ""
+                click.echo(f"{r['id']}\t{r['role']}\t{r['address'] or '-'}{mark}")
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@member.command(name="add")
+@click.argument("member_id", metavar="ID")
+@click.argument("address", metavar="ADDR")
+@click.option("--learner", is_flag=True, help="Add as a non-voting learner (promote later).")
+@client_options
+def member_add(member_id: str, address: str, learner: bool, endpoints: str | None,
+               timeout: float, as_json: bool) -> None:
+    """Add member ID whose peer address is ADDR (HOST:PORT); then start it with --join."""
+    parse_hostport(address, "ADDR")
+
+    async def op(c) -> int:
+        await c.add_member(member_id, address, learner=learner)
+        emit(as_json, {"id": member_id, "address": address, "learner": learner},
+             f"added {'learner' if learner else 'voter'} {member_id} ({address})")
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@member.command(name="promote")
+@click.argument("member_id", metavar="ID")
+@client_options
+def member_promote(member_id: str, endpoints: str | None, timeout: float,
+                   as_json: bool) -> None:
+    """Make learner ID a voter."""
+
+    async def op(c) -> int:
+        await c.promote_member(member_id)
+        emit(as_json, {"id": member_id, "promoted": True}, f"promoted {member_id}")
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@member.command(name="remove")
+@click.argument("member_id", metavar="ID")
+@client_options
+def member_remove(member_id: str, endpoints: str | None, timeout: float,
+                  as_json: bool) -> None:
+    """Remove member ID from the cluster."""
+
+    async def op(c) -> int:
+        await c.remove_member(member_id)
+        emit(as_json, {"id": member_id, "removed": True}, f"removed {member_id}")
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
 # -- serve --------------------------------------------------------------------------------------
 
 
@@ -526,6 +617,12 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
 
             def status_extra() -> dict[str, Any]:
                 return {"transport": "mesh", "mesh": mesh.status()}
+
+            def member_address(nid: str, addr: str) -> Any:
+                # Raft addresses members by mesh name; the new member dials in (--join)
+                # and the mesh learns its address from gossip.
+                parse_hostport_plain(addr)
+                return nid
         else:
             from meshraft.raft.udp import udp_transport_factory
 
@@ -543,6 +640,9 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
             def status_extra() -> dict[str, Any]:
                 return {"transport": "udp", "mesh": {"peers": [], "routes": {}}}
 
+            def member_address(nid: str, addr: str) -> Any:
+                return parse_hostport_plain(addr)
+
         try:
             config = NodeConfig()
             if snapshot_entries is not None:
@@ -553,7 +653,8 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
                                         state_machine=sm, join=join, config=config)
         except errors.StorageError as exc:
             raise StartupError(str(exc)) from None
-        server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra)
+        server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra,
+                          member_address=member_address)
         await server.start(sock=client_sock)
         click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
                    f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",

@@ -370,6 +370,26 @@ class AsyncClient:
         r = await self._read({"op": "status"}, timeout)
         return r["result"]
 
+    async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The cluster's voters, learners and their addresses, as one member knows them."""
+        r = await self._read({"op": "members"}, timeout)
+        return r["result"]
+
+    async def add_member(self, member: str, address: str, *, learner: bool = False,
+                         timeout: float | None = None) -> None:
+        """Add a member (``address``: its HOST:PORT peer address); it then starts with
+        ``serve --join``. A learner receives the log but does not vote."""
+        await self._call({"op": "member_add", "member": member, "address": address,
+                          "learner": learner}, timeout, write=True, answers=())
+
+    async def promote_member(self, member: str, *, timeout: float | None = None) -> None:
+        await self._call({"op": "member_promote", "member": member}, timeout, write=True,
+                         answers=())
+
+    async def remove_member(self, member: str, *, timeout: float | None = None) -> None:
+        await self._call({"op": "member_remove", "member": member}, timeout, write=True,
+                         answers=())
+
     async def ping(self, *, timeout: float | None = None) -> None:
         await self._read({"op": "ping"}, timeout)
 
@@ -469,7 +489,7 @@ class AsyncClient:
                 if attempt % len(self.endpoints) == 0:
                     await self._backoff(attempt // len(self.endpoints), deadline)
                 continue
-            if write:
+            if write and "seq" in body:
                 # The ack floor lets the server forget answers this client has seen.
                 body["ack"] = min(self._outstanding) if self._outstanding else body["seq"]
             # The server gets a little less time than we wait, so its answer can arrive.
@@ -569,6 +589,18 @@ class Client:
 
     def status(self, **kw) -> dict[str, Any]:
         return self._run(self._client.status(**kw))
+
+    def members(self, **kw) -> dict[str, Any]:
+        return self._run(self._client.members(**kw))
+
+    def add_member(self, member: str, address: str, **kw) -> None:
+        self._run(self._client.add_member(member, address, **kw))
+
+    def promote_member(self, member: str, **kw) -> None:
+        self._run(self._client.promote_member(member, **kw))
+
+    def remove_member(self, member: str, **kw) -> None:
+        self._run(self._client.remove_member(member, **kw))
 
     def close(self) -> None:
         if self._closed:

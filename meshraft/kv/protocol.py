@@ -30,6 +30,9 @@ Operations and their arguments (keys and values are msgpack bin):
   revision}; an absent key is the error ``not-found`` with ``revision``
 - ``list`` [prefix after limit serializable] -> {kvs: [...], more: bool, revision}
 - ``status``                         -> the node's status (plain data)
+- ``members``                        -> {voters, learners, addresses, leader}
+- ``member_add`` member address [learner] / ``member_promote`` member /
+  ``member_remove`` member           -> {} once the change is applied
 - ``ping``                           -> {}
 
 ``cid``/``seq``/``ack`` make a write exactly-once (see state_machine). Any

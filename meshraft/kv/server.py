@@ -52,6 +52,7 @@ MAX_REQUEST_TIMEOUT = 60.0
 # A client that starts a frame and then goes silent gets dropped after this long.
 PARTIAL_FRAME_TIMEOUT = 30.0
 LIST_PAGE_MAX = 10_000
+MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # How often a waiting request checks whether the leader changed under it.
 LEADER_POLL = 0.05
 
@@ -116,6 +117,7 @@ class KVServer:
         status_extra: Callable[[], dict[str, Any]] | None = None,
         max_entry: int = DEFAULT_FRAGMENT_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        member_address: Callable[[str, str], Any] | None = None,
     ) -> None:
         self.node = node
         self.sm = state_machine
@@ -129,6 +131,8 @@ class KVServer:
         # Commands larger than this go through the log as several fragment entries.
         self.max_entry = max_entry
         self.max_connections = max_connections
+        # "HOST:PORT" from `member add` -> the node's transport address for that member
+        self.member_address = member_address
         self.inflight = 0
         self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
         self._server: asyncio.base_events.Server | None = None
@@ -311,6 +315,8 @@ class KVServer:
             return p.ok_reply(rid, self.status())
         if op == "ping":
             return p.ok_reply(rid, {})
+        if op in MEMBER_OPS:
+            return await self._member(rid, op, body, timeout)
         return p.error_reply(rid, p.BAD_REQUEST, f"unknown operation {op[:64]!r}")
 
     async def _barrier(self, body: dict[str, Any], timeout: float) -> None:
@@ -386,6 +392,41 @@ class KVServer:
             details = {k: v for k, v in result.items() if k not in ("error", "message")}
             return p.error_reply(rid, result["error"], result.get("message", ""), **details)
         return p.ok_reply(rid, dict(result))
+
+    async def _member(self, rid: Any, op: str, body: dict[str, Any],
+                      timeout: float) -> dict[str, Any]:
+        if op == "members":
+            st = self.node.status()
+            return p.ok_reply(rid, _plain({
+                "voters": st.get("voters", []), "learners": st.get("learners", []),
+                "addresses": st.get("addresses", {}), "leader": st.get("leader")}))
+        nid = body.get("member")
+        if not isinstance(nid, str) or not 0 < len(nid) <= 64 or not nid.isprintable():
+            raise p.ProtocolError(p.BAD_REQUEST, "member id must be a short printable string")
+        try:
+            if op == "member_add":
+                addr = body.get("address")
+                if not isinstance(addr, str) or not addr:
+                    raise p.ProtocolError(p.BAD_REQUEST, "member_add needs an address")
+                learner = body.get("learner", False)
+                if not isinstance(learner, bool):
+                    raise p.ProtocolError(p.BAD_REQUEST, "learner must be true or false")
+                try:
+                    address = self.member_address(nid, addr) if self.member_address else addr
+                except ValueError as exc:
+                    raise p.ProtocolError(p.BAD_REQUEST, str(exc)) from None
+                await self.node.add_member(nid, address, learner=learner, timeout=timeout)
+            elif op == "member_promote":
+                await self.node.promote_member(nid, timeout=timeout)
+            else:
+                await self.node.remove_member(nid, timeout=timeout)
+        except (asyncio.CancelledError, p.ProtocolError):
+            raise
+        except ValueError as exc:  # the change can never succeed (unknown member, ...)
+            return p.error_reply(rid, p.BAD_REQUEST, str(exc))
+        except Exception as exc:
+            return self._propose_error(rid, exc)
+        return p.ok_reply(rid, {})
 
     async def _retry_on_leader_change(self, call: Callable[..., Any], timeout: float,
                                       may_retry: bool) -> Any:
