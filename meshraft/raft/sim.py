@@ -142,6 +142,9 @@ class Simulation:
             max_msg_bytes=self.p.max_msg_bytes,
             max_inflight=self.rng.choice([1, 4, 64]),
             snapshot_window=self.rng.choice([1, 3]),
+            # Safety must not depend on the optional features: sometimes run without.
+            pre_vote=self.rng.random() < 0.85,
+            check_quorum=self.rng.random() < 0.85,
         )
         self.nodes: dict[str, SimNode] = {}
         for i, n in enumerate(self.ids):
