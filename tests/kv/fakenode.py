@@ -33,6 +33,9 @@ class FakeNode:
         self.proposals = 0
         self.role = "leader"
         self.leader_id: str | None = node_id
+        self.voters: list[str] = [node_id]
+        self.learners: list[str] = []
+        self.addresses: dict[str, object] = {node_id: "self"}
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
         self.proposals += 1
@@ -56,7 +59,28 @@ class FakeNode:
             raise self.fail_with
         await asyncio.sleep(0)
 
+    async def add_member(self, node_id: str, address, learner: bool = False,
+                         timeout: float = 5.0) -> None:
+        if node_id in self.voters or node_id in self.learners:
+            raise ValueError(f"{node_id} is already a member")
+        (self.learners if learner else self.voters).append(node_id)
+        self.addresses[node_id] = address
+
+    async def promote_member(self, node_id: str, timeout: float = 5.0) -> None:
+        if node_id not in self.learners:
+            raise ValueError(f"{node_id} is not a learner")
+        self.learners.remove(node_id)
+        self.voters.append(node_id)
+
+    async def remove_member(self, node_id: str, timeout: float = 5.0) -> None:
+        if node_id not in self.voters + self.learners:
+            raise ValueError(f"{node_id} is not a member")
+        for group in (self.voters, self.learners):
+            if node_id in group:
+                group.remove(node_id)
+
     def status(self) -> dict:
         return {"id": self.node_id, "role": self.role, "term": 1, "leader": self.leader_id,
                 "commit_index": self.index, "applied_index": self.index,
-                "progress": {"2": 0}}
+                "progress": {"2": 0}, "voters": list(self.voters),
+                "learners": list(self.learners), "addresses": dict(self.addresses)}

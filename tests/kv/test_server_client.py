@@ -506,3 +506,34 @@ async def test_stop_lets_requests_in_progress_finish():
     await stopping
     assert await asyncio.wait_for(r.read(), 5) == b""
     w.close()
+
+
+async def test_membership_ops_and_their_bad_input():
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm, member_address=lambda nid, addr: ("udp", addr))
+    await srv.start()
+    try:
+        async with kc.AsyncClient([ep(srv)]) as c:
+            await c.add_member("2", "127.0.0.1:7002", learner=True)
+            assert node.addresses["2"] == ("udp", "127.0.0.1:7002")
+            m = await c.members()
+            assert m["voters"] == ["1"] and m["learners"] == ["2"]
+            await c.promote_member("2")
+            await c.remove_member("1")
+            assert (await c.members())["voters"] == ["2"]
+            with pytest.raises(kc.BadRequest, match="already a member"):
+                await c.add_member("2", "127.0.0.1:7002")
+        r, w = await raw(srv)
+        for body in ({"id": 1, "op": "member_add", "member": "", "address": "x"},
+                     {"id": 1, "op": "member_add", "member": "3"},
+                     {"id": 1, "op": "member_add", "member": "3", "address": "a:1",
+                      "learner": "yes"},
+                     {"id": 1, "op": "member_remove", "member": 7}):
+            await send(w, body)
+            reply = await recv(r)
+            assert reply["error"] == "bad-request" and reply["message"], body
+        w.close()
+        assert node.voters == ["2"] and node.learners == []
+    finally:
+        await srv.stop()
