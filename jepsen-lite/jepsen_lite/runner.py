@@ -15,6 +15,7 @@ outside what netns.py creates, or leave a namespace behind on an exit path it se
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ctypes
 import json
@@ -26,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,8 @@ def _f_status_counts(ops) -> dict[str, dict[str, int]]:
     return out
 
 
-def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, Any]:
+def summarize(events: list[dict[str, Any]], periods: list[Period],
+              node_of: Callable[[int], str] | None = None) -> dict[str, Any]:
     """Ops by type and outcome, availability with and without a fault, failover times.
 
     An op counts as *during a fault* if it was invoked while one was active.
@@ -257,7 +259,9 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
     understate its outage).
     Failover time of a fault: from its start to the completion of the first ok write
     or cas invoked after it started (how long writes were unavailable);
-    recovery: the same, counted from the fault's stop."""
+    recovery: the same, counted from the fault's stop.
+    ``node_of`` (process -> the node its client talks to) adds the answered client time
+    per node, which shows which side of a partition lost service."""
     ops = pair_operations(events)
     times = [e["time"] for e in events if e.get("time") is not None]
     t0 = min(times) if times else 0
@@ -277,6 +281,7 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
     # hide it; client time spent in ops that got an answer does not
     answered_time = {"fault": 0.0, "no_fault": 0.0}
     op_time = {"fault": 0.0, "no_fault": 0.0}
+    per_node: dict[str, dict[str, list[float]]] = {}
     end_t = max(times) if times else 0
     for op in ops:
         t = sec(op.invoke_time)
@@ -291,6 +296,11 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
             op_time[b] += dur
             if ok:
                 answered_time[b] += dur
+            if node_of is not None:
+                slot = per_node.setdefault(node_of(op.process),
+                                           {"fault": [0.0, 0.0], "no_fault": [0.0, 0.0]})[b]
+                slot[0] += dur if ok else 0.0
+                slot[1] += dur
 
     def share(b: dict[str, int]) -> float | None:
         total = sum(b.values())
@@ -311,14 +321,44 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
         done = [c for i, c in writes if i is not None and i >= t and c is not None]
         return round(min(done) - t, 3) if done else None
 
+    def worst_node(p: Period) -> tuple[str, float] | None:
+        """The node whose clients got answers for the least of their time in ``p``."""
+        if node_of is None:
+            return None
+        stop = p.stop if p.stop is not None else float("inf")
+        acc: dict[str, list[float]] = {}
+        # ops are in invoke order: only those invoked within the period are visited
+        for op in ops[bisect.bisect_left(invokes, p.start):]:
+            t = sec(op.invoke_time)
+            if t is None:
+                continue
+            if t > stop:
+                break
+            dur = ((op.complete_time if op.complete_time is not None else end_t)
+                   - op.invoke_time) / 1e9
+            a = acc.setdefault(node_of(op.process), [0.0, 0.0])
+            a[1] += dur
+            if op.status == "ok" or (op.status == "fail" and op.error == "cas-mismatch"):
+                a[0] += dur
+        shares = [(n, v[0] / v[1]) for n, v in acc.items() if v[1] > 0]
+        if not shares:
+            return None
+        n, share = min(shares, key=lambda x: x[1])
+        return n, round(share, 4)
+
+    invokes = [sec(op.invoke_time) or 0.0 for op in ops]
     failovers = []
     for p in periods:
-        failovers.append({
+        fo: dict[str, Any] = {
             "fault": p.f, "start": round(p.start, 3),
             "stop": None if p.stop is None else round(p.stop, 3),
             "first_ok_write_after_start": first_ok_after(p.start),
             "first_ok_write_after_stop": None if p.stop is None else first_ok_after(p.stop),
-        })
+        }
+        worst = worst_node(p)
+        if worst is not None:
+            fo["worst_node"], fo["worst_node_answered_client_time"] = worst
+        failovers.append(fo)
     by_fault: dict[str, list[float]] = {}
     for fo in failovers:
         if fo["first_ok_write_after_start"] is not None:
@@ -346,7 +386,15 @@ def summarize(events: list[dict[str, Any]], periods: list[Period]) -> dict[str, 
             "max_by_fault": {k: max(v) for k, v in sorted(by_fault.items())},
         },
         "duration_s": round(((max(times) - t0) / 1e9) if times else 0.0, 3),
-    }
+    } | ({"availability_by_node": {
+        node: {f"answered_client_time_{'during' if b == 'fault' else 'without'}_faults":
+               (round(v[b][0] / v[b][1], 4) if v[b][1] else None) for b in ("fault", "no_fault")}
+        for node, v in sorted(per_node.items(), key=lambda kv: _node_sort(kv[0]))}}
+        if node_of is not None else {})
+
+
+def _node_sort(n: str) -> tuple[int, str]:
+    return (int(n), n) if n.isdigit() else (1 << 30, n)
 
 
 def _median(xs: list[float]) -> float:
@@ -544,7 +592,10 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         periods = _periods_in_history_time(events, nem.periods, nem)
     else:
         periods = periods_from_history(events)
-    results.update(summarize(events, periods))
+    node_ids = list(net.nodes) if net is not None else []
+    results.update(summarize(
+        events, periods,
+        (lambda p: node_ids[(p % cfg.concurrency) % len(node_ids)]) if node_ids else None))
     # seconds since the history's first event, as in the plots and the summary
     results["nemesis_periods"] = [vars(p) for p in periods]
     if failure is not None:

@@ -78,7 +78,7 @@ def test_summary_availability_and_failover():
         ev(10, 4.5, 1, "invoke", "read", 1), ev(11, 4.6, 1, "ok", "read", 1, 4),
         ev(12, 4.7, 1, "invoke", "write", 1, 5), ev(13, 4.9, 1, "ok", "write", 1, 5),
     ]
-    s = summarize(events, [Period("kill", 1.0, 4.0)])
+    s = summarize(events, [Period("kill", 1.0, 4.0)], node_of=lambda p: str(p + 1))
     assert s["ops"] == 6
     assert s["ops_by_outcome"] == {"ok": 4, "fail": 1, "info": 1}
     assert s["ops_by_type"]["write"] == {"ok": 3, "fail": 0, "info": 1}
@@ -94,3 +94,9 @@ def test_summary_availability_and_failover():
     assert fo["first_ok_write_after_start"] == 2.5  # the write invoked at 3.4, ok at 3.5
     assert fo["first_ok_write_after_stop"] == 0.9  # the write invoked at 4.7, ok at 4.9
     assert s["failover"]["median_by_fault"] == {"kill": 2.5}
+    # process 0 talks to node 1: stuck in an info write the whole fault
+    by_node = s["availability_by_node"]
+    assert by_node["1"]["answered_client_time_during_faults"] == 0.0
+    assert by_node["2"]["answered_client_time_during_faults"] == 1.0
+    assert fo["worst_node"] == "1" and fo["worst_node_answered_client_time"] == 0.0
+    assert summarize(events, [])["availability"]["during_faults"] is None
