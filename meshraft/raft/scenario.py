@@ -11,6 +11,7 @@ command followed by ``----`` and the output it produced; ``run_file`` compares
 them (and rewrites them when asked). Commands::
 
     cluster 1 2 3 [learners=4] [election=10] [prevote=1] [checkquorum=1] [seed=1]
+                  [heartbeat=1] [maxmsg=61440] [inflight=256] [promotelag=100]
     campaign ID | tick ID [N] | tick-all N | tick-heartbeat ID
     run N                        N times: tick every node, stabilize (prints role changes)
     stabilize [IDS...]           deliver messages and Readies until nothing moves
@@ -348,6 +349,7 @@ class ScriptRunner:
             check_quorum=kw.get("checkquorum", "1") == "1",
             max_msg_bytes=int(kw.get("maxmsg", 60 * 1024)),
             max_inflight=int(kw.get("inflight", 256)),
+            promote_max_lag=int(kw.get("promotelag", 100)),
         )
         learners = kw["learners"].split(",") if kw.get("learners") else []
         self.c = Cluster(pos, learners, config=cfg, seed=int(kw.get("seed", 1)))
