@@ -6,8 +6,8 @@ One 3-node local cluster. Each round: a client writes sequentially through all
 three endpoints (default client settings); the leader is killed with SIGKILL;
 we record (a) the time until a surviving member reports itself leader (status
 polled every 20 ms) and (b) the time until the first write the client began after
-the kill is acknowledged (it needs the new leader). The killed member is restarted and catches up before the next
-round. Prints every round and the median of each."""
+the kill is acknowledged (it needs the new leader). The killed member is restarted
+and catches up before the next round. Prints every round and the median of each."""
 
 from __future__ import annotations
 
