@@ -604,3 +604,35 @@ def run_file(path: Path, rewrite: bool = False) -> list[tuple[str, str, str | No
     if rewrite:
         path.write_text(new_text)
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m meshraft.raft.scenario FILE... [--rewrite]``: run scenario scripts and
+    print their output (with --rewrite, store it in the files)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m meshraft.raft.scenario")
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--rewrite", action="store_true")
+    a = ap.parse_args(argv)
+    status = 0
+    for f in a.files:
+        try:
+            text, results = run_text(f.read_text())
+        except ScenarioError as e:
+            print(f"{f}: FAILED: {e}")
+            status = 1
+            continue
+        changed = [cmd for cmd, got, exp in results if exp is not None and got != exp]
+        if a.rewrite:
+            f.write_text(text)
+        else:
+            print(text)
+        if changed and not a.rewrite:
+            print(f"{f}: output changed for {len(changed)} commands: {changed[:3]}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
