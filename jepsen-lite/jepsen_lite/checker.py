@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_lite.history import HistoryError, Op, pair_operations, validate_events
-from jepsen_lite.models import ILLEGAL, Model, get_model
+from jepsen_lite.models import ILLEGAL, Model, freeze, get_model
 
 log = logging.getLogger("jepsen_lite.checker")
 
@@ -78,6 +78,7 @@ class Failure:
     context_ops: int = 0
     minimal_complete: bool = True
     descriptions: dict[int, str] = field(default_factory=dict)
+    states_before: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class Failure:
             "context_ops": self.context_ops,
             "prefix_index": self.prefix_index,
             "prefix_ops": self.prefix_ops,
+            "states_before": self.states_before,
             "linearization_tail": [
                 {**_op_json(o, self.descriptions), "state_after": st}
                 for o, st in self.linearization],
@@ -172,56 +174,82 @@ class _Search:
 
 
 def _search(ops: Sequence[Op], model: Model, deadline: float | None,
-            max_cache: int = MAX_CACHE, want_order: bool = False) -> _Search:
-    """Is this sequence of ok/info ops linearizable? (fail ops must be removed already)."""
-    n = len(ops)
-    # Entries: 0 = head, 1..m calls/returns by index, then info returns, then the tail.
+            max_cache: int = MAX_CACHE, want_order: bool = False,
+            max_steps: int | None = None) -> _Search:
+    """Is this sequence of ok/info ops linearizable? (fail ops must be removed already).
+
+    Candidate order: the ok calls before the first pending ok return, then the info
+    calls invoked before that return (info ops are used only when ok ops alone cannot
+    go on). Memo: per state, per (low, win), the info sets already explored; a
+    configuration whose info set is a superset of an explored one is pruned, since
+    having used more optional ops can only leave fewer ways to continue.
+    """
+    # Main list (ok calls and returns, by index): 0 = head, 1..m, m+1 = tail.
     evs: list[tuple[int, int, int]] = []
+    infos: list[tuple[int, int]] = []
     for i, op in enumerate(ops):
-        evs.append((op.invoke_index, 0, i))
         if op.status == "ok":
+            evs.append((op.invoke_index, 0, i))
             evs.append((op.complete_index, 1, i))  # type: ignore[arg-type]
+        else:
+            infos.append((op.invoke_index, i))
     evs.sort()
-    n_info = sum(1 for op in ops if op.status != "ok")
-    size = len(evs) + n_info + 2
-    tail = size - 1
-    etype = [2] * size  # 0 call, 1 ok return, 2 info return / tail (reaching one = success)
+    infos.sort()
+    m = len(evs)
+    # Info list: entries m+2 .. m+1+k, own head (m+2+k) and tail (m+3+k); tail index = inf.
+    k_info = len(infos)
+    size = m + k_info + 4
+    tail = m + 1
+    ihead = size - 2
+    itail = size - 1
+    etype = [2] * size  # 0 call, 1 ok return, 2 tail
     eop = [-1] * size
+    eidx = [0] * size  # event index (info: invoke index; info tail: "infinity")
     match = [0] * size
-    epos = [-1] * size  # ok call: its position among ok ops (in call order)
+    epos = [-1] * size  # ok call: its position among ok calls; info call: -1
     ibit = [0] * size  # info call: its bit in the info bitset
-    call_of = [0] * n
-    next_info_ret = len(evs) + 1
+    call_of = [0] * len(ops)
     ok_pos = 0
-    info_pos = 0
-    for j, (_, kind, i) in enumerate(evs, 1):
+    for j, (idx, kind, i) in enumerate(evs, 1):
         eop[j] = i
+        eidx[j] = idx
         if kind == 0:
             etype[j] = 0
             call_of[i] = j
-            if ops[i].status == "ok":
-                epos[j] = ok_pos
-                ok_pos += 1
-            else:
-                ibit[j] = 1 << info_pos
-                info_pos += 1
-                r = next_info_ret
-                next_info_ret += 1
-                eop[r] = i
-                match[j] = r
+            epos[j] = ok_pos
+            ok_pos += 1
         else:
             etype[j] = 1
             match[call_of[i]] = j
+    # Info ops with the same f and argument are interchangeable once invoked: only the
+    # oldest unused one of each class is ever tried (symmetry reduction).
+    prev_same = [0] * size
+    last_of_class: dict[Hashable, int] = {}
+    for q, (idx, i) in enumerate(infos):
+        j = m + 2 + q
+        etype[j] = 0
+        eop[j] = i
+        eidx[j] = idx
+        ibit[j] = 1 << q
+        cls = (ops[i].f, freeze(ops[i].value))
+        prev_same[j] = last_of_class.get(cls, 0)
+        last_of_class[cls] = j
+    used = [False] * size
     nxt = list(range(1, size + 1))
     prv = list(range(-1, size - 1))
     nxt[tail] = tail
-    trans: list[dict[int, int] | None] = [None] * size
-    for j in range(size):
-        if etype[j] == 0:
-            trans[j] = {}
+    # info list links
+    nxt[ihead] = m + 2 if k_info else itail
+    prv[m + 2 if k_info else itail] = ihead
+    if k_info:
+        nxt[m + 1 + k_info] = itail
+        prv[itail] = m + 1 + k_info
+    nxt[itail] = itail
+    etype[itail] = 0  # a "call" the info scan stops at (see `e == itail` below)
+    trans: list[dict[int, int]] = [{} for _ in range(size)]
     states: list[Hashable] = [model.init()]
     sid: dict[Hashable, int] = {states[0]: 0}
-    caches: list[set[tuple[int, int, int]]] = [set()]
+    caches: list[dict[tuple[int, int], Any]] = [{}]
     cached = 0
     step = model.step
     illegal = ILLEGAL
@@ -230,113 +258,280 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     low = 0  # position of the oldest unlinearized ok op
     win = 0  # ok ops linearized, as bits relative to `low`
     ib = 0  # info ops linearized
-    top: tuple | None = None  # frames: (call entry, state, low, win, ib, parent)
+    top: tuple | None = None  # frames: (call entry, state, low, win, ib, ret, parent)
     depth = 0
     best_depth = -1
     blocked = -1
     steps = 0
+    ret = 0  # while scanning info calls: the first pending ok return (0 = main scan)
     e = nxt[0]
     while True:
         steps += 1
-        if not steps & 0x3FFF and deadline is not None and time.monotonic() > deadline:
+        if not steps & 0x3FFF and ((deadline is not None and time.monotonic() > deadline)
+                                   or (max_steps is not None and steps >= max_steps)):
             return _Search(UNKNOWN, steps)
         t = etype[e]
         if t == 0:
-            tr = trans[e]
-            ns = tr.get(s, -2)  # type: ignore[union-attr]
-            if ns == -2:
-                nxt_state = step(states[s], ops[eop[e]])
-                if nxt_state is illegal:
-                    ns = -1
-                else:
-                    ns = sid.get(nxt_state, -1)
-                    if ns < 0:
-                        ns = len(states)
-                        sid[nxt_state] = ns
-                        states.append(nxt_state)
-                        caches.append(set())
-                tr[s] = ns  # type: ignore[index]
-            if ns >= 0:
-                p = epos[e]
-                if p >= 0:
-                    p -= low
-                    if p:
-                        nwin = win | (1 << p)
-                        nlow = low
+            if ret and (e == itail or eidx[e] > eidx[ret]):
+                t = 1  # info candidates exhausted: backtrack
+            elif ret and prev_same[e] and not used[prev_same[e]]:
+                e = nxt[e]  # an older op of its class is unused: that one stands for both
+                continue
+            else:
+                tr = trans[e]
+                ns = tr.get(s, -2)
+                if ns == -2:
+                    nxt_state = step(states[s], ops[eop[e]])
+                    if nxt_state is illegal:
+                        ns = -1
                     else:
-                        nwin = win | 1
-                        k = (nwin ^ (nwin + 1)).bit_length() - 1  # trailing ones
-                        nwin >>= k
-                        nlow = low + k
-                    nib = ib
-                else:
-                    nwin = win
-                    nlow = low
-                    nib = ib | ibit[e]
-                key = (nlow, nwin, nib)
-                c = caches[ns]
-                if key not in c:
-                    c.add(key)
-                    cached += 1
-                    if cached > max_cache:
-                        for cc in caches:
-                            cc.clear()
-                        cached = 0
-                    top = (e, s, low, win, ib, top)
-                    depth += 1
-                    s = ns
-                    low = nlow
-                    win = nwin
-                    ib = nib
-                    # lift the call and its return out of the list
-                    a = prv[e]
-                    b = nxt[e]
-                    nxt[a] = b
-                    prv[b] = a
-                    r = match[e]
-                    a = prv[r]
-                    b = nxt[r]
-                    nxt[a] = b
-                    prv[b] = a
-                    e = nxt[0]
-                    continue
-            e = nxt[e]
-        elif t == 1:
-            # An ok op's return with the op still unlinearized: backtrack.
+                        ns = sid.get(nxt_state, -1)
+                        if ns < 0:
+                            ns = len(states)
+                            sid[nxt_state] = ns
+                            states.append(nxt_state)
+                            caches.append({})
+                    tr[s] = ns
+                if ns >= 0:
+                    p = epos[e]
+                    if p >= 0:
+                        p -= low
+                        if p:
+                            nwin = win | (1 << p)
+                            nlow = low
+                        else:
+                            nwin = win | 1
+                            k = (nwin ^ (nwin + 1)).bit_length() - 1  # trailing ones
+                            nwin >>= k
+                            nlow = low + k
+                        nib = ib
+                    else:
+                        nwin = win
+                        nlow = low
+                        nib = ib | ibit[e]
+                    c = caches[ns]
+                    key = (nlow, nwin)
+                    seen = c.get(key)
+                    fresh = True
+                    if seen is None:
+                        c[key] = nib
+                    elif type(seen) is int:
+                        if seen & ~nib == 0:
+                            fresh = False
+                        else:
+                            c[key] = [seen, nib]
+                    else:
+                        for old in seen:
+                            if old & ~nib == 0:
+                                fresh = False
+                                break
+                        else:
+                            seen.append(nib)
+                    if fresh:
+                        cached += 1
+                        if cached > max_cache:
+                            for cc in caches:
+                                cc.clear()
+                            cached = 0
+                        top = (e, s, low, win, ib, ret, top)
+                        depth += 1
+                        s = ns
+                        low = nlow
+                        win = nwin
+                        ib = nib
+                        # lift the call (and an ok call's return) out of its list
+                        a = prv[e]
+                        b = nxt[e]
+                        nxt[a] = b
+                        prv[b] = a
+                        r = match[e]
+                        if r:
+                            a = prv[r]
+                            b = nxt[r]
+                            nxt[a] = b
+                            prv[b] = a
+                        else:
+                            used[e] = True
+                        ret = 0
+                        e = nxt[0]
+                        continue
+                e = nxt[e]
+                continue
+        if t == 1:
+            if not ret:
+                # An ok return with its op unlinearized: first try the info calls.
+                ret = e
+                e = nxt[ihead]
+                continue
             if depth > best_depth:
                 best_depth = depth
-                blocked = eop[e]
+                blocked = eop[ret]
             if top is None:
                 return _Search(False, steps, blocked=blocked)
-            ce, s, low, win, ib, top = top
+            ce, s, low, win, ib, ret, top = top
             depth -= 1
             r = match[ce]
-            a = prv[r]
-            b = nxt[r]
-            nxt[a] = r
-            prv[b] = r
+            if r:
+                a = prv[r]
+                b = nxt[r]
+                nxt[a] = r
+                prv[b] = r
+            else:
+                used[ce] = False
             a = prv[ce]
             b = nxt[ce]
             nxt[a] = ce
             prv[b] = ce
             e = nxt[ce]
-        else:
-            res = _Search(True, steps)
-            if want_order:
-                order: list[int] = []
-                sts: list[Hashable] = []
-                cur_state = s
-                f = top
-                while f is not None:
-                    order.append(eop[f[0]])
-                    sts.append(states[cur_state])
-                    cur_state = f[1]
-                    f = f[5]
-                order.reverse()
-                sts.reverse()
-                res.order = order
-                res.states = sts
-            return res
+            continue
+        # the main tail: every ok op is linearized
+        res = _Search(True, steps)
+        if want_order:
+            order: list[int] = []
+            sts: list[Hashable] = []
+            cur_state = s
+            f = top
+            while f is not None:
+                order.append(eop[f[0]])
+                sts.append(states[cur_state])
+                cur_state = f[1]
+                f = f[6]
+            order.reverse()
+            sts.reverse()
+            res.order = order
+            res.states = sts
+        return res
+
+
+@dataclass
+class _Frontier:
+    verdict: Verdict
+    steps: int
+    failed_op: int | None = None  # position of the op whose return left no configuration
+    states_before: list[Hashable] | None = None  # possible states just before that return
+    snapshot: list[tuple[int, int, int]] | None = None  # configurations at `snapshot_at`
+    snapshot_pending: dict[int, int] | None = None  # pending ok op position -> slot bit
+
+
+def _add(seen: dict[tuple[int, int], list[int]], stack: list[tuple[int, int, int]],
+         s: int, okb: int, ib: int) -> None:
+    """Record a configuration unless one with the same state and ok ops used a subset
+    of its info ops; forget those it dominates."""
+    lst = seen.get((s, okb))
+    if lst is None:
+        seen[(s, okb)] = [ib]
+    else:
+        for old in lst:
+            if old & ~ib == 0:
+                return
+        lst[:] = [old for old in lst if ib & ~old != 0]
+        lst.append(ib)
+    stack.append((s, okb, ib))
+
+
+class _FrontierEngine:
+    """Just-in-time linearizability (Lowe 2017), breadth first: walk the events in
+    order keeping every configuration (state, pending ok ops linearized, info ops
+    used) the history so far allows; at an ok op's return keep the configurations
+    that linearized it. The first return that leaves none is where linearizability
+    breaks, found without revisiting the past. Info sets are kept as antichains: a
+    configuration that used a superset of another's info ops is dominated."""
+
+    def __init__(self, ops: Sequence[Op], model: Model) -> None:
+        self.ops = ops
+        self.model = model
+        self.states: list[Hashable] = [model.init()]
+        self.sid: dict[Hashable, int] = {self.states[0]: 0}
+        self.trans: list[dict[int, int]] = [{} for _ in ops]
+        self.steps = 0
+
+    def tr(self, i: int, s: int) -> int:
+        t = self.trans[i]
+        ns = t.get(s, -2)
+        if ns == -2:
+            st = self.model.step(self.states[s], self.ops[i])
+            if st is ILLEGAL:
+                ns = -1
+            else:
+                ns = self.sid.get(st, -1)
+                if ns < 0:
+                    ns = len(self.states)
+                    self.sid[st] = ns
+                    self.states.append(st)
+            t[s] = ns
+        return ns
+
+    def run(self, deadline: float | None, snapshot_at: int | None = None) -> _Frontier:
+        ops = self.ops
+        evs: list[tuple[int, int, int]] = []
+        for i, op in enumerate(ops):
+            evs.append((op.invoke_index, 0, i))
+            if op.status == "ok":
+                evs.append((op.complete_index, 1, i))  # type: ignore[arg-type]
+        evs.sort()
+        configs: list[tuple[int, int, int]] = [(0, 0, 0)]
+        free_bits: list[int] = []
+        next_bit = 1
+        slot: dict[int, int] = {}  # pending ok op -> its bit
+        infos: list[tuple[int, int, int]] = []  # (op, bit, bit of previous same-class op)
+        last_of_class: dict[Hashable, int] = {}
+        n_info = 0
+        tr = self.tr
+        snapshot = None
+        snap_pending = None
+        for idx, kind, i in evs:
+            if snapshot_at is not None and snapshot is None and idx > snapshot_at:
+                snapshot = list(configs)
+                snap_pending = dict(slot)
+            if deadline is not None and time.monotonic() > deadline:
+                return _Frontier(UNKNOWN, self.steps)
+            if kind == 0:
+                if ops[i].status == "ok":
+                    if free_bits:
+                        slot[i] = free_bits.pop()
+                    else:
+                        slot[i] = next_bit
+                        next_bit <<= 1
+                else:
+                    bit = 1 << n_info
+                    n_info += 1
+                    cls = (ops[i].f, freeze(ops[i].value))
+                    infos.append((i, bit, last_of_class.get(cls, 0)))
+                    last_of_class[cls] = bit
+                continue
+            x = slot.pop(i)
+            pend = list(slot.items())
+            pend.append((i, x))
+            seen: dict[tuple[int, int], list[int]] = {}
+            stack: list[tuple[int, int, int]] = []
+            for c in configs:
+                _add(seen, stack, *c)
+            while stack:
+                s, okb, ib = stack.pop()
+                self.steps += 1
+                if not self.steps & 0x3FFF and deadline is not None \
+                        and time.monotonic() > deadline:
+                    return _Frontier(UNKNOWN, self.steps)
+                for j, bit in pend:
+                    if not okb & bit:
+                        ns = tr(j, s)
+                        if ns >= 0:
+                            _add(seen, stack, ns, okb | bit, ib)
+                for j, bit, pbit in infos:
+                    if not ib & bit and (not pbit or ib & pbit):
+                        ns = tr(j, s)
+                        if ns >= 0:
+                            _add(seen, stack, ns, okb, ib | bit)
+            nconfigs = [(s, okb & ~x, ib) for (s, okb), lst in seen.items() if okb & x
+                        for ib in lst]
+            if not nconfigs:
+                return _Frontier(False, self.steps, failed_op=i,
+                                 states_before=sorted({self.states[c[0]] for c in configs},
+                                                      key=repr),
+                                 snapshot=snapshot, snapshot_pending=snap_pending)
+            configs = nconfigs
+            free_bits.append(x)
+        return _Frontier(True, self.steps, snapshot=snapshot, snapshot_pending=snap_pending)
 
 
 # ------------------------------------------------------------------ per-key checking
@@ -371,23 +566,38 @@ def _prefix(ops: Sequence[Op], model: Model, cut: int) -> list[Op]:
 
 def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float | None = None,
               explain: bool = True, explain_seconds: float = EXPLAIN_SECONDS) -> KeyResult:
-    """Check one key's ops (all statuses; fail and unknown reads are dropped here)."""
+    """Check one key's ops (all statuses; fail and unknown reads are dropped here).
+
+    Depth first search decides most histories at once (a linearizable one is found
+    almost greedily). When it runs past a step budget — typically a violation after a
+    long history, whose proof means revisiting the past — the breadth-first
+    frontier search takes over for the remaining time.
+    """
     model = get_model(model)
     t0 = time.monotonic()
     cops = _checkable(ops, model)
-    res = _search(cops, model, deadline)
-    kr = KeyResult(key=key, valid=res.verdict, ops=len(cops),
-                   info_ops=sum(1 for o in cops if o.status == "info"), steps=res.steps)
-    if res.verdict == UNKNOWN:
+    budget = 50 * len(cops) + 200_000
+    res = _search(cops, model, deadline, max_steps=budget)
+    verdict = res.verdict
+    steps = res.steps
+    frontier: _Frontier | None = None
+    if verdict == UNKNOWN and res.steps >= budget:
+        frontier = _FrontierEngine(cops, model).run(deadline)
+        verdict = frontier.verdict
+        steps += frontier.steps
+    kr = KeyResult(key=key, valid=verdict, ops=len(cops),
+                   info_ops=sum(1 for o in cops if o.status == "info"), steps=steps)
+    if verdict == UNKNOWN:
         kr.reason = "time limit reached"
-    elif res.verdict is False and explain:
-        kr.failure = _explain(key, cops, model, res, time.monotonic() + explain_seconds)
+    elif verdict is False and explain:
+        kr.failure = _explain(key, cops, model, res, frontier,
+                              time.monotonic() + explain_seconds)
     kr.elapsed = time.monotonic() - t0
     return kr
 
 
 def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
-             deadline: float) -> Failure:
+             frontier: _Frontier | None, deadline: float) -> Failure:
     """Find the first completion that breaks linearizability, and a minimal failing set.
 
     1. The ok completions c_1 < c_2 < ... ; prefix P_k (events up to c_k) is
@@ -410,10 +620,16 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
 
     # 1. least failing prefix; hi fails (the whole history), lo passes (nothing)
     lo, hi = -1, len(comps) - 1
-    hint = None
-    if first.blocked is not None and first.blocked >= 0:
+    if frontier is None or frontier.verdict is not False:
+        frontier = _FrontierEngine(ops, model).run(min(deadline, time.monotonic()
+                                                       + EXPLAIN_SECONDS / 2))
+    probes: list[int] = []
+    if frontier.verdict is False and frontier.failed_op is not None:
+        hi = comps.index(ops[frontier.failed_op].complete_index)  # type: ignore[arg-type]
+        lo = hi - 1
+    elif first.blocked is not None and first.blocked >= 0:
         hint = comps.index(ops[first.blocked].complete_index)  # type: ignore[arg-type]
-    probes = [hint, hint - 1] if hint is not None else []
+        probes = [hint, hint - 1]
     while hi - lo > 1:
         mid = probes.pop(0) if probes else (lo + hi) // 2
         if not lo < mid < hi:
@@ -451,17 +667,27 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         trial = relaxed | {cand_op.id}
         hist = [op for op in base if op.id not in trial]
         hist += [_relaxed(op) for op in base if op.id in trial and not model.read_only(op)]
-        v = _search(hist, model, min(deadline, time.monotonic() + 2.0)).verdict
+        v = _search(hist, model, min(deadline, time.monotonic() + 1.0)).verdict
         if v is False:
             relaxed = trial
         elif v == UNKNOWN:
+            # Too long to decide (a long history): show Y's neighbourhood instead.
             complete = False
-    minimal = [y, *(op for op in window if op.id not in relaxed)]
+            break
+    kept = [op for op in window if op.id not in relaxed]
+    if not complete:
+        near = [op for op in kept if op.complete_index > y.invoke_index]  # type: ignore[operator]
+        before = [op for op in kept if op.complete_index < y.invoke_index][:6]  # type: ignore[operator]
+        kept = near + before
+    minimal = [y, *kept]
     minimal.sort(key=lambda o: o.invoke_index)
     descs = {o.id: model.describe(o) for o in [*minimal, y, *(w for w, _ in witness)]}
+    possible = None
+    if frontier.verdict is False and frontier.states_before is not None:
+        possible = [model.describe_state(st) for st in frontier.states_before]
     return Failure(key=key, op=y, minimal=minimal, prefix_index=cut, prefix_ops=prefix_ops,
                    linearization=witness, context_ops=context, minimal_complete=complete,
-                   descriptions=descs)
+                   descriptions=descs, states_before=possible)
 
 
 # ----------------------------------------------------------------------- public API
