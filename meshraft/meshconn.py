@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,11 @@ MAX_DATAGRAM_SIZE = 65507
 DEFAULT_RECV_BUFFER = 4096  # datagrams
 _DRAIN_BATCH = 256  # datagrams delivered per loop callback, so I/O interleaves
 _INLINE_BUDGET = 32  # datagrams delivered at once per mesh read; the rest are buffered
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_bin8 = struct.Struct(">BB").pack
+_bin16 = struct.Struct(">BH").pack
+_bin32 = struct.Struct(">BI").pack
 
 log = logging.getLogger("meshraft.meshconn")
 
@@ -62,15 +68,28 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._closing = False
         self._lost_called = False
         self._write_limits = (0, 0)
-        self.stats: Counter[str] = Counter()
-        self._send = router.send_unicast
+        self._stats: Counter[str] = Counter()
+        self._route_link = router.route_link
+        self._prefix = router.unicast_prefix(channel)
+        self._dst_cache: dict[str, bytes] = {}
+        self._sent = 0
+        self._received = 0
         self._unregister = router.register_unicast(channel, self._on_packet)
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Counters: sent, received, no_route, dropped_full (receive buffer full),
+        dropped_malformed (not a datagram), dropped_out (link write bound reached)."""
+        out = Counter(self._stats)
+        out["sent"] = self._sent
+        out["received"] = self._received
+        return out
 
     # ----- receive -----------------------------------------------------
     def _on_packet(self, src: str, payload: Any) -> None:
         """Called by the router for each unicast on our channel (never blocks)."""
         if type(payload) is not bytes or len(payload) > self.max_datagram_size:
-            self.stats["dropped_malformed"] += 1
+            self._stats["dropped_malformed"] += 1
             return
         if self._closing:
             return
@@ -87,7 +106,7 @@ class MeshPacketConn(asyncio.DatagramTransport):
                 self._deliver(payload, src)
                 return
         if len(inbox) >= self._recv_max:
-            self.stats["dropped_full"] += 1
+            self._stats["dropped_full"] += 1
             return
         inbox.append((payload, src))
         if not self._drain_scheduled:
@@ -95,7 +114,7 @@ class MeshPacketConn(asyncio.DatagramTransport):
             self._loop.call_soon(self._drain)
 
     def _deliver(self, data: bytes, src: str) -> None:
-        self.stats["received"] += 1
+        self._received += 1
         self._delivering = True
         try:
             self._protocol.datagram_received(data, src)
@@ -124,9 +143,11 @@ class MeshPacketConn(asyncio.DatagramTransport):
 
     # ----- send --------------------------------------------------------
     def sendto(self, data: Any, addr: Any = None) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if type(data) is not bytes:
+            if not isinstance(data, _BYTES_LIKE):
+                raise TypeError(
+                    f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            data = bytes(data)
         if addr is None:
             addr = self._remote
             if addr is None:
@@ -140,18 +161,33 @@ class MeshPacketConn(asyncio.DatagramTransport):
             raise ValueError(f"datagram of {n} bytes exceeds the maximum of "
                              f"{self.max_datagram_size} bytes")
         if self._closing:
-            self.stats["sent_after_close"] += 1
+            self._stats["sent_after_close"] += 1
             return
-        if type(data) is not bytes:
-            data = bytes(data)
-        self.stats["sent"] += 1
+        self._sent += 1
         if addr == self._name:
             self._loop.call_soon(self._on_packet, addr, data)
             return
-        if not self._send(self._channel, addr, data):
-            self.stats["no_route"] += 1
+        link = self._route_link(addr)
+        if link is None:
+            self._stats["no_route"] += 1
             self._loop.call_soon(self._report_error, OSError(
                 errno.EHOSTUNREACH, f"no route to mesh peer {addr!r}"))
+            return
+        # The message is built from cached encoded parts (same bytes as msgpack would
+        # produce for [UNICAST, channel, src, dst, ttl, data]), which is cheaper.
+        dst = self._dst_cache.get(addr)
+        if dst is None:
+            if len(self._dst_cache) > 4096:
+                self._dst_cache.clear()
+            dst = self._dst_cache[addr] = self._router.unicast_dst(addr)
+        if n < 256:
+            binhdr = _bin8(0xC4, n)
+        elif n < 65536:
+            binhdr = _bin16(0xC5, n)
+        else:
+            binhdr = _bin32(0xC6, n)
+        if not link.send(b"".join((self._prefix, dst, binhdr, data))):
+            self._stats["dropped_out"] += 1
 
     def _report_error(self, exc: OSError) -> None:
         if not self._closing:

@@ -129,6 +129,8 @@ class Link(asyncio.BufferedProtocol):
         self._need = 0  # bytes the partial frame needs before it is complete
         self._out: list[bytes] = []
         self._out_bytes = 0
+        self._tbuf = 0  # the transport's write buffer after our last write
+        self._write_limit = cfg.write_limit
         self._flush_scheduled = False
         self._eph = Ephemeral() if cfg.pw_key is not None else None
         self._tx: SecretBoxCipher | None = None
@@ -161,6 +163,8 @@ class Link(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         # Reading into a buffer we keep (BufferedProtocol) instead of a fresh bytes
         # object per read roughly halves the cost of a small-message round trip.
+        if not self._rlen:
+            return self._rview
         if len(self._rbuf) - self._rlen < _MIN_FREE:
             self._resize(max(2 * len(self._rbuf), self._rlen + _READ_BUF))
         return self._rview[self._rlen:]
@@ -353,29 +357,43 @@ class Link(asyncio.BufferedProtocol):
         self.bytes_out += 4 + len(body)
 
     def send(self, body: bytes) -> bool:
-        """Queue one message body for the next batched write.  Never blocks: when the
-        peer is not reading and the bound is reached, the frame is dropped (False)."""
+        """Send one message body.  Never blocks: when the peer is not reading and the
+        write bound is reached, the frame is dropped (False), as a network would.
+
+        Frames sent while a link is being read go out together when the read is
+        done; otherwise a frame is written at once, unless the socket is congested."""
         if self.state != ESTABLISHED:
             return False
-        transport = self._transport
-        assert transport is not None
-        if self._out_bytes + transport.get_write_buffer_size() > self.cfg.write_limit:
+        if self._out_bytes + self._tbuf > self._write_limit:
             self.dropped_out += 1
             return False
         if self._tx is not None:
             body = self._tx.encrypt(body)
         n = len(body)
-        self._out.append(_pack_len(n))
-        self._out.append(body)
-        self._out_bytes += n + 4
         self.frames_out += 1
-        if not self._flush_scheduled:
+        if self._flush_scheduled:
+            self._out.append(_pack_len(n))
+            self._out.append(body)
+            self._out_bytes += n + 4
+            return True
+        router = self.router
+        if router._rx_depth or self._tbuf:
+            # Batch: replies sent while reading go out when the read ends; when the
+            # socket is congested, frames are joined and written once per iteration.
+            self._out.append(_pack_len(n))
+            self._out.append(body)
+            self._out_bytes += n + 4
             self._flush_scheduled = True
-            router = self.router
-            if router._rx_depth:  # replies sent while reading go out when the read ends
+            if router._rx_depth:
                 router._pending_flush.append(self)
             else:
                 self._loop.call_soon(self._flush)
+            return True
+        transport = self._transport
+        assert transport is not None
+        transport.write(_pack_len(n) + body)  # write-through, like a UDP sendto
+        self.bytes_out += n + 4
+        self._tbuf = transport.get_write_buffer_size()
         return True
 
     def _flush(self) -> None:
@@ -387,6 +405,7 @@ class Link(asyncio.BufferedProtocol):
         self.bytes_out += self._out_bytes
         self._out_bytes = 0
         self._transport.write(data)
+        self._tbuf = self._transport.get_write_buffer_size()
 
     # ----- closing ---------------------------------------------------------
     def fail(self, reason: str, level: int = logging.WARNING) -> None:

@@ -110,6 +110,7 @@ class Router:
         self._rng = rng
         self._log = _PeerLog(log, {"peer": name})
         self._unpackb = make_unpackb(max_frame)
+        self._max_payload = max_frame - HEADER_RESERVE
         self._packer = msgpack.Packer(autoreset=True, use_bin_type=True)
         self._pack = self._packer.pack
         self._heartbeat_body = msgpack.packb([HEARTBEAT])
@@ -274,23 +275,38 @@ class Router:
         """Best-effort unicast of ``payload`` to peer ``dst`` on ``channel``.
         False when there is no route; True when sent (it may still be lost, like
         a datagram).  Raises ValueError for a payload over ``max_payload``."""
-        if len(payload) > self.max_frame - HEADER_RESERVE:
+        if len(payload) > self._max_payload:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {self.max_payload}")
         if dst == self.name:
             handler = self._handlers.get(channel)
             if handler is not None:
                 asyncio.get_running_loop().call_soon(self._call_handler, handler, dst, payload)
             return True
-        link = self.links.get(dst)
+        link = self.route_link(dst)
         if link is None:
-            hop = self.routes.next_hop(dst)
-            link = self.links.get(hop) if hop is not None else None
-            if link is None:
-                self.stats["unicast_no_route"] += 1
-                return False
+            self.stats["unicast_no_route"] += 1
+            return False
         if not link.send(self._pack([UNICAST, channel, self.name, dst, DEFAULT_TTL, payload])):
             self.stats["unicast_dropped_out"] += 1
         return True
+
+    def route_link(self, dst: str) -> Link | None:
+        """The established link a message for ``dst`` leaves on (None: no route)."""
+        link = self.links.get(dst)
+        if link is None:
+            hop = self.routes.next_hop(dst)
+            if hop is not None:
+                link = self.links.get(hop)
+        return link
+
+    def unicast_prefix(self, channel: str) -> bytes:
+        """The encoded start of every unicast message on ``channel`` from this peer,
+        for senders that build messages themselves (see ``unicast_body``)."""
+        return b"\x96" + self._pack(UNICAST) + self._pack(channel) + self._pack(self.name)
+
+    def unicast_dst(self, dst: str) -> bytes:
+        """The encoded destination and hop limit of a unicast message."""
+        return self._pack(dst) + self._pack(DEFAULT_TTL)
 
     def reachable(self) -> list[str]:
         """Names of the peers a unicast can reach now (not including ourselves)."""
@@ -485,7 +501,11 @@ class Router:
             if dst == self.name:
                 handler = self._handlers.get(channel)
                 if handler is not None:
-                    self._call_handler(handler, src, payload)
+                    try:
+                        handler(src, payload)
+                    except Exception:
+                        self.stats["handler_errors"] += 1
+                        self._log.exception("unicast handler raised")
                     return
                 ch = self.channels.get(channel)
                 if ch is not None and type(payload) is bytes:

@@ -232,6 +232,7 @@ class RaftCore:
         self._snap_rx: _SnapRx | None = None
         self._outstanding: Ready | None = None
         self._bcast_pending = False
+        self._hb_pending = False
         self._prop_buf: list[Entry] = []
         self._prev_ss = SoftState(None, self._role_name())
         self._reset_randomized_timeout()
@@ -433,6 +434,10 @@ class RaftCore:
                     # As much as the follower's window allows, in datagram-sized batches.
                     while p != self.id and self._send_append(p, send_if_empty=False):
                         pass
+        if self._hb_pending:
+            self._hb_pending = False
+            if self.role is Role.LEADER and self._read_queue:
+                self._bcast_heartbeat()
         if self._prop_buf:
             buf, self._prop_buf = self._prop_buf, []
             if self.lead is None or self.role is Role.LEADER:
@@ -1037,7 +1042,7 @@ class RaftCore:
         req = _ReadRequest(self.log.committed, ctx, frm, {self.id})
         self._read_queue.append(req)
         self._reads_by_ctx[ctx] = req
-        self._bcast_heartbeat(ctx)
+        self._hb_pending = True  # one heartbeat round confirms every read queued so far
 
     def _read_ack(self, frm: str, ctx: bytes) -> None:
         req = self._reads_by_ctx.get(ctx)
