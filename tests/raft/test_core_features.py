@@ -445,3 +445,16 @@ def test_a_malformed_append_from_a_broken_peer_changes_nothing(ents):
     drain(f)
     f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=ents, commit=3))
     assert f.log.last_index() == 1 and f.commit == 1
+
+
+def test_concurrent_reads_share_one_heartbeat_round():
+    ld = make_leader()
+    for i in range(10):
+        ld.read_index(b"r%d" % i)
+    hbs = [m for m in drain(ld) if m.type is MT.HEARTBEAT]
+    assert sorted(m.to for m in hbs) == ["2", "3"] and hbs[0].context == b"r9"
+    ld.step(msg(MT.HEARTBEAT_RESP, "2", "1", ld.term, context=b"r9"))
+    rd = ld.ready()
+    assert [rs.context for rs in rd.read_states] == [b"r%d" % i for i in range(10)]
+    assert {rs.index for rs in rd.read_states} == {ld.commit}
+    ld.advance(rd)
