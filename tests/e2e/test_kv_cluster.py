@@ -311,7 +311,7 @@ def test_cluster_helper_runs_the_chosen_transport(procs):
 
 def test_serve_with_a_mesh_password(procs):
     if TRANSPORT != "mesh":
-        pytest.skip("the mesh transport is not available")
+        pytest.skip(f"this run uses --transport {TRANSPORT}; the password is a mesh feature")
     secret = procs.tmpdir("secret") / "password"
     secret.write_text("correct horse battery staple\n")
     c = Cluster(procs, n=3)
