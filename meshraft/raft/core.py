@@ -410,8 +410,10 @@ class RaftCore:
             self._prev_hs = rd.hard_state
         if rd.soft_state is not None:
             self._prev_ss = rd.soft_state
-        if rd.snapshot is not None and self._pending_snapshot is rd.snapshot:
-            self._pending_snapshot = None
+        if rd.snapshot is not None:
+            if self._pending_snapshot is rd.snapshot:
+                self._pending_snapshot = None
+            self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)

@@ -168,5 +168,6 @@ class RaftLog:
         """Replace the whole log by ``snap`` (a follower that fell behind a compaction)."""
         self.entries = []
         self.offset, self.offset_term = snap.meta.index, snap.meta.term
-        self.committed = self.applied = self.persisted = snap.meta.index
+        self.committed = self.persisted = snap.meta.index
+        # ``applied`` moves when the driver has restored its state machine (advance).
         self.snapshot = snap

@@ -97,6 +97,7 @@ class SimNode:
     incarnation: int = 0
     retired: bool = False  # removed from the cluster and shut down for good
     paused_until: int = 0  # a process pause (GC, SIGSTOP): frozen, state kept
+    inflight: tuple | None = None  # (Ready, step when its write completes)
 
     def sm_bytes(self) -> bytes:
         return msgpack.packb([self.sm, {str(k): list(v) for k, v in self.last_seq.items()}],
@@ -213,33 +214,53 @@ class Simulation:
 
     # ---- Ready processing, with the safety checks ------------------------------------
     def process(self, n: SimNode, crash_after_persist: bool = False) -> None:
-        core = n.core
-        while n.alive and core.has_ready():
-            rd = core.ready()
-            self.check_ready(n, rd)
-            n.disk.write(rd.snapshot, rd.entries, rd.hard_state)
-            self.check_commit(n, rd)
-            if crash_after_persist:
-                self.crash(n, "after persist, before send")
+        """Drive the node's Readies. Like the asyncio driver, a Ready may take a while
+        to persist (an fsync), and messages, ticks and proposals keep reaching the
+        core meanwhile; they go into the next Ready."""
+        while n.alive:
+            if n.inflight is not None:
+                rd, due = n.inflight
+                if due > self.step_no:
+                    return
+                n.inflight = None
+            elif n.core.has_ready():
+                rd = n.core.ready()
+                self.check_ready(n, rd)
+                if self.rng.random() < 0.3:
+                    n.inflight = (rd, self.step_no + self.rng.randint(1, 2 * STEPS_PER_TICK))
+                    return
+            else:
                 return
-            for m in rd.messages:
-                self.send(m)
-            if rd.snapshot is not None:
-                n.sm_restore(rd.snapshot.data)
-                self.trace(f"{n.id} restored snapshot {rd.snapshot.meta.index}")
-            for e in rd.committed_entries:
-                self.apply(n, e)
-            for rs in rd.read_states:
-                op = n.reads.get(rs.context)
-                if op is not None:
-                    op.read_index = rs.index
-            core.advance(rd)
-            self.finish_reads(n)
-            if core.applied - core.log.offset >= self.p.compact_every and \
-                    (core.log.snapshot is None or core.applied > core.log.snapshot.meta.index):
-                snap = core.compact(core.applied, n.sm_bytes(), retain=self.rng.choice([0, 3]))
-                n.disk.compact(snap)
-                self.trace(f"{n.id} compacted at {snap.meta.index}")
+            if not self.finish_ready(n, rd, crash_after_persist):
+                return
+
+    def finish_ready(self, n: SimNode, rd: Ready, crash_after_persist: bool) -> bool:
+        """Persist, send, apply, advance. False if the node crashed in between."""
+        core = n.core
+        n.disk.write(rd.snapshot, rd.entries, rd.hard_state)
+        self.check_commit(n, rd)
+        if crash_after_persist:
+            self.crash(n, "after persist, before send")
+            return False
+        for m in rd.messages:
+            self.send(m)
+        if rd.snapshot is not None:
+            n.sm_restore(rd.snapshot.data)
+            self.trace(f"{n.id} restored snapshot {rd.snapshot.meta.index}")
+        for e in rd.committed_entries:
+            self.apply(n, e)
+        for rs in rd.read_states:
+            op = n.reads.get(rs.context)
+            if op is not None:
+                op.read_index = rs.index
+        core.advance(rd)
+        self.finish_reads(n)
+        if core.applied - core.log.offset >= self.p.compact_every and \
+                (core.log.snapshot is None or core.applied > core.log.snapshot.meta.index):
+            snap = core.compact(core.applied, n.sm_bytes(), retain=self.rng.choice([0, 3]))
+            n.disk.compact(snap)
+            self.trace(f"{n.id} compacted at {snap.meta.index}")
+        return True
 
     def check_ready(self, n: SimNode, rd: Ready) -> None:
         core = n.core
@@ -420,6 +441,7 @@ class Simulation:
     # ---- faults --------------------------------------------------------------------
     def crash(self, n: SimNode, why: str = "") -> None:
         n.alive = False
+        n.inflight = None  # a write in progress is lost with the process
         self.trace(f"CRASH {n.id} {why}")
         for op in list(n.writes.values()):
             if self.clients.get(op.client) is op:
