@@ -867,8 +867,7 @@ class RaftCore:
         me = self.prs.get(self.id)
         if me is not None:
             me.maybe_update(last)
-        if self._maybe_commit():
-            pass
+        self._maybe_commit()  # a single voter commits at once
         return last
 
     def _maybe_commit(self) -> bool:
