@@ -458,3 +458,16 @@ def test_concurrent_reads_share_one_heartbeat_round():
     assert [rs.context for rs in rd.read_states] == [b"r%d" % i for i in range(10)]
     assert {rs.index for rs in rd.read_states} == {ld.commit}
     ld.advance(rd)
+
+
+def test_a_single_member_cluster_elects_itself_commits_and_reads():
+    c = Cluster(["1"], config=cfg())
+    c.stabilize(log=False)
+    c.tick("1", 2 * c.config.election_ticks)
+    c.stabilize(log=False)
+    assert c.leader() == "1"
+    c.nodes["1"].propose(b"solo")
+    c.nodes["1"].read_index(b"r")
+    c.stabilize(log=False)
+    assert c.applied_data("1") == [b"solo"]
+    assert c.read_states["1"] == [(c.nodes["1"].commit, b"r")]
