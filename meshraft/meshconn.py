@@ -22,6 +22,7 @@ import asyncio
 import errno
 import logging
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +33,9 @@ __all__ = ["MAX_DATAGRAM_SIZE", "MeshPacketConn", "create_mesh_endpoint"]
 
 MAX_DATAGRAM_SIZE = 65507
 DEFAULT_RECV_BUFFER = 4096  # datagrams
-_DRAIN_BATCH = 256  # datagrams delivered per loop callback, so I/O interleaves
-_INLINE_BUDGET = 32  # datagrams delivered at once per mesh read; the rest are buffered
+_INLINE_BUDGET_S = 0.002  # per mesh read: deliver at once for this long, then buffer
+_DRAIN_BUDGET_S = 0.005  # per loop callback draining the buffer, so I/O interleaves
+_now = time.perf_counter
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _bin8 = struct.Struct(">BB").pack
@@ -64,7 +66,7 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._drain_scheduled = False
         self._delivering = False
         self._inline_seq = -1
-        self._inline_left = 0
+        self._inline_until = 0.0
         self._closing = False
         self._lost_called = False
         self._write_limits = (0, 0)
@@ -95,14 +97,16 @@ class MeshPacketConn(asyncio.DatagramTransport):
             return
         inbox = self._inbox
         if not inbox and not self._delivering:
-            # Fast path: nothing is waiting, so deliver now (as a UDP socket would),
-            # up to a budget per mesh read; a burst beyond it goes to the buffer.
+            # Fast path: nothing is waiting, so deliver now (as a UDP socket would)
+            # while the protocol keeps up: within one mesh read, deliveries stop after
+            # a time budget and the rest of the burst goes to the bounded buffer.
             seq = self._router._rx_seq
             if seq != self._inline_seq:
                 self._inline_seq = seq
-                self._inline_left = _INLINE_BUDGET
-            if self._inline_left > 0:
-                self._inline_left -= 1
+                self._inline_until = _now() + _INLINE_BUDGET_S
+                self._deliver(payload, src)
+                return
+            if _now() < self._inline_until:
                 self._deliver(payload, src)
                 return
         if len(inbox) >= self._recv_max:
@@ -131,12 +135,15 @@ class MeshPacketConn(asyncio.DatagramTransport):
     def _drain(self) -> None:
         self._drain_scheduled = False
         inbox = self._inbox
-        for _ in range(min(len(inbox), _DRAIN_BATCH)):
+        until = _now() + _DRAIN_BUDGET_S
+        while inbox:
             if self._closing:
                 inbox.clear()
                 return
             data, src = inbox.popleft()
             self._deliver(data, src)
+            if _now() > until:
+                break
         if inbox and not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
