@@ -767,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     worst_seed = None
     commits = ops = lin_checked = conf = 0
     elections: list[int] = []
+    lin_unknown: list[int] = []
     for s in range(a.start, a.start + a.seeds):
         r = run_seed(s, a.nodes, a.ticks, a.verbose, not a.no_linearizability)
         commits += r.commits
@@ -774,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         ops += r.ops_total
         if r.linearizable is True:
             lin_checked += 1
+        elif r.linearizable is not None and r.ok:
+            lin_unknown.append(s)  # the checker's time limit ran out
         if not r.ok:
             failed.append(r)
             print(f"seed {s} FAILED: {r.error}", file=sys.stderr)
@@ -785,7 +788,9 @@ def main(argv: list[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     print(f"sim: {a.seeds - len(failed)}/{a.seeds} seeds ok (start {a.start}, {a.nodes} nodes, "
           f"{a.ticks} ticks), {commits} commits, {ops} client ops, "
-          f"{lin_checked} histories linearizable, election after leader crash: median "
+          f"{lin_checked} histories linearizable"
+          f"{f' ({len(lin_unknown)} unknown: {lin_unknown[:5]})' if lin_unknown else ''}, "
+          f"election after leader crash: median "
           f"{statistics.median(elections) if elections else 0} worst {worst} ticks "
           f"(seed {worst_seed}; timeout {SimParams.election_ticks}), {conf} membership changes, "
           f"{a.seeds / dt:.1f} seeds/s in {dt:.1f}s")
