@@ -471,3 +471,22 @@ def test_a_single_member_cluster_elects_itself_commits_and_reads():
     c.stabilize(log=False)
     assert c.applied_data("1") == [b"solo"]
     assert c.read_states["1"] == [(c.nodes["1"].commit, b"r")]
+
+
+def test_entries_replaced_while_their_write_is_in_flight_are_written_again():
+    # The driver is fsyncing entries 2..3 (term 2) when a new leader replaces them.
+    f = make("2", terms=[1], term=2, commit=1)
+    drain(f)
+    f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1,
+               entries=[Entry(2, 2, data=b"old2"), Entry(2, 3, data=b"old3")]))
+    rd = f.ready()
+    assert [e.data for e in rd.entries] == [b"old2", b"old3"]
+    f.step(msg(MT.APP, "3", "2", 3, index=1, log_term=1, entries=[Entry(3, 2, data=b"new2")]))
+    f.advance(rd)  # the old entries are on disk now; the new one is not
+    assert f.log.persisted == 1
+    rd2 = f.ready()
+    assert [(e.index, e.term, e.data) for e in rd2.entries] == [(2, 3, b"new2")]
+    # The ack for the new entry goes out only with the Ready that writes it.
+    assert [m.index for m in rd2.messages if m.type is MT.APP_RESP and m.to == "3"] == [2]
+    f.advance(rd2)
+    assert f.log.persisted == 2 and f.log.last_index() == 2
