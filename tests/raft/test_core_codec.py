@@ -94,6 +94,10 @@ def test_limits_stop_oversized_containers_before_allocation():
     with pytest.raises(DecodeError):
         decode_message(b"x" * (2 << 20))
     with pytest.raises(DecodeError):
+        decode_message(b"\x91" * 100_000)  # nesting deeper than any stack should go
+    with pytest.raises(DecodeError):
+        decode_message(b"\xd4\x01\x02")  # an ext type: never accepted
+    with pytest.raises(DecodeError):
         decode_message("not bytes")  # type: ignore[arg-type]
 
 
