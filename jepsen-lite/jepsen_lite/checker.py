@@ -565,7 +565,8 @@ def _prefix(ops: Sequence[Op], model: Model, cut: int) -> list[Op]:
 
 
 def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float | None = None,
-              explain: bool = True, explain_seconds: float = EXPLAIN_SECONDS) -> KeyResult:
+              explain: bool = True, explain_seconds: float = EXPLAIN_SECONDS,
+              algorithm: str = "auto") -> KeyResult:
     """Check one key's ops (all statuses; fail and unknown reads are dropped here).
 
     Depth first search decides most histories at once (a linearizable one is found
@@ -577,11 +578,15 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
     t0 = time.monotonic()
     cops = _checkable(ops, model)
     budget = 50 * len(cops) + 200_000
-    res = _search(cops, model, deadline, max_steps=budget)
+    if algorithm == "frontier":
+        res = _Search(UNKNOWN, budget)
+    else:
+        res = _search(cops, model, deadline,
+                      max_steps=budget if algorithm == "auto" else None)
     verdict = res.verdict
-    steps = res.steps
+    steps = res.steps if algorithm != "frontier" else 0
     frontier: _Frontier | None = None
-    if verdict == UNKNOWN and res.steps >= budget:
+    if verdict == UNKNOWN and res.steps >= budget and algorithm != "dfs":
         frontier = _FrontierEngine(cops, model).run(deadline)
         verdict = frontier.verdict
         steps += frontier.steps
@@ -714,16 +719,21 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
                   model: Model | str = "cas-register", time_limit: float | None = None, *,
                   workers: int | None = None, explain: bool = True,
                   lines: list[int] | None = None,
-                  parallel_threshold: int = PARALLEL_THRESHOLD) -> CheckResult:
+                  parallel_threshold: int = PARALLEL_THRESHOLD,
+                  algorithm: str = "auto") -> CheckResult:
     """Check a history (event dicts as in DESIGN.md, or paired Ops) for linearizability.
 
     Keys are checked independently; with at least ``parallel_threshold`` ops and more
     than one key they run in worker processes (``workers`` defaults to the CPU count).
+    ``algorithm``: "auto" (depth first, then the frontier search past a step budget),
+    "dfs" or "frontier" only.
     ``time_limit`` seconds after the start, unfinished keys are "unknown". The verdict
     is False if any key is not linearizable, else "unknown" if any key is unknown,
     else True. Raises HistoryError for a malformed history.
     """
     t0 = time.monotonic()
+    if algorithm not in ("auto", "dfs", "frontier"):
+        raise ValueError(f"algorithm must be auto, dfs or frontier, got {algorithm!r}")
     m = get_model(model)
     ops = prepare_ops(events, m, lines)
     deadline = t0 + time_limit if time_limit is not None else None
@@ -737,7 +747,8 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
     order = sorted(by_key, key=lambda k: -len(by_key[k]))
     if n_workers > 1 and len(ops) >= parallel_threshold:
         try:
-            results = _check_parallel(by_key, order, m, deadline, explain, explain_s, n_workers)
+            results = _check_parallel(by_key, order, m, deadline, explain, explain_s, n_workers,
+                                      algorithm)
         except (cf.process.BrokenProcessPool, OSError) as e:
             log.warning("checker: worker processes failed (%s); checking in-process", e)
             results = {}
@@ -747,7 +758,7 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
         if deadline is not None and time.monotonic() > deadline:
             results[k] = KeyResult(key=k, valid=UNKNOWN, reason="time limit reached")
             continue
-        results[k] = check_key(k, by_key[k], m, deadline, explain, explain_s)
+        results[k] = check_key(k, by_key[k], m, deadline, explain, explain_s, algorithm)
     keys = {k: results[k] for k in by_key}  # history order of first appearance
     verdicts = [r.valid for r in keys.values()]
     valid: Verdict
@@ -766,15 +777,15 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
 
 def _check_parallel(by_key: dict[Any, list[Op]], order: list[Any], m: Model,
                     deadline: float | None, explain: bool, explain_s: float,
-                    n_workers: int) -> dict[Any, KeyResult]:
+                    n_workers: int, algorithm: str) -> dict[Any, KeyResult]:
     # fork: workers need nothing but their arguments, and unlike spawn/forkserver it
     # does not re-import the caller's __main__ (a script without a main guard, stdin).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     ctx = multiprocessing.get_context(method)
     results: dict[Any, KeyResult] = {}
     with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        futs = {k: pool.submit(check_key, k, by_key[k], m, deadline, explain, explain_s)
-                for k in order}
+        futs = {k: pool.submit(check_key, k, by_key[k], m, deadline, explain, explain_s,
+                               algorithm) for k in order}
         for k in order:
             results[k] = futs[k].result()
     return results
