@@ -48,6 +48,8 @@ from meshraft.mesh.topology import Topology
 log = logging.getLogger("meshraft.mesh")
 
 TOPOLOGY_CHANNEL = "_topology"
+DIGEST_CHANNEL = "_topodigest"  # periodic anti-entropy: [name, uid, incarnation, version]s
+DIGEST_REPLY_CHANNEL = "_topodigest_r"  # the answer to a digest (never answered again)
 DEFAULT_TTL = 64
 HEADER_RESERVE = 1024  # bytes of a frame kept for the message header (kind, names, ttl)
 UnicastHandler = Callable[[str, Any], None]
@@ -553,6 +555,9 @@ class Router:
             if channel == TOPOLOGY_CHANNEL:
                 self._on_topology(link, payload)
                 return
+            if channel in (DIGEST_CHANNEL, DIGEST_REPLY_CHANNEL):
+                self._on_digest(link, payload, reply=channel == DIGEST_REPLY_CHANNEL)
+                return
             if type(payload) is not bytes:
                 raise ProtocolError("gossip: payload is not bytes")
             self.stats["gossip_in"] += 1
@@ -600,6 +605,39 @@ class Router:
             self._topology_changed()
             # Records GC'd right away were not news: do not relay them.
             self._topo_dirty &= set(self.topology.peers)
+
+    def _digest(self) -> list:
+        return [[r.name, r.uid, r.incarnation, r.version] for r in self.topology.peers.values()]
+
+    def _on_digest(self, link: Link, payload: Any, reply: bool) -> None:
+        """A neighbour's topology digest: push it the records it lacks (or has older
+        versions of); if it knows records we lack, ask with our own digest."""
+        if type(payload) is not list or len(payload) > 1 << 16:
+            raise ProtocolError("topology digest: not an array")
+        theirs: dict[str, tuple[int, int, int]] = {}
+        for e in payload:
+            if (type(e) is not list or len(e) != 4 or not valid_name(e[0])
+                    or not all(type(x) is int and 0 <= x < 1 << 64 for x in e[1:])):
+                raise ProtocolError("topology digest: bad entry")
+            theirs[e[0]] = (e[2], e[1], e[3])  # incarnation, uid, version: the merge order
+        push = []
+        for name, rec in self.topology.peers.items():
+            t = theirs.get(name)
+            if t is None or (rec.incarnation, rec.uid, rec.version) > t:
+                push.append(name)
+        if push:
+            body = self._pack([GOSSIP, TOPOLOGY_CHANNEL, self.name, self.topology.encode(push)])
+            link.send(body)
+            self.stats["topology_bytes_out"] += len(body)
+        if not reply:
+            peers = self.topology.peers
+            for name, t in theirs.items():
+                rec = peers.get(name)
+                if rec is None or t > (rec.incarnation, rec.uid, rec.version):
+                    body = self._pack([GOSSIP, DIGEST_REPLY_CHANNEL, self.name, self._digest()])
+                    link.send(body)
+                    self.stats["topology_bytes_out"] += len(body)
+                    break
 
     def _call_handler(self, handler: UnicastHandler, src: str, payload: Any) -> None:
         try:
@@ -690,7 +728,9 @@ class Router:
                 continue
             links = list(self.links.values())
             k = min(len(links), self._fanout(len(links)))
-            body = self._pack([GOSSIP, TOPOLOGY_CHANNEL, self.name, self.topology.encode()])
+            # Topology anti-entropy sends a digest; the neighbour pushes back the
+            # records we lack and asks for those it lacks (far fewer bytes at idle).
+            body = self._pack([GOSSIP, DIGEST_CHANNEL, self.name, self._digest()])
             for link in self._rng.sample(links, k):
                 link.send(body)
                 self.stats["topology_bytes_out"] += len(body)

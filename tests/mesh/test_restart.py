@@ -54,3 +54,16 @@ async def test_unreachable_peers_are_garbage_collected(mesh):
                      "c forgotten by a and b")
     assert a.stats["peers_gc"] >= 1
     assert "c" not in a.status()["routes"]
+
+
+async def test_topology_anti_entropy_repairs_a_lost_update(mesh):
+    a = await mesh("a", gossip_interval=0.1)
+    b = await mesh("b", peers=[a], gossip_interval=0.1)
+    c = await mesh("c", peers=[b], link_filter={"a"}, gossip_interval=0.1)
+    await eventually(lambda: uid_seen(a, "c") is not None, 10, "a knows c")
+    # a loses c's record (as if the update had been dropped): digests repair it
+    del a.topology.peers["c"]
+    a.topology.generation += 1
+    assert uid_seen(a, "c") is None
+    await eventually(lambda: uid_seen(a, "c") == f"{c.uid:016x}", 5, "c's record back at a")
+    assert a.routes.next_hop("c") == "b"
