@@ -65,6 +65,7 @@ import gc
 import logging
 import os
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -351,8 +352,6 @@ class Storage:
         """Lock ``data_dir`` (creating it), recover the WAL and the newest snapshot.
 
         Raises :class:`DataDirLocked`, :class:`CorruptWAL`, :class:`CorruptSnapshot`."""
-        import time
-
         t0 = time.monotonic()
         path = Path(data_dir)
         try:
@@ -403,6 +402,10 @@ class Storage:
                 raise StorageError(f"unexpected file in WAL dir: {p}") from None
         seg_paths.sort()
         self.recovery.segments = len(seg_paths)
+        if not seg_paths and self._snapshot_files():
+            # Never start over as an empty member from a dir that held data.
+            raise StorageError(f"{self.wal_dir} has no WAL segments but {self.snap_dir} has "
+                               "snapshots: the WAL was lost; refusing to start empty")
         initialized = False  # the first segment read sets the log's starting point
         snap_meta = SnapshotMeta()
         for n, (seq, p) in enumerate(seg_paths):

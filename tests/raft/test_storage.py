@@ -505,3 +505,13 @@ async def test_random_wal_damage_never_loses_synced_data_silently(tmp_path: Path
             assert len(got) >= marks[-2][2], (trial, pos, len(got))
         outcomes["recovered"] += 1
     assert outcomes["refused"] > 10 and outcomes["recovered"] > 10, outcomes
+
+
+async def test_lost_wal_with_snapshots_refuses_to_start_empty(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 10)
+    await s.create_snapshot(5, ConfState(["1"]), b"five")
+    s.close()
+    shutil.rmtree(tmp_path / "d" / "wal")
+    with pytest.raises(StorageError, match="WAL was lost"):
+        Storage.open(tmp_path / "d")
