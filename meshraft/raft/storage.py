@@ -62,6 +62,7 @@ import asyncio
 import errno
 import fcntl
 import gc
+import itertools
 import logging
 import os
 import struct
@@ -402,6 +403,11 @@ class Storage:
                 raise StorageError(f"unexpected file in WAL dir: {p}") from None
         seg_paths.sort()
         self.recovery.segments = len(seg_paths)
+        seqs = [seq for seq, _ in seg_paths]
+        for a, b in itertools.pairwise(seqs):
+            if b != a + 1:
+                missing = self.wal_dir / f"{a + 1:016d}.wal"
+                raise CorruptWAL(str(missing), 0, f"segment missing (have {a} and {b})")
         if not seg_paths and self._snapshot_files():
             # Never start over as an empty member from a dir that held data.
             raise StorageError(f"{self.wal_dir} has no WAL segments but {self.snap_dir} has "

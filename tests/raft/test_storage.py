@@ -515,3 +515,14 @@ async def test_lost_wal_with_snapshots_refuses_to_start_empty(tmp_path: Path) ->
     shutil.rmtree(tmp_path / "d" / "wal")
     with pytest.raises(StorageError, match="WAL was lost"):
         Storage.open(tmp_path / "d")
+
+
+async def test_missing_middle_segment_is_named(tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d", options=StorageOptions(segment_bytes=256))
+    await fill(s, 1, 40)
+    segs = s.segment_paths()
+    s.close()
+    segs[1].unlink()
+    with pytest.raises(CorruptWAL, match="segment missing") as info:
+        Storage.open(tmp_path / "d")
+    assert info.value.path == str(segs[1])
