@@ -72,6 +72,8 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heartbeat", type=float, default=0.5)
     ap.add_argument("--link-timeout", type=float, default=2.0)
     ap.add_argument("--gossip-interval", type=float, default=1.0)
+    ap.add_argument("--link-filter", default="",
+                    help="comma-separated peer names to refuse links with (for fault tests)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -83,7 +85,8 @@ async def main(argv: list[str] | None = None) -> int:
             args.name, listen=parse_address(args.listen, listen=True), peers=args.peer,
             password=password,
             heartbeat=args.heartbeat, link_timeout=args.link_timeout,
-            gossip_interval=args.gossip_interval)
+            gossip_interval=args.gossip_interval,
+            link_filter=[n for n in args.link_filter.split(",") if n])
     except (ValueError, OSError) as exc:
         print(f"counter: {exc}", file=sys.stderr)
         return 2

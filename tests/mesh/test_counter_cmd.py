@@ -77,3 +77,32 @@ def test_counter_rejects_bad_requests_and_bad_flags(procs, tmp_path):
                          "--password-file", str(empty)], name="badflags")
     assert p.wait(10) == 2
     assert "empty" in p.log()
+
+
+def routes(port: int) -> dict:
+    import json
+
+    return json.loads(get(port, "/status"))["routes"]
+
+
+def test_a_paused_process_is_noticed_and_routes_move(procs):
+    """b is SIGSTOPped: its links fall silent, time out, and a's route to c moves to d."""
+    ports = free_ports(8)
+    m, h = dict(zip("abcd", ports[:4], strict=True)), dict(zip("abcd", ports[4:], strict=True))
+    start(procs, "b", m["b"], h["b"])
+    pa = start(procs, "a", m["a"], h["a"], seed=m["b"], extra=["--link-filter", "c"])
+    start(procs, "c", m["c"], h["c"], seed=m["b"], extra=["--link-filter", "a"])
+    pb = procs.procs[0]
+    start(procs, "d", m["d"], h["d"], seed=m["b"])
+    wait_until(lambda: routes(h["a"]).get("c") == "b" and routes(h["a"]).get("d") == "d", 10,
+               what="a reaches c via b (the tie-break) and d directly")
+    pb.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: routes(h["a"]).get("c") == "d", 10, what="a's route to c moves to d")
+        # noticed by the heartbeat timeout (the paused process keeps its sockets open)
+        assert "heartbeat timeout" in pa.log()
+        incr(h["a"], 4)
+        wait_until(lambda: get(h["c"]).strip() == "4", 5, what="c counts a's increment via d")
+    finally:
+        pb.signal(signal.SIGCONT)
+    wait_until(lambda: get(h["b"]).strip() == "4", 10, what="b catches up after SIGCONT")
