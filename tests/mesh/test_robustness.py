@@ -241,3 +241,50 @@ def test_garbage_never_crashes_anything(victim, handshake, bodies, tail):
     healthy, status = asyncio.run_coroutine_threadsafe(attack(), loop).result(10)
     assert healthy, status["links"]
     assert errors == []
+
+
+structured = st.tuples(
+    st.sampled_from([0, 1, 2, 3]),
+    st.sampled_from(["_topology", "_topodigest", "_topodigest_r", "counter", "raft", "x"]),
+    st.sampled_from(["fuzz", "a", "b", ""]),
+    msgpack_values,
+).map(lambda t: [t[0], t[1], t[2], t[3]] if t[0] in (0, 3) else
+      [t[0], t[1], t[2], "a", 3, t[3]] if t[0] == 1 else [t[0], t[1], t[2], 3, t[3]])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(structured, min_size=1, max_size=4))
+def test_well_framed_hostile_messages_never_crash_anything(victim, msgs):
+    """Topology records, digests, gossip and unicast with hostile contents."""
+    loop, a, b, errors = victim
+
+    async def attack():
+        raw = await RawPeer.connect(*a.address)
+        try:
+            await raw.handshake(name="fuzz")
+            for m in msgs:
+                raw.send_frame(msgpack.packb(m))
+            await raw.writer.drain()
+            await raw.closed_by_peer(0.1)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            raw.close()
+        await asyncio.sleep(0.01)
+        return "b" in a.links and "a" in b.links, a.status()
+
+    healthy, status = asyncio.run_coroutine_threadsafe(attack(), loop).result(10)
+    assert healthy, status["links"]
+    assert errors == []
+    assert {p["name"] for p in status["peers"]} >= {"a", "b"}
+
+
+@given(msgpack_values)
+def test_peer_record_decoding_raises_value_error_only(obj):
+    from meshraft.mesh.peer import PeerRecord
+
+    try:
+        PeerRecord.decode(obj)
+    except ValueError:
+        pass
