@@ -246,7 +246,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         prv[itail] = m + 1 + k_info
     nxt[itail] = itail
     etype[itail] = 0  # a "call" the info scan stops at (see `e == itail` below)
-    trans: list[dict[int, int]] = [{} for _ in range(size)]
+    trans: list[dict[int, int] | None] = [None] * size  # per call: state -> next state
     states: list[Hashable] = [model.init()]
     sid: dict[Hashable, int] = {states[0]: 0}
     caches: list[dict[tuple[int, int], Any]] = [{}]
@@ -279,6 +279,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 continue
             else:
                 tr = trans[e]
+                if tr is None:
+                    tr = trans[e] = {}
                 ns = tr.get(s, -2)
                 if ns == -2:
                     nxt_state = step(states[s], ops[eop[e]])
@@ -775,19 +777,38 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
                        op_count=len(ops), ops_by_status=counts, ops=ops)
 
 
+_SHARED: dict[Any, list[Op]] = {}
+
+
+def _check_shared(k: Any, m: Model, deadline: float | None, explain: bool, explain_s: float,
+                  algorithm: str) -> KeyResult:
+    """In a forked worker: the key's ops were inherited, not pickled."""
+    return check_key(k, _SHARED[k], m, deadline, explain, explain_s, algorithm)
+
+
 def _check_parallel(by_key: dict[Any, list[Op]], order: list[Any], m: Model,
                     deadline: float | None, explain: bool, explain_s: float,
                     n_workers: int, algorithm: str) -> dict[Any, KeyResult]:
-    # fork: workers need nothing but their arguments, and unlike spawn/forkserver it
-    # does not re-import the caller's __main__ (a script without a main guard, stdin).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    ctx = multiprocessing.get_context(method)
+    # fork: the workers inherit the ops (no pickling of 100,000 objects), and unlike
+    # spawn/forkserver it does not re-import the caller's __main__.
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if forking else None)
     results: dict[Any, KeyResult] = {}
-    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        futs = {k: pool.submit(check_key, k, by_key[k], m, deadline, explain, explain_s,
-                               algorithm) for k in order}
-        for k in order:
-            results[k] = futs[k].result()
+    if forking:
+        _SHARED.clear()
+        _SHARED.update(by_key)
+    try:
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            if forking:
+                futs = {k: pool.submit(_check_shared, k, m, deadline, explain, explain_s,
+                                       algorithm) for k in order}
+            else:
+                futs = {k: pool.submit(check_key, k, by_key[k], m, deadline, explain,
+                                       explain_s, algorithm) for k in order}
+            for k in order:
+                results[k] = futs[k].result()
+    finally:
+        _SHARED.clear()
     return results
 
 

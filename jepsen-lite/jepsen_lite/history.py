@@ -73,15 +73,28 @@ class Op:
 
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return type(x) is int or (isinstance(x, int) and not isinstance(x, bool))
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return type(x) is int or type(x) is float or (
+        isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
 def validate_event(ev: Any, line: int | None = None) -> None:
     """Check one event's shape (not its relation to other events)."""
+    if type(ev) is dict and type(ev.get("index")) is int and ev.get("type") in TYPES:
+        t = ev.get("time")
+        p = ev.get("process", _MISSING)
+        if (t is None or type(t) is int) and type(p) is int and type(ev.get("f")) is str:
+            key = ev.get("key")
+            err = ev.get("error")
+            if (key is None or type(key) is str or type(key) is int) and (
+                    err is None or type(err) is str):
+                return  # the common, well-formed client event
+        elif (t is None or type(t) is int) and p is not _MISSING and type(p) is not int \
+                and not isinstance(p, int):
+            return  # a well-formed non-client event (nemesis)
     if not isinstance(ev, dict):
         raise HistoryError(f"an event must be a JSON object, got {type(ev).__name__}", line)
     if "index" not in ev:
@@ -196,7 +209,7 @@ def pair_operations(events: list[dict[str, Any]],
     open_ops: dict[int, Op] = {}
     for i, ev in enumerate(events):
         proc = ev.get("process")
-        if not _is_int(proc):
+        if type(proc) is not int and not _is_int(proc):
             continue
         line = lines[i] if lines is not None else i + 1
         typ = ev["type"]
