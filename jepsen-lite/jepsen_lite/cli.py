@@ -120,6 +120,10 @@ def _print_human(source: str, result: Any) -> None:
 
 
 # The runner's commands register here (jepsen_lite.runner): `run` and `clean`.
+from jepsen_lite.runner import clean_cmd, run_cmd  # noqa: E402
+
+main.add_command(run_cmd)
+main.add_command(clean_cmd)
 
 
 if __name__ == "__main__":

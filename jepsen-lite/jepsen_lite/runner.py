@@ -15,9 +15,11 @@ outside what netns.py creates, or leave a namespace behind on an exit path it se
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import ctypes
+import html
 import json
 import logging
 import os
@@ -604,9 +606,10 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         _write_results(out, results)
         _say(f"run failed: {failure}")
         return EXIT_FAILED, results
-    code, check = _check(out, events, cfg.check_time_limit)
+    code, check, res = _check(events, cfg.check_time_limit)
     results.update(check)
     _plots(out, events, results)
+    _report(out, events, res, results)
     _write_results(out, results)
     return code, results
 
@@ -639,8 +642,8 @@ def _periods_in_history_time(events: list[dict[str, Any]], periods: list[Period]
             for p in periods]
 
 
-def _check(out: Path, events: list[dict[str, Any]],
-           time_limit: float | None) -> tuple[int, dict[str, Any]]:
+def _check(events: list[dict[str, Any]],
+           time_limit: float | None) -> tuple[int, dict[str, Any], Any]:
     from jepsen_lite.checker import UNKNOWN, check_history
 
     res = check_history(events, "cas-register", time_limit)
@@ -648,26 +651,63 @@ def _check(out: Path, events: list[dict[str, Any]],
     valid = data["valid"]
     check = {"valid": valid, "check": {k: v for k, v in data.items() if k != "keys"},
              "check_time_s": round(res.elapsed, 3)}
-    _report(out, events, res)
     if valid is True:
-        return EXIT_OK, check
+        return EXIT_OK, check, res
     if valid is False:
-        return EXIT_INVALID, check
+        return EXIT_INVALID, check, res
     assert valid == UNKNOWN
-    return EXIT_FAILED, check
+    return EXIT_FAILED, check, res
 
 
-def _report(out: Path, events: list[dict[str, Any]], res: Any) -> None:
-    try:
-        from jepsen_lite import report
-    except ImportError:
-        log.warning("jepsen_lite.report is not available: no report.html")
-        return
-    writer = getattr(report, "write_report", None)
-    if writer is None:
-        log.warning("jepsen_lite.report has no write_report: no report.html")
-        return
-    writer(out / "report.html", res, events=events)
+def _report(out: Path, events: list[dict[str, Any]], res: Any,
+            results: dict[str, Any]) -> None:
+    """report.html: the checker's report, fault periods shaded on every timeline, with
+    the run's numbers and both plots (embedded, so the page stands alone)."""
+    from jepsen_lite.report import write_report
+
+    times = [e["time"] for e in events if e.get("time") is not None]
+    t0 = min(times) if times else 0
+    end = max(times) if times else 0
+    periods = [(t0 + p["start"] * 1e9, t0 + p["stop"] * 1e9 if p["stop"] is not None else end,
+                p["f"]) for p in results["nemesis_periods"]]
+    write_report(out / "report.html", res, events, nemesis_periods=periods,
+                 title=f"jepsen-lite run {results['run_id']}", source=str(out / "history.jsonl"),
+                 extra_html=_run_html(out, results))
+
+
+def _run_html(out: Path, r: dict[str, Any]) -> str:
+    esc = html.escape
+    a = r.get("availability", {})
+    cfg = r.get("config", {})
+    rows = [
+        ("command (replay)", f"<code>{esc(r.get('replay', ''))}</code>"),
+        ("nodes / net / transport", esc(f"{cfg.get('nodes')} / {cfg.get('net')} / "
+                                        f"{cfg.get('transport')}")),
+        ("nemesis / reads", esc(f"{cfg.get('nemesis')} / {cfg.get('reads')}")),
+        ("ops by outcome", esc(json.dumps(r.get("ops_by_outcome")))),
+        ("ok share: during faults / without", esc(f"{a.get('during_faults')} / "
+                                                 f"{a.get('without_faults')}")),
+        ("answered client time: during faults / without",
+         esc(f"{a.get('answered_client_time_during_faults')} / "
+             f"{a.get('answered_client_time_without_faults')}")),
+        ("first ok write after a fault starts, median s",
+         esc(json.dumps(r.get("failover", {}).get("median_by_fault")))),
+    ]
+    faults = "".join(
+        f"<tr><td>{esc(p['f'])}</td><td>{p['start']:.2f}</td>"
+        f"<td>{'' if p['stop'] is None else round(p['stop'], 2)}</td>"
+        f"<td><code>{esc(json.dumps(p['value'])[:200])}</code></td></tr>"
+        for p in r.get("nemesis_periods", []))
+    imgs = ""
+    for name in ("latency.png", "rate.png"):
+        path = out / name
+        if path.exists():
+            data = base64.b64encode(path.read_bytes()).decode()
+            imgs += f"<p><img alt='{name}' src='data:image/png;base64,{data}'></p>"
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f"<h2>Run</h2><table>{table}</table>{imgs}"
+            f"<h2>Faults</h2><table><tr><th>fault</th><th>start s</th><th>stop s</th>"
+            f"<th>value</th></tr>{faults}</table>")
 
 
 def _plots(out: Path, events: list[dict[str, Any]], results: dict[str, Any]) -> None:
@@ -689,7 +729,8 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
     args = ["jepsen-lite", "run", "--nodes", str(cfg.nodes), "--time", f"{cfg.time:g}",
             "--concurrency", str(cfg.concurrency), "--keys", str(cfg.keys),
             "--nemesis", cfg.nemesis, "--reads", cfg.reads, "--net", cfg.net,
-            "--transport", cfg.transport, "--seed", str(seed)]
+            "--transport", cfg.transport, "--seed", str(seed),
+            "--quiet-period", f"{cfg.quiet_period:g}", "--op-timeout", f"{cfg.op_timeout:g}"]
     if cfg.rate:
         args += ["--rate", f"{cfg.rate:g}"]
     return shlex.join(args)

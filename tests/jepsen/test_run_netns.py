@@ -67,6 +67,9 @@ def test_each_nemesis_family_stays_linearizable(family, tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert sorted(p.name for p in (out / "nodes").glob("n*.log")) == [
         f"n{i}.log" for i in range(1, 6)]
+    if family == "isolate-leader":  # the nemesis found the leader by asking the nodes
+        assert all(s["value"]["leader"] == s["value"]["isolated"] for s in starts)
+        assert all(s["value"]["leader"] in [str(i) for i in range(1, 6)] for s in starts)
     if family == "kill":
         restarted = [s for s in stops if s["value"]["nodes"]]
         assert restarted
