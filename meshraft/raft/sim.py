@@ -162,6 +162,7 @@ class Simulation:
         self.leaders: dict[int, str] = {}
         self.entries_seen: dict[tuple[int, int], tuple[bytes, int | None]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
+        self.commit_term: dict[int, int] = {}  # the term in which it was first committed
         self.history: list[dict] = []
         self.res = SimResult(seed, True)
         self.clients: dict[int, ClientOp | None] = {c: None for c in range(self.p.clients)}
@@ -293,10 +294,11 @@ class Simulation:
                 t = core.log.term(i)
                 if t is None:
                     continue
-                self.record_commit(n, i, t, core.log.entry(i).data)
+                self.record_commit(n, i, t, core.log.entry(i).data, rd.hard_state.term)
             n.last_commit = rd.hard_state.commit
 
-    def record_commit(self, n: SimNode, i: int, t: int, data: bytes) -> None:
+    def record_commit(self, n: SimNode, i: int, t: int, data: bytes, term: int) -> None:
+        """Entry ``i`` (term ``t``) is committed, as first known by ``n`` in ``term``."""
         have = self.committed.get(i)
         if have is None:
             # Durability: whoever commits first (the leader) counted a quorum of its
@@ -307,15 +309,19 @@ class Simulation:
             if copies < need and not (t == 1 and i <= self.p.nodes):
                 self.fail(f"committed {t}/{i} is on {copies} disks, a quorum is {need}")
             self.committed[i] = (t, data)
+            self.commit_term[i] = term
             self.res.commits += 1
         elif have != (t, data):
             self.fail(f"State Machine Safety: {n.id} commits {t}/{i} but {have[0]}/{i} "
                       "was committed before")
 
     def check_leader_completeness(self, n: SimNode) -> None:
+        # Raft's promise is for leaders of terms after the one that committed the entry
+        # (a leader of an older term may still be elected late, from delayed votes).
         lg = n.core.log
+        lterm = n.core.term
         for i, (t, _) in self.committed.items():
-            if i <= lg.offset:
+            if i <= lg.offset or self.commit_term[i] >= lterm:
                 continue
             if lg.term(i) != t:
                 self.fail(f"Leader Completeness: leader {n.id} (term {n.core.term}) lacks "
@@ -324,7 +330,7 @@ class Simulation:
     def apply(self, n: SimNode, e: Entry) -> None:
         have = self.committed.get(e.index)
         if have is None:
-            self.record_commit(n, e.index, e.term, e.data)
+            self.record_commit(n, e.index, e.term, e.data, n.core.term)
         elif have != (e.term, e.data):
             self.fail(f"State Machine Safety: {n.id} applies {e.term}/{e.index}, committed "
                       f"was {have[0]}/{e.index}")
