@@ -416,3 +416,50 @@ async def test_failing_state_machine_snapshot_does_not_stop_replication(tmp_path
         assert c.sms[leader.node_id].items == [b"s%d" % k for k in range(40)]
     finally:
         await c.stop()
+
+
+class GatedFsync(DiskIO):
+    """fsync waits (in the storage's worker thread) while the gate is shut."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.open = threading.Event()
+        self.open.set()
+        self.waiting = 0
+
+    def fsync(self, fd: int) -> None:
+        if not self.open.is_set():
+            self.waiting += 1
+            self.open.wait(30)
+        super().fsync(fd)
+
+
+async def test_followers_ack_only_after_fsync_and_loop_keeps_running(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    gates = {nid: GatedFsync() for nid in c.ids}
+    try:
+        for nid in c.ids:
+            await c.start(nid, disk_io=gates[nid])
+        leader = await c.leader()
+        await leader.propose(b"first")
+        followers = [n for n in c.nodes.values() if n is not leader]
+        for f in followers:
+            gates[f.node_id].open.clear()
+        pending = asyncio.ensure_future(leader.propose(b"second", timeout=20))
+        await c.wait(lambda: all(gates[f.node_id].waiting for f in followers),
+                     what="both followers to be inside a stuck fsync")
+        await asyncio.sleep(1.0)  # many ticks and heartbeats while the disks are stuck
+        assert not pending.done(), "committed without a follower's entry on disk"
+        for f in followers:  # their event loops still run while the fsync hangs
+            assert f.status()["leader"] == leader.node_id
+            assert f.status()["last_index"] > f.status()["commit_index"]
+        # (The leader may step down meanwhile: followers stuck in a write cannot
+        # answer heartbeats, and CheckQuorum notices. The entry survives either way.)
+        for f in followers:
+            gates[f.node_id].open.set()
+        assert (await pending)[1] == 2
+    finally:
+        for g in gates.values():
+            g.open.set()
+        await c.stop()
