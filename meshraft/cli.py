@@ -7,7 +7,13 @@ through their public APIs, and it never prints a traceback for a user error:
 errors are one line on stderr.
 
 Exit codes: 0 ok, 1 the operation's own "no" (key absent, cas mismatch),
-2 usage or input error, 3 unavailable or outcome unknown.
+2 usage or input error (also: unauthorized, TLS misconfigured), 3 unavailable
+or outcome unknown.
+
+Client-port security flags: ``serve --client-cert/--client-key`` (TLS),
+``--trusted-ca`` (also require client certificates: mutual TLS),
+``--client-token-file``; client commands take ``--cacert``, ``--cert``,
+``--key`` (like etcdctl) and ``--token-file`` (or ``MESHRAFT_TOKEN``).
 """
 
 from __future__ import annotations
@@ -159,7 +165,25 @@ def default_endpoints() -> str:
     return DEFAULT_ENDPOINT
 
 
+def _stash(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a security option in ctx.meta (commands need not take it as an argument)."""
+    ctx.meta[f"meshraft.{param.name}"] = value
+    return value
+
+
 def client_options(f: Callable) -> Callable:
+    file_type = click.Path(dir_okay=False, exists=True)
+    for name, env, help_ in [  # dests are prefixed: `put KEY` has an argument named key
+        ("--token-file", None, "Send the client token in this file with every request "
+                               "[env MESHRAFT_TOKEN holds the token itself]."),
+        ("--key", "MESHRAFT_KEY", "Private key of --cert."),
+        ("--cert", "MESHRAFT_CERT", "Client certificate for mutual TLS (with --key)."),
+        ("--cacert", "MESHRAFT_CACERT",
+         "Use TLS and verify the server's certificate with this CA bundle."),
+    ]:
+        f = click.option(name, "tls_" + name[2:].replace("-", "_"), envvar=env, type=file_type,
+                         expose_value=False,
+                         callback=_stash, is_eager=False, help=help_)(f)
     f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
     f = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                      help="Seconds the operation may take, retries included.")(f)
@@ -181,9 +205,10 @@ def run_client(endpoints: str | None, timeout: float,
         fail(f"--endpoints: {exc}", EXIT_USAGE)
     if first_only:
         eps = eps[:1]
+    security = client_security()
 
     async def go() -> int:
-        async with kc.AsyncClient(eps, timeout=timeout) as c:
+        async with kc.AsyncClient(eps, timeout=timeout, **security) as c:
             return await op(c)
 
     try:
@@ -192,6 +217,11 @@ def run_client(endpoints: str | None, timeout: float,
         fail(f"outcome unknown: {exc.message}", EXIT_UNAVAILABLE)
     except kc.BadRequest as exc:
         fail(exc.message, EXIT_USAGE)
+    except kc.Unauthorized as exc:
+        fail(exc.message if exc.message.startswith("unauthorized") else
+             f"unauthorized: {exc.message}", EXIT_USAGE)
+    except kc.TLSFailure as exc:
+        fail(exc.message, EXIT_USAGE)
     except kc.Unavailable as exc:
         fail(exc.message, EXIT_UNAVAILABLE)
     except kc.MeshraftError as exc:
@@ -199,6 +229,31 @@ def run_client(endpoints: str | None, timeout: float,
     except KeyboardInterrupt:
         fail("interrupted", EXIT_UNAVAILABLE)
     sys.exit(code)
+
+
+def client_security() -> dict[str, Any]:
+    """The AsyncClient arguments from --cacert/--cert/--key/--token-file/MESHRAFT_TOKEN."""
+    from meshraft.kv.tls import client_context, read_token_file
+
+    meta = click.get_current_context().meta
+    cacert, cert, key, token_file = (meta.get(f"meshraft.tls_{n}")
+                                     for n in ("cacert", "cert", "key", "token_file"))
+    out: dict[str, Any] = {}
+    if cacert or cert or key:
+        if (cert is None) != (key is None):
+            fail("--cert and --key go together", EXIT_USAGE)
+        try:
+            out["ssl"] = client_context(cacert, cert, key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            fail(f"cannot use the TLS files: {exc}", EXIT_USAGE)
+    if token_file:
+        try:
+            out["token"] = read_token_file(token_file)
+        except (OSError, ValueError) as exc:
+            fail(f"--token-file: {exc}", EXIT_USAGE)
+    elif os.environ.get("MESHRAFT_TOKEN"):
+        out["token"] = os.environ["MESHRAFT_TOKEN"].encode("utf-8", "surrogateescape")
+    return out
 
 
 def emit(as_json: bool, obj: dict[str, Any], text: str | None) -> None:
@@ -526,12 +581,27 @@ def setup_logging(level: str, node_id: str) -> None:
               help="Join a running cluster (added with `member add`) instead of bootstrapping.")
 @click.option("--snapshot-entries", type=click.IntRange(min=10), default=None,
               help="Snapshot the state after this many log entries [default: 10000].")
+@click.option("--client-cert", type=click.Path(dir_okay=False, exists=True),
+              help="Serve clients over TLS with this certificate (PEM; with --client-key).")
+@click.option("--client-key", type=click.Path(dir_okay=False, exists=True),
+              help="Private key of --client-cert (PEM).")
+@click.option("--trusted-ca", type=click.Path(dir_okay=False, exists=True),
+              help="Require client certificates signed by this CA (mutual TLS; needs "
+                   "--client-cert).")
+@click.option("--client-token-file", type=click.Path(dir_okay=False, exists=True),
+              help="Every client request must carry the token in this file (clients: "
+                   "--token-file or MESHRAFT_TOKEN).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
-          snapshot_entries: int | None, log_level: str) -> None:
-    """Run one member until SIGTERM or SIGINT."""
+          snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
+          trusted_ca: str | None, client_token_file: str | None, log_level: str) -> None:
+    """Run one member until SIGTERM or SIGINT.
+
+    Clients are served on 127.0.0.1 unless --client says otherwise; listening
+    elsewhere without --client-token-file (or the mesh without --password-file)
+    is logged as a WARNING."""
     peers = parse_peers(peers_text)
     if node_id not in peers and not listen:
         raise click.BadParameter(f"--peers has no entry for this id {node_id!r}; add it or "
@@ -552,6 +622,8 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
             password = read_password_file(str(password_file))
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--password-file") from None
+    client_tls, client_token = _client_security(client_cert, client_key, trusted_ca,
+                                                client_token_file)
     data_dir = data_dir or Path(DEFAULT_DATA_DIR) / f"node-{node_id}"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -560,7 +632,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
     setup_logging(log_level, node_id)
     try:
         asyncio.run(_serve(node_id, peers, listen_addr, client, data_dir, transport, password,
-                           join, snapshot_entries))
+                           join, snapshot_entries, client_tls, client_token))
     except KeyboardInterrupt:
         pass
     except StartupError as exc:
@@ -571,9 +643,37 @@ class StartupError(Exception):
     pass
 
 
+def _client_security(cert: str | None, key: str | None, trusted_ca: str | None,
+                     token_file: str | None) -> tuple[Any, bytes | None]:
+    """serve's TLS context and token for the client port (usage errors exit 2)."""
+    from meshraft.kv.tls import read_token_file, server_context
+
+    ctx = None
+    if (cert is None) != (key is None):
+        raise click.BadParameter("--client-cert and --client-key go together",
+                                 param_hint="--client-cert")
+    if trusted_ca is not None and cert is None:
+        raise click.BadParameter("mutual TLS needs the server's own --client-cert and "
+                                 "--client-key", param_hint="--trusted-ca")
+    if cert is not None:
+        try:
+            ctx = server_context(cert, key, trusted_ca)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise click.BadParameter(f"cannot load the TLS files: {exc}",
+                                     param_hint="--client-cert") from None
+    token = None
+    if token_file is not None:
+        try:
+            token = read_token_file(token_file)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--client-token-file") from None
+    return ctx, token
+
+
 async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[str, int],
                  client: tuple[str, int], data_dir: Path, transport: str,
-                 password: bytes | None, join: bool, snapshot_entries: int | None = None) -> None:
+                 password: bytes | None, join: bool, snapshot_entries: int | None = None,
+                 client_tls: Any = None, client_token: bytes | None = None) -> None:
     from meshraft.kv.server import KVServer
     from meshraft.kv.state_machine import KVStateMachine
     from meshraft.raft import errors
@@ -654,7 +754,7 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
         except errors.StorageError as exc:
             raise StartupError(str(exc)) from None
         server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra,
-                          member_address=member_address)
+                          member_address=member_address, ssl=client_tls, token=client_token)
         await server.start(sock=client_sock)
         click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
                    f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import struct
 import time
 from collections import Counter, deque
@@ -42,7 +41,6 @@ _bin8 = struct.Struct(">BB").pack
 _bin16 = struct.Struct(">BH").pack
 _bin32 = struct.Struct(">BI").pack
 
-log = logging.getLogger("meshraft.meshconn")
 
 
 class MeshPacketConn(asyncio.DatagramTransport):

@@ -14,7 +14,13 @@ Errors (all subclasses of ``MeshraftError``):
 - ``BadRequest`` (``TooLarge``): the request is invalid; retrying will not help.
 - ``Unavailable`` (``Busy``): the request certainly did not take effect.
 - ``OutcomeUnknown``: the write was sent and may or may not take effect.
-- ``Unauthorized``: reserved for authenticated clients.
+- ``Unauthorized``: the server wants a client token and this one is missing or wrong.
+- ``TLSFailure``: the TLS handshake failed at every endpoint (wrong CA, no client
+  certificate where the server requires one, or TLS against a plain port).
+
+Security: ``ssl`` (an ``ssl.SSLContext``) or ``cacert``/``cert``/``key`` paths
+make every connection TLS (see ``meshraft.kv.tls.client_context``); ``token`` is
+sent with every request. A plain connection to a TLS port is reported as such.
 
 A get of an absent key returns ``None``; a cas whose expectation does not hold
 returns ``CasResult(succeeded=False)``. Those are answers, not errors.
@@ -30,6 +36,7 @@ import itertools
 import logging
 import os
 import random
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshraft.kv import protocol as p
+from meshraft.kv.tls import client_context
 
 log = logging.getLogger("meshraft.kv.client")
 
@@ -72,6 +80,12 @@ class TooLarge(BadRequest):
 
 class Unauthorized(MeshraftError):
     code = p.UNAUTHORIZED
+
+
+class TLSFailure(MeshraftError):
+    """TLS could not be set up with any endpoint: a configuration problem, not an outage."""
+
+    code = "tls"
 
 
 class Unavailable(MeshraftError):
@@ -169,8 +183,10 @@ class _ConnectionLost(Exception):
 class _Connection:
     """One TCP connection to one endpoint; replies are matched to requests by id."""
 
-    def __init__(self, endpoint: tuple[str, int]) -> None:
+    def __init__(self, endpoint: tuple[str, int],
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self.endpoint = endpoint
+        self.ssl = ssl
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.waiters: dict[int, asyncio.Future] = {}
@@ -179,8 +195,11 @@ class _Connection:
         self.closed = False
 
     async def open(self, timeout: float) -> None:
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": timeout}
         self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(*self.endpoint, limit=2**16), timeout)
+            asyncio.open_connection(*self.endpoint, limit=2**16, **tls), timeout)
         self.reader_task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -188,9 +207,22 @@ class _Connection:
         error: BaseException = _ConnectionLost("connection closed by the server", True)
         try:
             while True:
-                payload = await p.read_frame(self.reader, MAX_REPLY_FRAME)
+                try:
+                    payload = await p.read_frame(self.reader, MAX_REPLY_FRAME)
+                except p.FrameTooLarge as exc:
+                    if self.ssl is None and exc.size >> 24 in (0x15, 0x16):
+                        # 0x15/0x16 0x03: a TLS alert or handshake record, not our framing
+                        raise p.ProtocolError(
+                            p.BAD_REQUEST, "the server speaks TLS and this client does not "
+                            "(give --cacert, or ssl=/cacert= in Python)") from None
+                    raise
                 body = p.decode_body(payload, MAX_REPLY_FRAME, max_items=1 << 20)
                 rid = body.get("id")
+                if rid is None and body.get("error") == p.TLS_REQUIRED:
+                    error = TLSFailure(
+                        f"{self.endpoint[0]}:{self.endpoint[1]} speaks TLS and this client "
+                        "does not (give --cacert, or ssl=/cacert= in Python)")
+                    continue
                 if rid is None:
                     # A connection-level error from the server (it is about to close).
                     # busy here means the connection was refused before any request was
@@ -205,6 +237,9 @@ class _Connection:
         except asyncio.CancelledError:
             error = _ConnectionLost("connection closed", True)
             raise
+        except _ssl.SSLError as exc:  # e.g. TLS 1.3: the server refuses our certificate late
+            error = TLSFailure(
+                f"TLS with {self.endpoint[0]}:{self.endpoint[1]} failed: {_tls_reason(exc)}")
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except p.ProtocolError as exc:
@@ -235,6 +270,8 @@ class _Connection:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self.waiters.pop(rid, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: the reader may have failed it after a send error
 
     async def close(self) -> None:
         self.closed = True
@@ -272,8 +309,19 @@ class AsyncClient:
         backoff: tuple[float, float] = (0.02, 0.5),
         rng: random.Random | None = None,
         prefer_leader: bool = True,
+        ssl: _ssl.SSLContext | None = None,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        token: bytes | str | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        if ssl is None and (cacert or cert or key):
+            ssl = client_context(cacert, cert, key)
+        self.ssl = ssl
+        if token is not None and not token:
+            raise ValueError("the client token is empty")
+        self.token = token
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.connect_timeout = connect_timeout
@@ -399,7 +447,7 @@ class AsyncClient:
         conn = self._conns.get(endpoint)
         if conn is not None and not conn.closed:
             return conn
-        conn = _Connection(endpoint)
+        conn = _Connection(endpoint, self.ssl)
         await conn.open(self.connect_timeout)
         other = self._conns.get(endpoint)
         if other is not None and not other.closed:  # someone connected meanwhile: share it
@@ -472,6 +520,7 @@ class AsyncClient:
         maybe_applied = False  # some attempt of this write may have reached the log
         last = "no endpoint answered"
         attempt = 0
+        tls_failed: set[tuple[str, int]] = set()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -482,6 +531,24 @@ class AsyncClient:
             per_try = min(self.attempt_timeout, remaining)
             try:
                 conn = await self._connection(endpoint)
+            except (_ssl.SSLError, ConnectionResetError) as exc:
+                if not isinstance(exc, _ssl.SSLError) and self.ssl is None:
+                    last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc}"
+                    self._rotate()
+                    attempt += 1
+                    continue
+                # Not an outage: retrying the same handshake will fail the same way.
+                # (A reset in the handshake: the server refused it without an alert.)
+                tls_failed.add(endpoint)
+                reason = _tls_reason(exc) if isinstance(exc, _ssl.SSLError) else (
+                    "the server ended the handshake: it may require a client certificate "
+                    "signed by its --trusted-ca (give --cert and --key), or not trust ours")
+                last = f"TLS with {endpoint[0]}:{endpoint[1]} failed: {reason}"
+                if len(tls_failed) >= len(self.endpoints):
+                    raise TLSFailure(last) from None
+                self._rotate()
+                attempt += 1
+                continue
             except (OSError, TimeoutError) as exc:
                 last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc or 'timed out'}"
                 self._rotate()
@@ -494,6 +561,8 @@ class AsyncClient:
                 body["ack"] = min(self._outstanding) if self._outstanding else body["seq"]
             # The server gets a little less time than we wait, so its answer can arrive.
             req = {**body, "timeout": max(0.05, per_try - 0.05)}
+            if self.token is not None:
+                req["token"] = self.token
             try:
                 reply = await conn.request(req, per_try + 0.25)
             except _ConnectionLost as exc:
@@ -544,6 +613,24 @@ class AsyncClient:
         if "busy" in last:
             raise Busy(f"cluster busy for {total:g}s (last: {last})")
         raise Unavailable(f"unavailable for {total:g}s (last: {last})")
+
+
+def _tls_reason(exc: _ssl.SSLError) -> str:
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    hints = {
+        "WRONG_VERSION_NUMBER": "the endpoint does not speak TLS (is it a plain port?)",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+            "the server requires a client certificate (give --cert and --key)",
+        "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused our client certificate",
+        "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust our client certificate's CA",
+        "UNEXPECTED_EOF_WHILE_READING": "the server ended the handshake: it may require a "
+            "client certificate signed by its --trusted-ca (give --cert and --key)",
+    }
+    if isinstance(reason, str) and reason in hints:
+        return f"{hints[reason]} [{reason}]"
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return f"cannot verify the server's certificate ({reason}); check --cacert"
+    return str(reason)
 
 
 class Client:

@@ -37,6 +37,9 @@ Operations and their arguments (keys and values are msgpack bin):
 
 ``cid``/``seq``/``ack`` make a write exactly-once (see state_machine). Any
 request may carry ``timeout`` (seconds) to bound how long the server waits.
+When the server has a client token, every request carries it as ``token``
+(bin or str); without it, or with a wrong one, the reply is ``unauthorized``
+and the request has no effect. The connection itself may be TLS (see kv.tls).
 """
 
 from __future__ import annotations
@@ -59,21 +62,22 @@ from meshraft.kv.state_machine import (
 
 # Error codes. not-found and cas-mismatch are an operation's own "no";
 # timeout means the outcome is unknown (a write may still be applied).
-UNAUTHORIZED = "unauthorized"  # reserved for authenticated clients
+UNAUTHORIZED = "unauthorized"  # missing or wrong client token: nothing happened
 BUSY = "busy"  # too many requests in flight: retry later
 UNAVAILABLE = "unavailable"  # no leader, no quorum, or the node is stopping: certainly not applied
 NOT_LEADER = "not-leader"  # this node cannot serve it now; try another (``leader`` may say who)
 TIMEOUT = "timeout"  # deadline passed after the write was proposed: outcome unknown
 INTERNAL = "internal"  # a bug on the server; the message says what
+TLS_REQUIRED = "tls-required"  # a plain-TCP client on a TLS port (sent in plain, id nil)
 
 ERROR_CODES = frozenset({
     NOT_FOUND, CAS_MISMATCH, BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, BUSY, UNAVAILABLE,
-    NOT_LEADER, TIMEOUT, STALE, INTERNAL,
+    NOT_LEADER, TIMEOUT, STALE, INTERNAL, TLS_REQUIRED,
 })
 
 __all__ = [
     "BAD_REQUEST", "BUSY", "CAS_MISMATCH", "ERROR_CODES", "INTERNAL", "NOT_FOUND", "NOT_LEADER",
-    "STALE", "TIMEOUT", "TOO_LARGE", "UNAUTHORIZED", "UNAVAILABLE", "FrameTooLarge",
+    "STALE", "TIMEOUT", "TLS_REQUIRED", "TOO_LARGE", "UNAUTHORIZED", "UNAVAILABLE", "FrameTooLarge",
     "ProtocolError", "decode_body", "encode_frame", "max_frame_for", "read_frame",
 ]
 

@@ -12,6 +12,12 @@ connection only ends that connection.
 It uses only the node's public API (propose, read_barrier, status) and knows
 nothing of the mesh or the CLI; ``status_extra`` lets the embedder add its own
 sections (the CLI adds the mesh's) to ``status``.
+
+Security: with ``ssl`` the port speaks only TLS (a context from
+``meshraft.kv.tls.server_context``; with a trusted CA, mutual TLS). With
+``token`` every request must carry it (``"token"``), compared in constant time;
+a missing or wrong one gets ``unauthorized`` and nothing else happens. Listening
+on a non-loopback address without a token is logged as a WARNING at start.
 """
 
 # ruff: noqa: ASYNC109  (a per-call timeout argument is part of the node's and client's API)
@@ -24,6 +30,7 @@ import logging
 import math
 import os
 import socket
+import ssl as _ssl
 from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
@@ -40,6 +47,7 @@ from meshraft.kv.state_machine import (
     validate_key,
     validate_prefix,
 )
+from meshraft.kv.tls import is_loopback, token_matches
 from meshraft.raft import errors
 
 log = logging.getLogger("meshraft.kv.server")
@@ -118,6 +126,8 @@ class KVServer:
         max_entry: int = DEFAULT_FRAGMENT_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         member_address: Callable[[str, str], Any] | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        token: bytes | None = None,
     ) -> None:
         self.node = node
         self.sm = state_machine
@@ -133,9 +143,17 @@ class KVServer:
         self.max_connections = max_connections
         # "HOST:PORT" from `member add` -> the node's transport address for that member
         self.member_address = member_address
+        self.ssl = ssl
+        if token is not None and not token:
+            raise ValueError("an empty client token would let everyone in")
+        self.token = token
         self.inflight = 0
-        self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0}
+        self.stats = {"requests": 0, "busy": 0, "bad_frames": 0, "connections": 0,
+                      "unauthorized": 0}
         self._server: asyncio.base_events.Server | None = None
+        self._tls_sock: socket.socket | None = None  # the listening socket in TLS mode
+        self._accept_task: asyncio.Task | None = None
+        self._handshakes: set[asyncio.Task] = set()
         self._conn_tasks: set[asyncio.Task] = set()
         self._requests: set[asyncio.Task] = set()
         self._stopping = False
@@ -145,16 +163,33 @@ class KVServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on (host, port), or on ``sock`` if given (already bound)."""
-        if sock is not None:
+        if self.ssl is not None:
+            # TLS: our own accept loop, so a plain-TCP client can be told so (see _tls_conn)
+            if sock is None:
+                sock = socket.create_server((self.host, self.port))
+            sock.setblocking(False)
+            self._tls_sock = sock
+            self._accept_task = asyncio.create_task(self._accept_loop(sock))
+        elif sock is not None:
             self._server = await asyncio.start_server(self._on_connection, sock=sock,
                                                       limit=2**16)
         else:
             self._server = await asyncio.start_server(
                 self._on_connection, self.host, self.port, limit=2**16
             )
-        sock = self._server.sockets[0]
+        if self._server is not None:
+            sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
-        self.log.info("serving clients on %s:%s", self.host, self.port)
+        mtls = self.ssl is not None and self.ssl.verify_mode == _ssl.CERT_REQUIRED
+        self.log.info("serving clients on %s:%s (%s%s)", self.host, self.port,
+                      "mutual TLS" if mtls else "TLS" if self.ssl else "plain TCP",
+                      ", token required" if self.token else "")
+        if self.token is None and not is_loopback(self.host):
+            self.log.warning(
+                "serving clients on non-loopback address %s:%s WITHOUT a client token: "
+                "anyone who can reach this port can read and write every key (give "
+                "--client-token-file, and TLS so the token is not sent in the clear)",
+                self.host, self.port)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -166,6 +201,15 @@ class KVServer:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._accept_task
+            self._accept_task = None
+            for t in list(self._handshakes):
+                t.cancel()
+            if self._tls_sock is not None:
+                self._tls_sock.close()
         if self._requests:
             await asyncio.wait(list(self._requests), timeout=grace)
         for task in list(self._conn_tasks):
@@ -177,6 +221,70 @@ class KVServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and friends: back off, keep serving
+                self.log.warning("accepting a client connection failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            t = asyncio.create_task(self._tls_conn(conn, addr))
+            self._handshakes.add(t)
+            t.add_done_callback(self._handshakes.discard)
+
+    async def _tls_conn(self, conn: socket.socket, addr: Any) -> None:
+        """Look at a new connection's first byte without consuming it: a TLS handshake
+        record (0x16) goes on to TLS; anything else is a plain-TCP client, which gets
+        one plain error frame saying so (instead of a silent close it could not tell
+        from a crash, and report as "outcome unknown")."""
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        who = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        try:
+            readable = loop.create_future()
+            loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await asyncio.wait_for(readable, PARTIAL_FRAME_TIMEOUT)
+            finally:
+                loop.remove_reader(conn.fileno())
+            first = conn.recv(1, socket.MSG_PEEK)
+        except (OSError, TimeoutError):
+            conn.close()
+            return
+        if not first:
+            conn.close()
+            return
+        if first[0] != 0x16:
+            self.stats["bad_frames"] += 1
+            self.log.info("client %s sent plain TCP to the TLS client port; told it so", who)
+            try:
+                with contextlib.suppress(BlockingIOError):
+                    conn.recv(1 << 16)  # what it sent: unread bytes would turn close into RST
+                await loop.sock_sendall(conn, p.encode_frame(p.error_reply(
+                    None, p.TLS_REQUIRED, "this client port speaks TLS only; connect with TLS "
+                    "(--cacert, and --cert/--key if it asks for a client certificate)")))
+                conn.shutdown(socket.SHUT_WR)
+                async with asyncio.timeout(1.0):
+                    while await loop.sock_recv(conn, 1 << 16):
+                        pass
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                conn.close()
+            return
+        reader = asyncio.StreamReader(limit=2**16)
+        protocol = asyncio.StreamReaderProtocol(reader, self._on_connection)
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.ssl,
+                                               ssl_handshake_timeout=10.0)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self.log.info("TLS handshake with client %s failed: %s", who, exc)
+            conn.close()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -268,6 +376,16 @@ class KVServer:
             self.stats["bad_frames"] += 1
             return p.error_reply(None, exc.code, exc.message)
         rid = body.get("id")
+        if self.token is not None and not token_matches(body.get("token"), self.token):
+            self.stats["unauthorized"] += 1
+            n = self.stats["unauthorized"]
+            if n == 1 or n % 1000 == 0:  # noticed, without letting a client flood the log
+                self.log.warning("refused %d request(s) without a valid client token", n)
+            reply = p.error_reply(
+                rid, p.UNAUTHORIZED,
+                "unauthorized: " + ("missing client token" if body.get("token") is None
+                                    else "wrong client token"))
+            return reply  # no node id or leader either: an outsider learns nothing
         try:
             reply = await self.handle(body)
         except (CommandError, p.ProtocolError) as exc:

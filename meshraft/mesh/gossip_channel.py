@@ -48,11 +48,12 @@ class GossipChannel:
 
     def gossip_broadcast(self, data: GossipData) -> None:
         """Send ``data`` to every reachable peer over the spanning tree rooted here."""
-        self.router._originate_broadcast(self.name, data.encode())
+        self.router._originate_broadcast(self.name, self.router._encode(self.name, data))
 
     def send(self, data: GossipData) -> None:
         """Gossip ``data`` to a few random neighbours (who relay what is new to them)."""
-        self.router._gossip_to_neighbours(self.name, data.encode(), exclude=None)
+        self.router._gossip_to_neighbours(self.name, self.router._encode(self.name, data),
+                                          exclude=None)
 
 
 class SurrogateData:

@@ -423,7 +423,7 @@ class Router:
         for ch in list(self.channels.values()):
             data = self._safe(ch.name, ch.gossiper.gossip)
             if data is not None:
-                for part in data.encode():
+                for part in self._encode(ch.name, data):
                     link.send(self._pack([GOSSIP, ch.name, self.name, part]))
         self._own_links_changed()
 
@@ -545,7 +545,8 @@ class Router:
                 return
             data = self._safe(channel, ch.gossiper.on_gossip_broadcast, src, payload)
             if data is not None and ttl > 1:
-                self._relay_broadcast(channel, src, ttl - 1, data.encode(), came_from=link)
+                self._relay_broadcast(channel, src, ttl - 1, self._encode(channel, data),
+                                      came_from=link)
         elif kind == GOSSIP:
             if len(msg) != 4:
                 raise ProtocolError("gossip: wrong number of fields")
@@ -566,7 +567,7 @@ class Router:
                 return
             delta = self._safe(channel, ch.gossiper.on_gossip, payload)
             if delta is not None:
-                self._gossip_to_neighbours(channel, delta.encode(), exclude=link)
+                self._gossip_to_neighbours(channel, self._encode(channel, delta), exclude=link)
         else:
             raise ProtocolError(f"unknown message kind {kind!r}")
 
@@ -645,6 +646,16 @@ class Router:
         except Exception:
             self.stats["handler_errors"] += 1
             self._log.exception("unicast handler raised")
+
+    def _encode(self, channel: str, data: Any) -> list[bytes]:
+        """``data.encode()`` from a gossiper, checked: a bad one is logged, not fatal."""
+        parts = self._safe(channel, data.encode) if hasattr(data, "encode") else None
+        if type(parts) is not list or not all(type(p) is bytes for p in parts):
+            self.stats["gossiper_errors"] += 1
+            self._log.warning("channel %s: gossip data did not encode to a list of bytes",
+                              channel)
+            return []
+        return parts
 
     def _safe(self, channel: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a gossiper: its exceptions are logged and counted, never fatal."""
@@ -737,7 +748,7 @@ class Router:
             for ch in list(self.channels.values()):
                 data = self._safe(ch.name, ch.gossiper.gossip)
                 if data is not None:
-                    self._gossip_to_neighbours(ch.name, data.encode(), exclude=None)
+                    self._gossip_to_neighbours(ch.name, self._encode(ch.name, data), exclude=None)
 
     def _dial_failed(self, addr: tuple[str, int], why: str) -> None:
         lo, hi = self.dial_backoff

@@ -288,3 +288,39 @@ def test_peer_record_decoding_raises_value_error_only(obj):
         PeerRecord.decode(obj)
     except ValueError:
         pass
+
+
+async def test_a_gossiper_returning_bad_data_is_contained(mesh):
+    class Bad:
+        def encode(self):
+            return "not a list of bytes"
+
+        def merge(self, other):
+            return self
+
+    class G:
+        def on_gossip_unicast(self, src, msg):
+            pass
+
+        def on_gossip_broadcast(self, src, update):
+            return Bad()
+
+        def gossip(self):
+            return Bad()
+
+        def on_gossip(self, msg):
+            raise RuntimeError("gossiper bug")
+
+    a = await mesh("a")
+    b = await mesh("b", peers=[a])
+    await eventually(lambda: "b" in a.links, 5, "a-b")
+    ga, gb = G(), G()
+    ca = a.new_gossip("g", ga)
+    b.new_gossip("g", gb)
+    from meshraft.mesh.gossip_channel import SurrogateData
+
+    ca.gossip_broadcast(SurrogateData([b"x"]))
+    ca.send(SurrogateData([b"y"]))
+    await eventually(lambda: b.stats["gossiper_errors"] >= 2, 3, "errors counted at b")
+    await asyncio.sleep(0.3)  # anti-entropy asks gossip() too
+    assert "b" in a.links and "a" in b.links
