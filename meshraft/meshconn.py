@@ -10,7 +10,9 @@ It must never raise from deep in the mesh: no route to a peer is reported as
 ``error_received(OSError(EHOSTUNREACH))`` for that send; received datagrams go
 through a bounded buffer (full -> dropped and counted); packets that are not a
 datagram (wrong type, too large) are dropped and counted, never delivered.
-It knows nothing of who uses it (Raft does, but this module must not know that).
+When the router stops, every endpoint on it gets ``connection_lost`` with a
+ConnectionAbortedError.  It knows nothing of who uses it (Raft does, but this
+module must not know that).
 
     transport, protocol = await create_mesh_endpoint(router, MyProtocol, channel="raft")
     transport.sendto(b"hello", "b")
@@ -75,6 +77,7 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._sent = 0
         self._received = 0
         self._unregister = router.register_unicast(channel, self._on_packet)
+        self._remove_stop_cb = router.add_stop_callback(self._router_stopped)
 
     @property
     def stats(self) -> Counter[str]:
@@ -205,11 +208,15 @@ class MeshPacketConn(asyncio.DatagramTransport):
     def close(self) -> None:
         self._close(None)
 
+    def _router_stopped(self) -> None:
+        self._close(ConnectionAbortedError("the mesh router stopped"))
+
     def _close(self, exc: Exception | None) -> None:
         if self._closing:
             return
         self._closing = True
         self._unregister()
+        self._remove_stop_cb()
         self._inbox.clear()
         self._loop.call_soon(self._call_connection_lost, exc)
 

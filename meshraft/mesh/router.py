@@ -129,6 +129,7 @@ class Router:
         self.channels: dict[str, GossipChannel] = {}
         self._surrogates: dict[str, GossipChannel] = {}
         self._handlers: dict[str, UnicastHandler] = {}
+        self._stop_callbacks: list[Callable[[], None]] = []
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._topo_dirty: set[str] = set()
@@ -216,6 +217,11 @@ class Router:
         if self._stopped:
             return
         self._stopped = True
+        for fn in list(self._stop_callbacks):
+            try:
+                fn()
+            except Exception:
+                self._log.exception("stop callback raised")
         for t in list(self._dialing.values()) + self._tasks:
             t.cancel()
         for t in list(self._dialing.values()) + self._tasks:
@@ -272,6 +278,17 @@ class Router:
                 del self._handlers[channel]
 
         return unregister
+
+    def add_stop_callback(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` when the router stops (upper layers close their endpoints).
+        Returns a function that removes it."""
+        self._stop_callbacks.append(fn)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._stop_callbacks.remove(fn)
+
+        return remove
 
     def send_unicast(self, channel: str, dst: str, payload: bytes) -> bool:
         """Best-effort unicast of ``payload`` to peer ``dst`` on ``channel``.

@@ -217,3 +217,12 @@ async def test_protocol_exceptions_go_to_the_loop_handler(mesh):
         t.close()
     finally:
         loop.set_exception_handler(old)
+
+
+async def test_router_stop_ends_its_endpoints(mesh):
+    a = await mesh("a")
+    t, p = await create_mesh_endpoint(a, Collector)
+    await a.stop()
+    await asyncio.sleep(0.01)
+    assert t.is_closing()
+    assert len(p.lost) == 1 and isinstance(p.lost[0], ConnectionAbortedError)
