@@ -92,11 +92,12 @@ async def profile(args: argparse.Namespace) -> None:
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy not found: pip install py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"profile-{args.transport}-{args.ops}-{args.clients}"
+    stem = f"profile-{args.transport}-{args.ops}-{args.clients}{args.tag}"
     raw = args.out / f"{stem}.collapsed"
     spec = LoadSpec(ops=args.ops, clients=args.clients, duration=args.duration,
                     warmup=args.warmup)
-    async with LocalCluster(nodes=3, transport=args.transport) as cluster:
+    async with LocalCluster(nodes=3, transport=args.transport,
+                            source_tree=args.tree) as cluster:
         leader = None
         for _ in range(50):
             leader = await cluster.leader_index()
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--tree", type=Path, default=None,
+                    help="run the members from this source tree (see ab_trees.py)")
+    ap.add_argument("--tag", default="", help="suffix for the output file names")
     asyncio.run(profile(ap.parse_args(argv)))
 
 
