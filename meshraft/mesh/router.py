@@ -737,16 +737,21 @@ class Router:
 
     # ------------------------------------------------------------- timers
     async def _heartbeat_loop(self) -> None:
+        last = time.monotonic()
         while True:
             await asyncio.sleep(self.heartbeat)
             now = time.monotonic()
+            # If this process itself was starved (the loop woke far too late), bytes may
+            # be waiting unread on every link: judge silence only on the next tick.
+            starved = now - last > 2 * self.heartbeat
+            last = now
             for link in list(self._conns):
                 if link.state == ESTABLISHED:
-                    if now - link.last_recv > self.link_timeout:
+                    if now - link.last_recv > self.link_timeout and not starved:
                         link.fail(f"heartbeat timeout: silent for {now - link.last_recv:.2f}s")
                         continue
                     link.send(self._heartbeat_body)
-                elif now - link.created > self.link_timeout:
+                elif now - link.created > self.link_timeout and not starved:
                     link.fail(f"handshake timeout after {now - link.created:.2f}s")
 
     async def _gossip_loop(self) -> None:

@@ -133,7 +133,13 @@ def encode_snapshot_envelope(addresses: dict[str, Any], data: bytes) -> bytes:
 def decode_snapshot_envelope(blob: bytes) -> tuple[dict[str, Any], bytes]:
     if not blob:
         return {}, b""
-    version, addrs, data = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+    # A snapshot arrives from the leader over the network: strict limits, no ext types.
+    obj = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_str_len=1024,
+                          max_array_len=1 << 16, max_map_len=1 << 16, max_ext_len=0)
+    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[1], dict)
+            and isinstance(obj[2], bytes)):
+        raise ValueError("not a snapshot envelope")
+    version, addrs, data = obj
     if version != 1:
         raise ValueError(f"unknown snapshot envelope version {version}")
     return {str(k): _norm_addr(v) for k, v in addrs.items()}, data
@@ -671,7 +677,9 @@ class RaftNode:
         address, tag = None, b""
         if cc.context:
             try:
-                address, tag = msgpack.unpackb(cc.context, raw=False)
+                address, tag = msgpack.unpackb(cc.context, raw=False, max_str_len=1024,
+                                               max_array_len=16, max_map_len=16,
+                                               max_ext_len=0)
             except Exception:
                 address, tag = None, b""
         # The core itself applies the change to its configuration at advance().
