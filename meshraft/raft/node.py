@@ -20,8 +20,18 @@ entry; the state machine sees exactly the caller's bytes. Leader no-ops (empty
 entries) and membership changes are not passed to the state machine.
 
 Snapshot data on disk and on the wire is the node's envelope: the member
-address book plus the state machine's own ``snapshot()`` bytes, so a member that
-restarts from a snapshot still knows how to reach members added since boot.
+address book, the ids removed so far, and the state machine's own ``snapshot()``
+bytes, so a member that restarts from a snapshot still knows how to reach members
+added since boot and which ids may never come back.
+
+Membership: changes are proposed on the leader only (a follower raises NotLeader
+naming it), after checks that give a clear answer at once: a change that can never
+succeed (unknown member, an id that was removed — ids are never reused — a learner
+too far behind to promote) raises ``MembershipRefused`` (a ValueError); one that
+must wait (the leader's no-op not committed yet, another change pending) raises
+Busy. A member that applies its own removal (or hears from a member that applied
+it) marks its data dir REMOVED, stops ticking and refuses every request; a data
+dir marked so, or one that belongs to another id, refuses to start.
 """
 
 # The node API takes `timeout=` arguments by contract (kv and the CLI call it so).
@@ -30,6 +40,7 @@ restarts from a snapshot still knows how to reach members added since boot.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -37,6 +48,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
@@ -44,8 +56,10 @@ import msgpack
 from meshraft.raft.core import RaftConfig, RaftCore
 from meshraft.raft.errors import (
     Busy,
+    NotLeader,
     RaftError,
     Removed,
+    StorageError,
     StorageFailed,
     Timeout,
     Unavailable,
@@ -97,6 +111,61 @@ TransportFactory = Callable[[ProtocolFactory], Awaitable[tuple[asyncio.DatagramT
 
 _TAG = 0xA7  # first byte of a node-tagged proposal
 _TAG_HDR = struct.Struct("<BQQB")  # tag, incarnation, seq, len(origin)
+# First byte of a node-to-node control datagram (0xc1 is never used by msgpack, so
+# it cannot be a Raft message): "you were removed at index N".
+_CTL = 0xC1
+_CTL_REMOVED_EVERY = 0.5  # seconds between notices to the same removed member
+REMOVED_MARKER = "REMOVED"  # in the data dir of a member that was removed
+MEMBER_ID_FILE = "MEMBER_ID"  # the id the data dir belongs to
+
+
+class MembershipRefused(ValueError):
+    """A membership change that cannot succeed as asked (nothing was proposed)."""
+
+
+class RemovedMemberDataDir(StorageError):
+    """The data dir belongs to a member that was removed; it must be wiped."""
+
+
+def check_data_dir_identity(data_dir: str | os.PathLike, node_id: str) -> None:
+    """Refuse a data dir marked REMOVED, or one that belongs to another id."""
+    d = Path(data_dir)
+    marker = d / REMOVED_MARKER
+    if marker.exists():
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        raise RemovedMemberDataDir(
+            f"data dir {d} belongs to member {info.get('id', '?')}, which was removed from "
+            f"the cluster (at log index {info.get('index', '?')}); a removed member cannot "
+            f"come back with its old data: wipe {d} (rm -r {d}) and join with a new id "
+            "(ids are never reused)")
+    idf = d / MEMBER_ID_FILE
+    if idf.exists():
+        try:
+            owner = idf.read_text().strip()
+        except OSError as exc:
+            raise StorageError(f"cannot read {idf}: {exc}") from None
+        if owner != node_id:
+            raise StorageError(
+                f"data dir {d} belongs to member {owner}, not {node_id}: start it with "
+                f"--id {owner}, or wipe {d} to use it for a new member")
+
+
+def _write_small_file(path: Path, text: str) -> None:
+    """Write, fsync, rename, fsync the directory: the marker survives a crash."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _norm_addr(addr: Any) -> Any:
@@ -126,23 +195,40 @@ class _RaftProtocol(asyncio.DatagramProtocol):
             self.node.log.warning("transport lost: %s", exc)
 
 
-def encode_snapshot_envelope(addresses: dict[str, Any], data: bytes) -> bytes:
-    return msgpack.packb([1, {k: v for k, v in addresses.items()}, data], use_bin_type=True)
+def encode_snapshot_envelope(addresses: dict[str, Any], data: bytes,
+                             removed: dict[str, int] | None = None) -> bytes:
+    """Version 1: [1, addresses, data]; version 2 adds the removed ids (and their
+    removal index) — written only once an id was removed."""
+    addrs = {k: v for k, v in addresses.items()}
+    if not removed:
+        return msgpack.packb([1, addrs, data], use_bin_type=True)
+    return msgpack.packb([2, addrs, data, dict(removed)], use_bin_type=True)
 
 
-def decode_snapshot_envelope(blob: bytes) -> tuple[dict[str, Any], bytes]:
+def decode_snapshot_envelope_full(blob: bytes) -> tuple[dict[str, Any], bytes, dict[str, int]]:
+    """(addresses, the state machine's data, removed id -> index of its removal)."""
     if not blob:
-        return {}, b""
+        return {}, b"", {}
     # A snapshot arrives from the leader over the network: strict limits, no ext types.
     obj = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_str_len=1024,
                           max_array_len=1 << 16, max_map_len=1 << 16, max_ext_len=0)
-    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[1], dict)
+    if not (isinstance(obj, list) and len(obj) in (3, 4) and isinstance(obj[1], dict)
             and isinstance(obj[2], bytes)):
         raise ValueError("not a snapshot envelope")
-    version, addrs, data = obj
-    if version != 1:
+    version = obj[0]
+    if version not in (1, 2) or len(obj) != version + 2:
         raise ValueError(f"unknown snapshot envelope version {version}")
-    return {str(k): _norm_addr(v) for k, v in addrs.items()}, data
+    removed: dict[str, int] = {}
+    if version == 2:
+        if not isinstance(obj[3], dict) or not all(isinstance(v, int) for v in obj[3].values()):
+            raise ValueError("not a snapshot envelope (removed ids)")
+        removed = {str(k): int(v) for k, v in obj[3].items()}
+    return {str(k): _norm_addr(v) for k, v in obj[1].items()}, obj[2], removed
+
+
+def decode_snapshot_envelope(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    addrs, data, _ = decode_snapshot_envelope_full(blob)
+    return addrs, data
 
 
 class RaftNode:
@@ -189,6 +275,10 @@ class RaftNode:
         self._last_error: str | None = None
         self._failed: str | None = None
         self._removed = False
+        # Ids removed from the cluster (never to be reused) -> index of the removal.
+        self._removed_ids: dict[str, int] = {}
+        self._removed_notice_at: dict[str, float] = {}
+        self._data_dir = Path(data_dir)
         self._stopping = False
         self._stopped = False
         self._wake = asyncio.Event()
@@ -201,13 +291,18 @@ class RaftNode:
                       "snapshots": 0, "snapshots_installed": 0, "sent": 0, "received": 0}
 
         t0 = time.monotonic()
+        check_data_dir_identity(data_dir, self.node_id)
         self.storage = await asyncio.to_thread(
             Storage.open, data_dir, options=StorageOptions(segment_bytes=self.config.segment_bytes),
             io=disk_io, logger=self.log)
         try:
+            idf = self._data_dir / MEMBER_ID_FILE
+            if not idf.exists():
+                await asyncio.to_thread(_write_small_file, idf, self.node_id + "\n")
             snap = self.storage.snapshot()
             if snap.meta.index > 0:
-                addrs, sm_data = decode_snapshot_envelope(snap.data)
+                addrs, sm_data, removed = decode_snapshot_envelope_full(snap.data)
+                self._removed_ids.update(removed)
                 self._learn_addresses(addrs)
                 self._sm.restore(sm_data)
             self._applied = snap.meta.index
@@ -253,10 +348,14 @@ class RaftNode:
 
     @property
     def leader_id(self) -> str | None:
-        return None if self._failed is not None else self._core.lead
+        return None if self._failed is not None or self._removed else self._core.lead
 
     @property
     def role(self) -> str:
+        """leader, follower, candidate, learner — or ``removed`` once this member
+        learned it was removed from the cluster."""
+        if self._removed:
+            return "removed"
         return "follower" if self._failed is not None else self._core.status()["role"]
 
     @property
@@ -298,6 +397,7 @@ class RaftNode:
             "dropped": dict(self._counters),
             "last_error": self._failed or self._last_error,
             "removed": self._removed,
+            "removed_ids": dict(sorted(self._removed_ids.items())),
         }
 
     # ------------------------------------------------------------------------ public API
@@ -406,8 +506,60 @@ class RaftNode:
                 raise Timeout(f"leadership did not move to {to} within {timeout}s")
             await asyncio.sleep(self.config.tick_interval)
 
+    def _membership_check(self, cc_type: ConfChangeType, n: str) -> None:
+        """Refuse at once what cannot succeed (MembershipRefused), what needs the leader
+        (NotLeader) and what must wait (Busy); the core checks again when proposing."""
+        core = self._core
+        voters, learners = set(core.voters), set(core.learners)
+        adding = cc_type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER)
+        if adding and n in self._removed_ids:
+            raise MembershipRefused(
+                f"member id {n} was removed from the cluster (at index {self._removed_ids[n]}) "
+                "and ids are never reused: add the new member under a new id, with an empty "
+                "data dir")
+        if adding and (n in voters or n in learners):
+            raise MembershipRefused(
+                f"{n} is already a {'voter' if n in voters else 'learner'}")
+        if cc_type is ConfChangeType.PROMOTE:
+            if n in voters:
+                raise MembershipRefused(f"{n} is already a voter")
+            if n not in learners:
+                raise MembershipRefused(
+                    f"{n} is not a member: add it as a learner first "
+                    f"(`member add {n} HOST:PORT --learner`)")
+        if cc_type is ConfChangeType.REMOVE:
+            if n not in voters and n not in learners:
+                extra = (f" (it was removed at index {self._removed_ids[n]})"
+                         if n in self._removed_ids else "")
+                raise MembershipRefused(f"{n} is not a member{extra}")
+            if voters == {n}:
+                raise MembershipRefused("cannot remove the last voter")
+        if core.status()["role"] != "leader":
+            lead = core.lead
+            if lead is None:
+                raise Unavailable("no leader known: membership changes need one; retry")
+            raise NotLeader(f"membership changes go through the leader, member {lead}",
+                            leader_id=lead)
+        if core.log.term(core.log.committed) != core.term:
+            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
+        if core.pending_conf_index > core.log.applied:
+            raise Busy("busy: another membership change is still in progress; retry when "
+                       "it has been applied")
+        if cc_type is ConfChangeType.PROMOTE:
+            pr = core.prs.get(n)
+            match = pr.match if pr is not None else 0
+            last = core.log.last_index()
+            lag = core.cfg.promote_max_lag
+            if match + lag < last:
+                raise MembershipRefused(
+                    f"learner {n} has not caught up: its match index is {match}, the "
+                    f"leader's last index {last}; it can be promoted once it is within {lag} "
+                    "entries (see `member list`), retry then")
+
     async def _conf_change(self, cc_type: ConfChangeType, node_id: str, address: Any,
                            timeout: float) -> None:
+        self._check_writable()
+        self._membership_check(cc_type, str(node_id))
         seq, fut = self._new_waiter()
         ctx = msgpack.packb([address, self._tag(seq)], use_bin_type=True)
         try:
@@ -479,6 +631,9 @@ class RaftNode:
         if len(data) > self.config.max_datagram + 1024:
             self._count("oversize", f"{len(data)} bytes from {addr!r}")
             return
+        if data[:1] == bytes([_CTL]):
+            self._on_control(data, addr)
+            return
         try:
             m = decode_message(data)
         except DecodeError as exc:
@@ -501,6 +656,8 @@ class RaftNode:
         elif _norm_addr(addr) != known:
             self._count("address_mismatch", f"{m.frm!r} claims {addr!r}, known as {known!r}")
             return
+        if m.frm in self._removed_ids and not self._removed:
+            self._notify_removed(m.frm)  # it has not learned yet (down or behind then)
         try:
             self._core.step(m)
         except Exception as exc:  # the core rejects what it cannot take; never crash on input
@@ -513,7 +670,8 @@ class RaftNode:
         next_at = self._loop.time() + interval
         while not self._stopping:
             await asyncio.sleep(max(0.0, next_at - self._loop.time()))
-            if self._failed is None:
+            # A removed member neither campaigns nor heartbeats.
+            if self._failed is None and not self._removed:
                 self._core.tick()
                 self._wake.set()
             now = self._loop.time()
@@ -606,8 +764,9 @@ class RaftNode:
                 self._count("send_error", f"{m.type.name} to {m.to}: {exc}", logging.DEBUG)
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        addrs, sm_data = decode_snapshot_envelope(snap.data)
+        addrs, sm_data, removed = decode_snapshot_envelope_full(snap.data)
         self._learn_addresses(addrs)
+        self._removed_ids.update(removed)
         self._sm.restore(sm_data)
         self._applied = snap.meta.index
         # Proposals at or below the snapshot: applied or not, we cannot tell (Timeout).
@@ -688,9 +847,6 @@ class RaftNode:
             self._learn_addresses({cc.node_id: address})
         self.log.info("membership: %s %s (%s) at %d", cc.type.name, cc.node_id,
                       address, e.index)
-        if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
-            self._removed = True
-            self.log.warning("this member was removed from the cluster")
         parsed = self._untag(tag) if isinstance(tag, bytes) else None
         if parsed is not None:
             origin, inc, seq, _ = parsed
@@ -698,8 +854,65 @@ class RaftNode:
                 fut = self._waiters.get(seq)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+        if cc.type == ConfChangeType.REMOVE:
+            self._removed_ids[cc.node_id] = e.index
+            if cc.node_id == self.node_id:  # after answering our own request above
+                self._mark_removed(e.index, "applied its own removal")
+            else:
+                self._notify_removed(cc.node_id)  # it may not learn the commit otherwise
+
+    def _mark_removed(self, index: int, why: str) -> None:
+        """This member is out of the cluster for good: persist that (so its old data is
+        never reused), stop ticking, end every wait with Removed."""
         if self._removed:
-            self._fail_all(Removed(f"node {self.node_id} was removed from the cluster"))
+            return
+        self._removed = True
+        self.log.warning("this member was removed from the cluster at index %d (%s); it "
+                         "serves nothing more: wipe %s before using it for a new member",
+                         index, why, self._data_dir)
+        try:
+            _write_small_file(self._data_dir / REMOVED_MARKER, json.dumps(
+                {"id": self.node_id, "index": index, "time": time.time()}) + "\n")
+        except OSError as exc:
+            self.log.error("cannot write the %s marker: %s", REMOVED_MARKER, exc)
+        self._fail_all(Removed(f"node {self.node_id} was removed from the cluster"))
+
+    def _notify_removed(self, nid: str) -> None:
+        """Tell member ``nid`` it was removed (a committed fact: ids are never reused)."""
+        now = self._loop.time()
+        if now - self._removed_notice_at.get(nid, -1e9) < _CTL_REMOVED_EVERY:
+            return
+        addr = self._addresses.get(nid)
+        if addr is None or self._transport is None:
+            return
+        self._removed_notice_at[nid] = now
+        data = bytes([_CTL]) + msgpack.packb(
+            ["removed", nid, self.node_id, self._removed_ids[nid]], use_bin_type=True)
+        try:
+            self._transport.sendto(data, addr)
+        except (OSError, ValueError) as exc:
+            self._count("send_error", f"removed notice to {nid}: {exc}", logging.DEBUG)
+
+    def _on_control(self, data: bytes, addr: Any) -> None:
+        try:
+            obj = msgpack.unpackb(data[1:], raw=False, max_str_len=256, max_bin_len=0,
+                                  max_array_len=8, max_map_len=0, max_ext_len=0)
+            kind, to, frm, index = obj
+            ok = (kind == "removed" and isinstance(to, str) and isinstance(frm, str)
+                  and isinstance(index, int))
+        except Exception:
+            ok = False
+        if not ok:
+            self._count("malformed", f"control datagram from {addr!r}")
+            return
+        core = self._core
+        # Only from a member we know, at the address we know it by.
+        if (to != self.node_id or frm not in core.voters | core.learners
+                or self._addresses.get(frm) != _norm_addr(addr)):
+            self._count("rejected", f"removed notice from {frm!r} at {addr!r}")
+            return
+        self._mark_removed(index, f"told by member {frm}")
+        self._wake.set()
 
     def _release_applied(self) -> None:
         if self._pending_reads:
@@ -743,7 +956,8 @@ class RaftNode:
         if index < self._snapshot_retry_at:
             return
         try:
-            data = encode_snapshot_envelope(self._addresses, self._sm.snapshot())
+            data = encode_snapshot_envelope(self._addresses, self._sm.snapshot(),
+                                            self._removed_ids)
         except Exception as exc:  # a state machine bug must not stop replication
             self._last_error = f"snapshot at {index} failed: {exc!r}"
             self.log.error("snapshot at %d failed (retrying after %d more entries): %r",
