@@ -515,9 +515,13 @@ class KVServer:
                       timeout: float) -> dict[str, Any]:
         if op == "members":
             st = self.node.status()
+            # Match indexes are known to the leader only; others answer with none.
             return p.ok_reply(rid, _plain({
                 "voters": st.get("voters", []), "learners": st.get("learners", []),
-                "addresses": st.get("addresses", {}), "leader": st.get("leader")}))
+                "addresses": st.get("addresses", {}), "leader": st.get("leader"),
+                "match": st.get("progress", {}) if st.get("role") == "leader" else {},
+                "last_index": st.get("last_index"), "removed_ids": st.get("removed_ids", {}),
+                "answered_by": st.get("id"), "role": st.get("role")}))
         nid = body.get("member")
         if not isinstance(nid, str) or not 0 < len(nid) <= 64 or not nid.isprintable():
             raise p.ProtocolError(p.BAD_REQUEST, "member id must be a short printable string")
@@ -542,6 +546,10 @@ class KVServer:
             raise
         except ValueError as exc:  # the change can never succeed (unknown member, ...)
             return p.error_reply(rid, p.BAD_REQUEST, str(exc))
+        except errors.Busy as exc:  # no-op not committed, another change pending: retry
+            return p.error_reply(rid, p.BUSY, str(exc))
+        except errors.Removed as exc:
+            return p.error_reply(rid, p.UNAVAILABLE, f"{exc}; it serves nothing more")
         except Exception as exc:
             return self._propose_error(rid, exc)
         return p.ok_reply(rid, {})
