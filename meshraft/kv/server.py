@@ -418,6 +418,11 @@ class KVServer:
         timeout = self._timeout(body)
         if self._stopping:
             return p.error_reply(rid, p.UNAVAILABLE, "this member is shutting down")
+        if op not in ("status", "ping", "members") and getattr(self.node, "role", "") == "removed":
+            # Not even a serializable read: its copy stops at its removal.
+            return p.error_reply(rid, p.UNAVAILABLE,
+                                 f"node {getattr(self.node, 'node_id', '?')} was removed from "
+                                 "the cluster; it serves nothing more (ask another member)")
         if op in ("put", "delete", "cas"):
             return await self._write(rid, body, timeout)
         if op == "get":
