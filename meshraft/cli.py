@@ -478,24 +478,34 @@ def member() -> None:
 @member.command(name="list")
 @client_options
 def member_list(endpoints: str | None, timeout: float, as_json: bool) -> None:
-    """List voters and learners with their peer addresses."""
+    """List voters and learners: id, peer address, role and match index (how far the
+    leader knows its log matches; shown when the leader answers, else '-')."""
 
     async def op(c) -> int:
         m = await c.members()
+        match = m.get("match") or {}
         rows = [{"id": i, "role": "voter", "address": m["addresses"].get(i)}
                 for i in m["voters"]]
         rows += [{"id": i, "role": "learner", "address": m["addresses"].get(i)}
                  for i in m["learners"]]
         for r in rows:
             r["leader"] = r["id"] == m.get("leader")
+            r["match"] = match.get(r["id"])
             if isinstance(r["address"], list):
                 r["address"] = ":".join(str(x) for x in r["address"])
         if as_json:
-            emit(True, {"members": rows, "leader": m.get("leader")}, None)
+            emit(True, {"members": rows, "leader": m.get("leader"),
+                        "last_index": m.get("last_index"), "answered_by": m.get("answered_by"),
+                        "removed_ids": sorted(m.get("removed_ids") or {})}, None)
         else:
+            click.echo("ID\tROLE\tADDRESS\tMATCH")
             for r in rows:
                 mark = "\tleader" if r["leader"] else ""
-                click.echo(f"{r['id']}\t{r['role']}\t{r['address'] or '-'}{mark}")
+                shown = "-" if r["match"] is None else r["match"]
+                click.echo(f"{r['id']}\t{r['role']}\t{r['address'] or '-'}\t{shown}{mark}")
+            if not match:
+                click.echo(f"(match indexes are known to the leader; member "
+                           f"{m.get('answered_by')} answered)")
         return EXIT_OK
 
     run_client(endpoints, timeout, op)
