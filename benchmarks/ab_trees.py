@@ -28,7 +28,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from meshraft.bench import LoadSpec, LocalCluster, cpu_seconds, meshraft_factory, run_load  # noqa: E402
+from meshraft.bench import (  # noqa: E402
+    LoadSpec,
+    LocalCluster,
+    cpu_seconds,
+    exit_on_sigterm,
+    meshraft_factory,
+    run_load,
+)
 
 WORKLOADS = {"put64": ("put", 64), "get64": ("get", 64), "seq": ("put", 1),
              "put16": ("put", 16), "mixed64": ("mixed", 64)}
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=6.0)
     ap.add_argument("--transport", choices=["mesh", "udp"], default="udp")
     args = ap.parse_args(argv)
+    exit_on_sigterm()
     asyncio.run(main_async(args, parse_trees(args.tree)))
 
 

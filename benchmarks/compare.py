@@ -41,6 +41,7 @@ from meshraft.bench import (  # noqa: E402
     LoadSpec,
     LocalCluster,
     Progress,
+    exit_on_sigterm,
     machine_description,
     meshraft_factory,
     run_load,
@@ -325,6 +326,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     opts = parse_args(argv)
+    exit_on_sigterm()
     asyncio.run(compare(opts))
 
 

@@ -39,6 +39,7 @@ from meshraft.bench import (
     make_tempdir,
     remove_tree,
     spawn,
+    stop_all,
 )
 
 log = logging.getLogger("bench.etcd")
@@ -332,8 +333,7 @@ class EtcdCluster:
         raise BenchError("no etcd leader found")
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.stop()
+        stop_all(self.procs)
         self.procs.clear()
         remove_tree(self.root)
         self.root = None

@@ -33,6 +33,7 @@ from meshraft.bench import (  # noqa: E402
     LoadSpec,
     LocalCluster,
     cpu_seconds,
+    exit_on_sigterm,
     format_table,
     meshraft_factory,
     run_load,
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tree", type=Path, default=None,
                     help="run the members from this source tree (see ab_trees.py)")
     ap.add_argument("--tag", default="", help="suffix for the output file names")
+    exit_on_sigterm()
     asyncio.run(profile(ap.parse_args(argv)))
 
 

@@ -49,6 +49,7 @@ from meshraft.bench import (  # noqa: E402
     make_tempdir,
     remove_tree,
     spawn,
+    stop_all,
 )
 
 log = logging.getLogger("bench.pysyncobj")
@@ -296,8 +297,7 @@ class PySyncObjCluster:
             await asyncio.sleep(0.2)
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.stop()
+        stop_all(self.procs)
         self.procs.clear()
         remove_tree(self.root)
         self.root = None

@@ -545,6 +545,24 @@ class LocalProcess:
             self.popen.wait(5)
 
 
+def stop_all(procs: Sequence[LocalProcess], timeout: float = 10.0) -> None:
+    """SIGTERM every process first, then wait for each (SIGKILL after ``timeout``), so
+    members shut down in parallel; only these PIDs."""
+    for p in procs:
+        if p.alive():
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.stop(timeout=0.1)
+
+
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> LocalProcess:
     log_path = log_dir / f"{name}.log"
@@ -555,6 +573,15 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None 
             start_new_session=True,  # a Ctrl-C at the terminal reaches us, not the cluster
         )
     return LocalProcess(name, popen, log_path)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C (SystemExit), so the ``finally`` blocks and
+    async context managers that stop our child processes run."""
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def make_tempdir(prefix: str) -> Path:
@@ -664,8 +691,7 @@ class LocalCluster:
         return None
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.stop()
+        stop_all(self.procs)
         if self._own_dir:
             remove_tree(self.data_dir)
             self.data_dir = None
@@ -785,6 +811,7 @@ def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | No
             except ValueError as exc:
                 raise BenchError(str(exc)) from None
         show = sys.stderr.isatty() if progress is None else progress
+        exit_on_sigterm()
         result = asyncio.run(bench_meshraft(spec, endpoints=eps, nodes=nodes,
                                             transport=transport, data_dir=data_dir,
                                             progress=show))
