@@ -482,7 +482,21 @@ def member_list(endpoints: str | None, timeout: float, as_json: bool) -> None:
     leader knows its log matches; shown when the leader answers, else '-')."""
 
     async def op(c) -> int:
+        from meshraft.kv.client import AsyncClient, MeshraftError
+
         m = await c.members()
+        if m.get("role") != "leader" and len(c.endpoints) > 1:
+            # Only the leader knows match indexes: ask the other endpoints for it.
+            for ep in c.endpoints:
+                try:
+                    async with AsyncClient([ep], timeout=min(timeout, 2.0), ssl=c.ssl,
+                                           token=c.token) as one:
+                        other = await one.members()
+                except MeshraftError:
+                    continue
+                if other.get("role") == "leader":
+                    m = other
+                    break
         match = m.get("match") or {}
         rows = [{"id": i, "role": "voter", "address": m["addresses"].get(i)}
                 for i in m["voters"]]
