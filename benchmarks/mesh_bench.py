@@ -201,10 +201,11 @@ def mesh10_run(args) -> dict:
             sweep.append(time.perf_counter() - s0)
             return ok
 
-        t1 = time.perf_counter()
+        t1 = time.monotonic()  # one clock for every process on this host
         http(http_ports[n // 2], "/incr", "POST")
         wait_for(all_see, 30, "the increment everywhere")
-        incr = time.perf_counter() - t1
+        # when each counter changed, as it recorded it (not when our polling saw it)
+        incr = max(json.loads(http(p, "/value.json"))["changed_at"] for p in http_ports) - t1
         time.sleep(2.0)  # idle: every byte every peer sent on its links over a quiet window
 
         def total_out() -> int:
@@ -234,8 +235,8 @@ def bench_mesh10(args, raw: dict) -> None:
           f"{med('all_serving_s'):.2f} s")
     print(f"  time from launching them until every peer has {args.peers - 1} links:  "
           f"{med('full_mesh_s'):.2f} s")
-    print(f"  time for one increment to reach all {args.peers}: {med('incr_all_s') * 1000:.0f} ms "
-          f"(polling all over HTTP takes {med('poll_sweep_s') * 1000:.0f} ms per sweep)")
+    print(f"  time from POST /incr until the last of {args.peers} counters changed: "
+          f"{med('incr_all_s') * 1000:.1f} ms (as each counter recorded it)")
     print(f"  idle traffic per peer (heartbeats + topology + counter anti-entropy): "
           f"{med('idle_bytes_per_peer_s'):.0f} bytes/s sent")
 

@@ -5,7 +5,8 @@
 
 ``POST /incr`` (optionally ``?n=5``) increments this peer's entry and answers the new
 local total; ``GET /`` answers the total as a plain number; ``GET /status`` answers
-the mesh status as JSON.  Any number of counters on one mesh converge.
+the mesh status as JSON; ``GET /value.json`` the total and when it last changed.
+Any number of counters on one mesh converge.
 
 This program shows the mesh layer on its own: it must never depend on raft or kv.
 """
@@ -19,12 +20,30 @@ import json
 import logging
 import signal
 import sys
+import time
 from urllib.parse import parse_qs, urlsplit
 
 from meshraft.mesh import Router, parse_address, read_password_file
 from meshraft.mesh.crdt import CounterGossiper
 
 MAX_HEADER = 8192
+
+
+class TimedCounter(CounterGossiper):
+    """Remembers when the value last changed (time.monotonic(), which is one clock
+    for all processes on a Linux host), so a benchmark can time propagation."""
+
+    changed_at = 0.0
+
+    def incr(self, n: int = 1) -> None:
+        super().incr(n)
+        self.changed_at = time.monotonic()
+
+    def _absorb(self, raw: bytes):  # type: ignore[no-untyped-def]
+        news = super()._absorb(raw)
+        if news is not None:
+            self.changed_at = time.monotonic()
+        return news
 
 
 async def handle_http(counter: CounterGossiper, router: Router,
@@ -39,6 +58,9 @@ async def handle_http(counter: CounterGossiper, router: Router,
         url = urlsplit(target)
         if method == "GET" and url.path == "/":
             status, body = 200, f"{counter.value()}\n"
+        elif method == "GET" and url.path == "/value.json":
+            status, body = 200, json.dumps(
+                {"value": counter.value(), "changed_at": getattr(counter, "changed_at", 0.0)})
         elif method == "GET" and url.path == "/status":
             status, body = 200, json.dumps(router.status()) + "\n"
         elif method == "POST" and url.path == "/incr":
@@ -90,7 +112,7 @@ async def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"counter: {exc}", file=sys.stderr)
         return 2
-    counter = CounterGossiper(router, "counter", pn=args.pn)
+    counter = TimedCounter(router, "counter", pn=args.pn)
     server = await asyncio.start_server(
         lambda r, w: handle_http(counter, router, r, w), http_host, http_port)
     print(f"counter {args.name}: mesh {router.address[0]}:{router.address[1]}, "

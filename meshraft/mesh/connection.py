@@ -154,6 +154,8 @@ class Link(asyncio.BufferedProtocol):
         self._transport = transport
         self.peername = transport.get_extra_info("peername")
         self.router._link_opened(self)
+        if self.state == CLOSED:
+            return
         hello = {
             "magic": MAGIC, "min": self.cfg.min_version, "max": self.cfg.max_version,
             "pk": self._eph.public if self._eph else None,

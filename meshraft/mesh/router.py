@@ -51,6 +51,7 @@ TOPOLOGY_CHANNEL = "_topology"
 DIGEST_CHANNEL = "_topodigest"  # periodic anti-entropy: [name, uid, incarnation, version]s
 DIGEST_REPLY_CHANNEL = "_topodigest_r"  # the answer to a digest (never answered again)
 DEFAULT_TTL = 64
+MAX_PENDING_LINKS = 64  # connections still in the handshake, at most
 HEADER_RESERVE = 1024  # bytes of a frame kept for the message header (kind, names, ttl)
 UnicastHandler = Callable[[str, Any], None]
 
@@ -385,6 +386,11 @@ class Router:
     def _link_opened(self, link: Link) -> None:
         if self._stopped:
             link.fail("router stopping", level=logging.DEBUG)
+            return
+        if len(self._conns) - len(self.links) >= MAX_PENDING_LINKS:
+            # bounded: a flood of connections that never finish the handshake
+            self.stats["pending_refused"] += 1
+            link.fail(f"more than {MAX_PENDING_LINKS} connections in handshake", logging.DEBUG)
             return
         self._conns.add(link)
 

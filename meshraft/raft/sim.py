@@ -98,6 +98,7 @@ class SimNode:
     retired: bool = False  # removed from the cluster and shut down for good
     paused_until: int = 0  # a process pause (GC, SIGSTOP): frozen, state kept
     inflight: tuple | None = None  # (Ready, step when its write completes)
+    drift: float = 1.0  # clock rate: ticks per simulated tick (safety must not care)
 
     def sm_bytes(self) -> bytes:
         return msgpack.packb([self.sm, {str(k): list(v) for k, v in self.last_seq.items()}],
@@ -151,7 +152,8 @@ class Simulation:
         for i, n in enumerate(self.ids):
             core = RaftCore(n, ConfState(list(self.ids)), config=self.cfg,
                             rng=random.Random(f"{seed}/{n}/0"))
-            self.nodes[n] = SimNode(n, core, Disk(), phase=i % STEPS_PER_TICK)
+            self.nodes[n] = SimNode(n, core, Disk(), phase=i % STEPS_PER_TICK,
+                                    drift=self.rng.choice([1.0, 1.0, 1.0, 0.7, 1.3]))
         self.net: list[tuple[int, int, Message]] = []
         self.net_seq = 0
         self.blocked: set[tuple[str, str]] = set()
@@ -597,7 +599,10 @@ class Simulation:
         for n in self.nodes.values():
             if n.alive and n.paused_until <= self.step_no and \
                     (self.step_no + n.phase) % STEPS_PER_TICK == 0:
-                n.core.tick()
+                if n.drift >= 1.0 or self.rng.random() < n.drift:
+                    n.core.tick()
+                if n.drift > 1.0 and self.rng.random() < n.drift - 1.0:
+                    n.core.tick()
         if self.step_no % STEPS_PER_TICK == 0:
             self.client_actions(tick)
         for n in self.nodes.values():
@@ -649,6 +654,7 @@ class Simulation:
             self.blocked, self.loss, self.dup, self.max_delay = set(), 0.0, 0.0, 3
             for n in self.nodes.values():
                 n.paused_until = min(n.paused_until, self.step_no)
+                n.drift = 1.0
                 if not n.alive and not n.retired:
                     self.restart(n)
             for c in self.clients:

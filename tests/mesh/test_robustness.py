@@ -324,3 +324,23 @@ async def test_a_gossiper_returning_bad_data_is_contained(mesh):
     await eventually(lambda: b.stats["gossiper_errors"] >= 2, 3, "errors counted at b")
     await asyncio.sleep(0.3)  # anti-entropy asks gossip() too
     assert "b" in a.links and "a" in b.links
+
+
+async def test_connections_stuck_in_the_handshake_are_bounded(mesh):
+    from meshraft.mesh.router import MAX_PENDING_LINKS
+
+    a = await mesh("a", link_timeout=5.0)
+    raws = []
+    try:
+        for _ in range(MAX_PENDING_LINKS + 10):
+            raws.append(await RawPeer.connect(*a.address))  # and never say hello
+        await eventually(lambda: a.stats["pending_refused"] >= 10, 3, "excess refused")
+        assert len(a._conns) <= MAX_PENDING_LINKS
+        b = await mesh("b", peers=[a])  # real peers still get in once the flood ends
+        for r in raws:
+            r.close()
+        await eventually(lambda: "b" in a.links, 10, "b links after the flood")
+    finally:
+        for r in raws:
+            r.close()
+    assert b.links
