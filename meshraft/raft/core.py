@@ -723,7 +723,12 @@ class RaftCore:
         if m.index < self.log.committed:
             self._send(Message(MessageType.APP_RESP, m.frm, self.id, index=self.log.committed))
             return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        try:
+            last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        except LogSafetyError as e:
+            # Only a broken or forged leader asks to overwrite committed entries.
+            self.logger.error("%s refuses an append from %s: %s", self.id, m.frm, e)
+            return
         if last_new is not None:
             self._send(Message(MessageType.APP_RESP, m.frm, self.id, index=last_new))
             return

@@ -490,3 +490,10 @@ def test_entries_replaced_while_their_write_is_in_flight_are_written_again():
     assert [m.index for m in rd2.messages if m.type is MT.APP_RESP and m.to == "3"] == [2]
     f.advance(rd2)
     assert f.log.persisted == 2 and f.log.last_index() == 2
+
+
+def test_an_append_that_would_overwrite_committed_entries_is_refused():
+    f = make("2", terms=[1, 1, 1], term=2, commit=3)
+    drain(f)
+    f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=[Entry(2, 2, data=b"evil")]))
+    assert [e.term for e in f.log.entries] == [1, 1, 1] and f.commit == 3
