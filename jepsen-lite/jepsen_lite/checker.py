@@ -411,8 +411,6 @@ class _Frontier:
     steps: int
     failed_op: int | None = None  # position of the op whose return left no configuration
     states_before: list[Hashable] | None = None  # possible states just before that return
-    snapshot: list[tuple[int, int, int]] | None = None  # configurations at `snapshot_at`
-    snapshot_pending: dict[int, int] | None = None  # pending ok op position -> slot bit
 
 
 def _add(seen: dict[tuple[int, int], list[int]], stack: list[tuple[int, int, int]],
@@ -463,7 +461,7 @@ class _FrontierEngine:
             t[s] = ns
         return ns
 
-    def run(self, deadline: float | None, snapshot_at: int | None = None) -> _Frontier:
+    def run(self, deadline: float | None) -> _Frontier:
         ops = self.ops
         evs: list[tuple[int, int, int]] = []
         for i, op in enumerate(ops):
@@ -475,16 +473,17 @@ class _FrontierEngine:
         free_bits: list[int] = []
         next_bit = 1
         slot: dict[int, int] = {}  # pending ok op -> its bit
-        infos: list[tuple[int, int, int]] = []  # (op, bit, bit of previous same-class op)
-        last_of_class: dict[Hashable, int] = {}
+        # Info ops by class (same f and argument: interchangeable once invoked). A class
+        # is [representative op, bits of its invoked ops in invoke order, mask]; the
+        # used ones are always the oldest, so the next to use is bits[popcount].
+        classes: list[list[Any]] = []
+        class_of: dict[Hashable, list[Any]] = {}
         n_info = 0
         tr = self.tr
-        snapshot = None
-        snap_pending = None
-        for idx, kind, i in evs:
-            if snapshot_at is not None and snapshot is None and idx > snapshot_at:
-                snapshot = list(configs)
-                snap_pending = dict(slot)
+        # per state: (number of classes when computed, [(bits, mask, next state)]) of
+        # the info classes whose op is legal there
+        legal: dict[int, tuple[int, list[tuple[list[int], int, int]]]] = {}
+        for _idx, kind, i in evs:
             if deadline is not None and time.monotonic() > deadline:
                 return _Frontier(UNKNOWN, self.steps)
             if kind == 0:
@@ -497,15 +496,23 @@ class _FrontierEngine:
                 else:
                     bit = 1 << n_info
                     n_info += 1
-                    cls = (ops[i].f, freeze(ops[i].value))
-                    infos.append((i, bit, last_of_class.get(cls, 0)))
-                    last_of_class[cls] = bit
+                    key = (ops[i].f, freeze(ops[i].value))
+                    c = class_of.get(key)
+                    if c is None:
+                        c = class_of[key] = [i, [], 0]
+                        classes.append(c)
+                    c[1].append(bit)
+                    c[2] |= bit
                 continue
             x = slot.pop(i)
             pend = list(slot.items())
             pend.append((i, x))
             seen: dict[tuple[int, int], list[int]] = {}
             stack: list[tuple[int, int, int]] = []
+            # Configurations whose last op is an info op are explored (they lead to ok
+            # ops) but not kept: the one before that info burst is kept instead, and
+            # can take the same burst later, since an info op never expires.
+            okend: set[tuple[int, int, int]] = set(configs)
             for c in configs:
                 _add(seen, stack, *c)
             while stack:
@@ -518,22 +525,35 @@ class _FrontierEngine:
                     if not okb & bit:
                         ns = tr(j, s)
                         if ns >= 0:
+                            okend.add((ns, okb | bit, ib))
                             _add(seen, stack, ns, okb | bit, ib)
-                for j, bit, pbit in infos:
-                    if not ib & bit and (not pbit or ib & pbit):
-                        ns = tr(j, s)
-                        if ns >= 0:
-                            _add(seen, stack, ns, okb, ib | bit)
+                moves = legal.get(s)
+                if moves is None or moves[0] != len(classes):
+                    moves = (len(classes), [(c[1], c[2], ns) for c in classes
+                                            if (ns := tr(c[0], s)) >= 0])
+                    legal[s] = moves
+                for bits, mask, ns in moves[1]:
+                    used = (ib & mask).bit_count()
+                    if used < len(bits):
+                        nib = ib | bits[used]
+                        lst = seen.get((ns, okb))
+                        if lst is not None:
+                            for old in lst:  # inlined _add's dominance test: the hot path
+                                if old & ~nib == 0:
+                                    break
+                            else:
+                                _add(seen, stack, ns, okb, nib)
+                        else:
+                            _add(seen, stack, ns, okb, nib)
             nconfigs = [(s, okb & ~x, ib) for (s, okb), lst in seen.items() if okb & x
-                        for ib in lst]
+                        for ib in lst if (s, okb, ib) in okend]
             if not nconfigs:
                 return _Frontier(False, self.steps, failed_op=i,
                                  states_before=sorted({self.states[c[0]] for c in configs},
-                                                      key=repr),
-                                 snapshot=snapshot, snapshot_pending=snap_pending)
+                                                      key=repr))
             configs = nconfigs
             free_bits.append(x)
-        return _Frontier(True, self.steps, snapshot=snapshot, snapshot_pending=snap_pending)
+        return _Frontier(True, self.steps)
 
 
 # ------------------------------------------------------------------ per-key checking
