@@ -550,7 +550,9 @@ class RaftNode:
             match = pr.match if pr is not None else 0
             last = core.log.last_index()
             lag = core.cfg.promote_max_lag
-            if match + lag < last:
+            # Caught up: it has acknowledged entries (it runs and takes our log) and its
+            # match index is within promote_max_lag entries of our last index.
+            if match == 0 or match + lag < last:
                 raise MembershipRefused(
                     f"learner {n} has not caught up: its match index is {match}, the "
                     f"leader's last index {last}; it can be promoted once it is within {lag} "
