@@ -835,7 +835,7 @@ def _check_parallel(by_key: dict[Any, list[Op]], order: list[Any], m: Model,
 def check_file(path: str | os.PathLike[str], model: Model | str = "cas-register",
                time_limit: float | None = None, **kw: Any) -> CheckResult:
     """Read, validate and check a JSONL history file."""
-    from jepsen_lite.history import read_history_with_lines
+    from jepsen_lite.history import read_lines
 
-    events, lines = read_history_with_lines(path)
+    events, lines = read_lines(path)  # check_history validates, once
     return check_history(events, model, time_limit, lines=lines, **kw)

@@ -54,10 +54,10 @@ def check(history: str, model: str, time_limit: float | None, as_json: bool,
     Exit 0 linearizable, 1 not linearizable, 2 unknown or an error.
     """
     from jepsen_lite.checker import check_history
-    from jepsen_lite.history import HistoryError, read_history_with_lines
+    from jepsen_lite.history import HistoryError, read_lines
 
     try:
-        events, lines = read_history_with_lines(history)
+        events, lines = read_lines(history)  # validated by check_history
         result = check_history(events, model, time_limit, workers=workers, lines=lines)
     except HistoryError as e:
         _fail(f"{history}: {e}", as_json)
