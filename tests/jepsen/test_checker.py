@@ -339,3 +339,33 @@ def test_recorded_from_a_register_that_reads_stale_values(tmp_path):
     r = check_history(read_history(path))
     assert r.valid is False
     assert r.failures[0].op.output == 1
+
+
+# ------------------------------------------------------------------------ report
+
+def test_report_marks_failure_and_shades_nemesis_periods(tmp_path):
+    from jepsen_lite.report import write_report
+
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1),
+          (1, "invoke", "read", None), (1, "ok", "read", None),
+          (2, "invoke", "write", "<script>alert(1)</script>"),
+          (2, "ok", "write", "<script>alert(1)</script>"))
+    r = check_history(h)
+    path = tmp_path / "report.html"
+    write_report(path, r, h, nemesis_periods=[(5, 25, "partition {1} | {2,3}")])
+    text = path.read_text()
+    assert "NOT linearizable" in text
+    assert "partition {1} | {2,3}" in text and "#8fa8d8" in text  # the shaded fault
+    assert 'stroke="#c0262d"' in text  # minimal failing set outlined
+    assert "<script>" not in text  # history strings are escaped
+    assert "linearizable prefix ends here" in text
+
+
+def test_report_for_a_valid_history_bounds_its_size(tmp_path):
+    from jepsen_lite.report import render_report
+
+    h = simulate(ops=5000, processes=10, keys=2, seed=1)
+    text = render_report(check_history(h))
+    assert "Verdict: <b class=v-true>linearizable</b>" in text
+    assert "showing 400 of" in text
+    assert len(text) < 2_000_000
