@@ -79,6 +79,7 @@ class Failure:
     minimal_complete: bool = True
     descriptions: dict[int, str] = field(default_factory=dict)
     states_before: list[str] | None = None
+    located: bool = True  # False: time ran out before `op` and the prefix were pinned down
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class Failure:
             "op": _op_json(self.op, self.descriptions),
             "minimal": [_op_json(o, self.descriptions) for o in self.minimal],
             "minimal_complete": self.minimal_complete,
+            "located": self.located,
             "context_ops": self.context_ops,
             "prefix_index": self.prefix_index,
             "prefix_ops": self.prefix_ops,
@@ -629,9 +631,10 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
 
     1. The ok completions c_1 < c_2 < ... ; prefix P_k (events up to c_k) is
        linearizable for small k and not for k = all, and linearizability is
-       prefix-closed, so a binary search (seeded with the op the search got stuck on)
-       finds the least k with P_k not linearizable: op Y completes at c_k, and P_{k-1}
-       is the longest linearizable prefix.
+       prefix-closed. The frontier search names the least k with P_k not
+       linearizable directly (the first return that leaves no configuration); if it
+       runs out of time, a binary search over k does. Op Y completes at c_k, and
+       P_{k-1} is the longest linearizable prefix.
     2. Within P_k, shrink: relax each other ok op (nearest first, at most
        EXPLAIN_WINDOW of them) to "unknown outcome"; keep it relaxed if P_k still
        cannot be linearized. What stays ok is the minimal set, Y included (relaxing Y
@@ -643,7 +646,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
     complete = True
 
     def linearizable(cut: int) -> Verdict:
-        return _search(_prefix(ops, model, cut), model, deadline).verdict
+        return _decide(_prefix(ops, model, cut), model, deadline)
 
     # 1. least failing prefix; hi fails (the whole history), lo passes (nothing)
     lo, hi = -1, len(comps) - 1
@@ -651,6 +654,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         frontier = _FrontierEngine(ops, model).run(min(deadline, time.monotonic()
                                                        + EXPLAIN_SECONDS / 2))
     probes: list[int] = []
+    located = True
     if frontier.verdict is False and frontier.failed_op is not None:
         hi = comps.index(ops[frontier.failed_op].complete_index)  # type: ignore[arg-type]
         lo = hi - 1
@@ -667,7 +671,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         elif v is False:
             hi = mid
         else:
-            complete = False
+            complete = located = False
             break
     y = by_complete[comps[hi]]
     cut = comps[hi]
@@ -694,7 +698,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         trial = relaxed | {cand_op.id}
         hist = [op for op in base if op.id not in trial]
         hist += [_relaxed(op) for op in base if op.id in trial and not model.read_only(op)]
-        v = _search(hist, model, min(deadline, time.monotonic() + 1.0)).verdict
+        v = _decide(hist, model, min(deadline, time.monotonic() + 1.0))
         if v is False:
             relaxed = trial
         elif v == UNKNOWN:
@@ -714,7 +718,17 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         possible = [model.describe_state(st) for st in frontier.states_before]
     return Failure(key=key, op=y, minimal=minimal, prefix_index=cut, prefix_ops=prefix_ops,
                    linearization=witness, context_ops=context, minimal_complete=complete,
-                   descriptions=descs, states_before=possible)
+                   descriptions=descs, states_before=possible, located=located)
+
+
+def _decide(ops: Sequence[Op], model: Model, deadline: float | None) -> Verdict:
+    """Depth first with a step budget (fast when linearizable), then the frontier
+    search (fast to refute)."""
+    budget = 20 * len(ops) + 50_000
+    res = _search(ops, model, deadline, max_steps=budget)
+    if res.verdict != UNKNOWN or res.steps < budget:
+        return res.verdict
+    return _FrontierEngine(ops, model).run(deadline).verdict
 
 
 # ----------------------------------------------------------------------- public API

@@ -98,6 +98,9 @@ def _print_human(source: str, result: Any) -> None:
             click.echo(f"  first op that cannot be linearized: p{f.op.process} "
                        f"{d.get(f.op.id, '')} (events #{f.op.invoke_index}..#"
                        f"{f.op.complete_index})")
+            if not f.located:
+                click.echo("  (the explanation ran out of time: that op and the prefix below "
+                           "are approximate)")
             if f.states_before:
                 click.echo(f"  possible states just before: {', '.join(f.states_before)}")
             kind = "minimal set" if f.minimal_complete else "neighbourhood (not proven minimal)"

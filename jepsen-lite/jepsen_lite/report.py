@@ -163,6 +163,9 @@ def _failure_html(f: Failure) -> str:
                   f"<td class=mono>{_esc(st)}</td></tr>" for o, st in f.linearization)
     states = (f"<p>Possible states just before it completed: "
               f"<code>{_esc(', '.join(f.states_before))}</code></p>" if f.states_before else "")
+    if not f.located:
+        states += ("<p><i>The explanation ran out of time: the op and the prefix shown are "
+                   "approximate.</i></p>")
     note = ("" if f.minimal_complete else
             "<p><i>The search for a minimal set ran out of time: the set below is the "
             "failing op's neighbourhood, not proven minimal.</i></p>")
