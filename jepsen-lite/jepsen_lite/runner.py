@@ -20,6 +20,7 @@ import bisect
 import contextlib
 import ctypes
 import html
+import itertools
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ log = logging.getLogger("jepsen_lite.runner")
 
 EXIT_OK, EXIT_INVALID, EXIT_FAILED = 0, 1, 2
 READY_KEY = "jl-ready"  # outside the workload's key space: not part of the history
+RECOVERY_WINDOW = 5.0  # seconds after a heal in which the write outage is measured
 
 
 class RunFailed(Exception):
@@ -259,9 +261,10 @@ def summarize(events: list[dict[str, Any]], periods: list[Period],
     cluster answered); ``answered_client_time_*``: the share of client time spent in
     ops that got an answer (a client stuck in timeouts makes few ops, so op counts
     understate its outage).
-    Failover time of a fault: from its start to the completion of the first ok write
-    or cas invoked after it started (how long writes were unavailable);
-    recovery: the same, counted from the fault's stop.
+    Failover time of a fault (``write_outage_s``): the longest stretch within the fault
+    during which no client completed an ok write or cas, i.e. how long the cluster
+    could not commit (about 0 when the leader kept a majority); ``write_outage_after_stop_s``:
+    the same over the RECOVERY_WINDOW seconds after the fault was healed.
     ``node_of`` (process -> the node its client talks to) adds the answered client time
     per node, which shows which side of a partition lost service."""
     ops = pair_operations(events)
@@ -315,13 +318,19 @@ def summarize(events: list[dict[str, Any]], periods: list[Period],
     def time_share(name: str) -> float | None:
         return round(answered_time[name] / op_time[name], 4) if op_time[name] else None
 
-    writes = sorted((sec(op.invoke_time), sec(op.complete_time)) for op in ops
-                    if op.status == "ok" and op.f in ("write", "cas")
-                    and op.invoke_time is not None and op.complete_time is not None)
+    commits = sorted(c for c in (sec(op.complete_time) for op in ops
+                                 if op.status == "ok" and op.f in ("write", "cas"))
+                     if c is not None)
+    end_s = (end_t - t0) / 1e9
 
-    def first_ok_after(t: float) -> float | None:
-        done = [c for i, c in writes if i is not None and i >= t and c is not None]
-        return round(min(done) - t, 3) if done else None
+    def outage(a: float, b: float) -> float | None:
+        """The longest gap between ok write completions within [a, b]."""
+        b = min(b, end_s)
+        if b <= a:
+            return None
+        lo, hi = bisect.bisect_left(commits, a), bisect.bisect_right(commits, b)
+        points = [a, *commits[lo:hi], b]
+        return round(max(y - x for x, y in itertools.pairwise(points)), 3)
 
     def worst_node(p: Period) -> tuple[str, float] | None:
         """The node whose clients got answers for the least of their time in ``p``."""
@@ -354,8 +363,9 @@ def summarize(events: list[dict[str, Any]], periods: list[Period],
         fo: dict[str, Any] = {
             "fault": p.f, "start": round(p.start, 3),
             "stop": None if p.stop is None else round(p.stop, 3),
-            "first_ok_write_after_start": first_ok_after(p.start),
-            "first_ok_write_after_stop": None if p.stop is None else first_ok_after(p.stop),
+            "write_outage_s": outage(p.start, p.stop if p.stop is not None else end_s),
+            "write_outage_after_stop_s": (None if p.stop is None
+                                          else outage(p.stop, p.stop + RECOVERY_WINDOW)),
         }
         worst = worst_node(p)
         if worst is not None:
@@ -363,8 +373,8 @@ def summarize(events: list[dict[str, Any]], periods: list[Period],
         failovers.append(fo)
     by_fault: dict[str, list[float]] = {}
     for fo in failovers:
-        if fo["first_ok_write_after_start"] is not None:
-            by_fault.setdefault(fo["fault"], []).append(fo["first_ok_write_after_start"])
+        if fo["write_outage_s"] is not None:
+            by_fault.setdefault(fo["fault"], []).append(fo["write_outage_s"])
     total = {"ok": 0, "fail": 0, "info": 0}
     for op in ops:
         total[op.status] += 1
@@ -690,7 +700,7 @@ def _run_html(out: Path, r: dict[str, Any]) -> str:
         ("answered client time: during faults / without",
          esc(f"{a.get('answered_client_time_during_faults')} / "
              f"{a.get('answered_client_time_without_faults')}")),
-        ("first ok write after a fault starts, median s",
+        ("longest write outage per fault, median s",
          esc(json.dumps(r.get("failover", {}).get("median_by_fault")))),
     ]
     faults = "".join(

@@ -63,7 +63,7 @@ def test_each_nemesis_family_stays_linearizable(family, tmp_path):
     quiet_ok = [e for e in events if e["process"] != "nemesis" and e["type"] == "ok"
                 and e["index"] > stops[-1]["index"]]
     assert len(quiet_ok) > 20
-    for name in ("history.jsonl", "results.json", "latency.png", "rate.png"):
+    for name in ("history.jsonl", "results.json", "latency.png", "rate.png", "report.html"):
         assert (out / name).stat().st_size > 0, name
     assert sorted(p.name for p in (out / "nodes").glob("n*.log")) == [
         f"n{i}.log" for i in range(1, 6)]
@@ -93,6 +93,8 @@ def test_serializable_reads_under_partitions_are_caught(tmp_path):
     assert "NOT linearizable" in res.stdout
     failures = results["check"]["failures"]
     assert failures and failures[0]["key"] == 0
+    report = (out / "report.html").read_text()
+    assert "NOT linearizable" in report and "isolate-leader" in report
     check_clean(results)
 
 
