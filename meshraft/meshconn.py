@@ -105,10 +105,19 @@ class MeshPacketConn(asyncio.DatagramTransport):
             if seq != self._inline_seq:
                 self._inline_seq = seq
                 self._inline_until = _now() + _INLINE_BUDGET_S
-                self._deliver(payload, src)
-                return
-            if _now() < self._inline_until:
-                self._deliver(payload, src)
+            elif _now() >= self._inline_until:
+                seq = -1
+            if seq >= 0:
+                self._received += 1
+                self._delivering = True
+                try:
+                    self._protocol.datagram_received(payload, src)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._protocol_raised(exc)
+                finally:
+                    self._delivering = False
                 return
         if len(inbox) >= self._recv_max:
             self._stats["dropped_full"] += 1
@@ -126,12 +135,15 @@ class MeshPacketConn(asyncio.DatagramTransport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "datagram_received raised", "exception": exc,
-                "transport": self, "protocol": self._protocol,
-            })
+            self._protocol_raised(exc)
         finally:
             self._delivering = False
+
+    def _protocol_raised(self, exc: BaseException) -> None:
+        self._loop.call_exception_handler({
+            "message": "datagram_received raised", "exception": exc,
+            "transport": self, "protocol": self._protocol,
+        })
 
     def _drain(self) -> None:
         self._drain_scheduled = False

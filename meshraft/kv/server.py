@@ -312,6 +312,8 @@ class KVServer:
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial:
                         self.log.info("client %s sent a truncated frame header", peer)
+                    if pending:  # a half-closed client still gets the answers it asked for
+                        await asyncio.wait(list(pending), timeout=MAX_REQUEST_TIMEOUT)
                     return
                 (size,) = p.HEADER.unpack(header)
                 if size > self.max_frame:

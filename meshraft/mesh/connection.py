@@ -19,6 +19,7 @@ logged reason and never raises out of the protocol callbacks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -61,15 +62,10 @@ class ProtocolError(Exception):
 
 def make_unpackb(max_frame: int) -> Callable[[Any], Any]:
     """msgpack decoding with strict limits: nothing larger than a frame, no ext types."""
-
-    def unpackb(data: Any) -> Any:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True, max_bin_len=max_frame,
-            max_str_len=max_frame, max_array_len=1 << 16, max_map_len=1 << 16,
-            max_ext_len=0,
-        )
-
-    return unpackb
+    return functools.partial(
+        msgpack.unpackb, raw=False, strict_map_key=True, use_list=True, max_bin_len=max_frame,
+        max_str_len=max_frame, max_array_len=1 << 16, max_map_len=1 << 16, max_ext_len=0,
+    )
 
 
 def negotiate(our_min: int, our_max: int, their_min: int, their_max: int) -> int | None:

@@ -508,15 +508,29 @@ class RaftNode:
 
     def _membership_check(self, cc_type: ConfChangeType, n: str) -> None:
         """Refuse at once what cannot succeed (MembershipRefused), what needs the leader
-        (NotLeader) and what must wait (Busy); the core checks again when proposing."""
+        (NotLeader) and what must wait (Busy); the core checks again when proposing.
+        Only the leader judges the configuration: a follower's may lag (it may not have
+        applied the add a promote follows). A removal is final, so anyone judges that."""
         core = self._core
-        voters, learners = set(core.voters), set(core.learners)
         adding = cc_type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER)
         if adding and n in self._removed_ids:
             raise MembershipRefused(
                 f"member id {n} was removed from the cluster (at index {self._removed_ids[n]}) "
                 "and ids are never reused: add the new member under a new id, with an empty "
                 "data dir")
+        if core.status()["role"] != "leader":
+            lead = core.lead
+            if lead is None:
+                raise Unavailable("no leader known: membership changes need one; retry")
+            raise NotLeader(f"membership changes go through the leader, member {lead}",
+                            leader_id=lead)
+        # Before judging the configuration: a new leader may not have applied it yet.
+        if core.log.term(core.log.committed) != core.term:
+            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
+        if core.pending_conf_index > core.log.applied:
+            raise Busy("busy: another membership change is still in progress; retry when "
+                       "it has been applied")
+        voters, learners = set(core.voters), set(core.learners)
         if adding and (n in voters or n in learners):
             raise MembershipRefused(
                 f"{n} is already a {'voter' if n in voters else 'learner'}")
@@ -534,17 +548,6 @@ class RaftNode:
                 raise MembershipRefused(f"{n} is not a member{extra}")
             if voters == {n}:
                 raise MembershipRefused("cannot remove the last voter")
-        if core.status()["role"] != "leader":
-            lead = core.lead
-            if lead is None:
-                raise Unavailable("no leader known: membership changes need one; retry")
-            raise NotLeader(f"membership changes go through the leader, member {lead}",
-                            leader_id=lead)
-        if core.log.term(core.log.committed) != core.term:
-            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
-        if core.pending_conf_index > core.log.applied:
-            raise Busy("busy: another membership change is still in progress; retry when "
-                       "it has been applied")
         if cc_type is ConfChangeType.PROMOTE:
             pr = core.prs.get(n)
             match = pr.match if pr is not None else 0
