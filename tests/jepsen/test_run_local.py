@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from jepsen_lite.history import read_history
 from jepsen_lite.nemesis import Period
 from jepsen_lite.runner import summarize
@@ -100,3 +101,13 @@ def test_summary_availability_and_failover():
     assert by_node["2"]["answered_client_time_during_faults"] == 1.0
     assert fo["worst_node"] == "1" and fo["worst_node_answered_client_time"] == 0.0
     assert summarize(events, [])["availability"]["during_faults"] is None
+
+
+def test_netns_without_root_says_what_to_do(monkeypatch, tmp_path):
+    from jepsen_lite import netns
+
+    monkeypatch.setattr(netns, "is_root", lambda: False)
+    monkeypatch.setattr(netns, "STATE_ROOT", tmp_path)
+    with pytest.raises(netns.NetError, match=r"needs root.*--net local"):
+        netns.NetnsNet.create(3)
+    assert not list(tmp_path.rglob("*.json")), "nothing recorded for a run that never started"
