@@ -257,6 +257,98 @@ class PauseFault(_ProcessFault):
         return {"nodes": done}
 
 
+class MemberFault(Fault):
+    """Issue 12's ``member`` nemesis: remove a random node from the Raft configuration
+    (through the cluster's client protocol) and stop its process; at stop, add a fresh
+    node in the same slot (address, namespace, client port — so the workers bound to
+    it carry on) under a NEW id, since ids are never reused, with an empty data dir:
+    it joins, is added as a learner and promoted once caught up.
+
+    Needs from the cluster, beyond the Cluster protocol: ``endpoints()``,
+    ``start(node)``, ``extra_args`` (``--join`` is added: a no-op for members that
+    restart on their own data) and ``net.nodes`` (the slot is renamed)."""
+
+    name = "member"
+    step_timeout = 20.0  # seconds each membership step may take, retries included
+
+    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
+        super().__init__(cluster, rng)
+        self.target: str | None = None
+        self.removed = False
+        self.ever: set[str] = set()  # every id ever used: never handed out again
+
+    async def plan(self) -> Any:
+        self.removed = False
+        if not all(hasattr(self.cluster, a) for a in ("endpoints", "start", "extra_args")):
+            return {"error": "this cluster cannot add members"}
+        nodes = list(self.cluster.node_ids)
+        self.ever |= set(nodes)
+        if len(nodes) < 3:
+            return {"error": "the member nemesis needs at least 3 nodes"}
+        self.target = self.rng.choice(nodes)
+        return {"remove": self.target}
+
+    async def apply(self) -> None:
+        node = self.target
+        assert node is not None
+        await self._admin(lambda c: c.remove_member(node), f"remove {node}",
+                          done_if=f"{node} is not a member")
+        self.removed = True
+        self.cluster.kill(node)
+
+    async def stop(self) -> Any:
+        if not self.removed or self.target is None:
+            return {"skipped": "nothing was removed"}
+        old, self.removed = self.target, False
+        new = str(max(int(n) for n in self.ever if n.isdigit()) + 1)
+        self.ever.add(new)
+        c: Any = self.cluster
+        if "--join" not in c.extra_args:
+            c.extra_args = (*c.extra_args, "--join")
+        nodes = c.net.nodes
+        slots = list(nodes.items())
+        nodes.clear()
+        for k, a in slots:  # the new id takes the old one's place (and position)
+            nodes[new if k == old else k] = (
+                type(a)(new, a.host, a.port, a.client_port, a.namespace) if k == old else a)
+        c.start(new)  # a new data dir of its own: empty
+        peer = nodes[new].peer_addr
+        await self._admin(lambda cl: cl.add_member(new, peer, learner=True), f"add {new}",
+                          done_if=f"{new} is already a")
+        await self._admin(lambda cl: cl.promote_member(new), f"promote {new}",
+                          done_if=f"{new} is already a voter", retry_if="not caught up")
+        return {"removed": old, "added": new}
+
+    async def _admin(self, call: Callable[[Any], Awaitable[Any]], what: str,
+                     done_if: str, retry_if: str | None = None) -> None:
+        """Retry a membership change through any member until it is done; an answer
+        containing ``done_if`` means an earlier attempt (outcome unknown) took effect."""
+        from meshraft.kv.client import AsyncClient, BadRequest, MeshraftError
+
+        deadline = time.monotonic() + self.step_timeout
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            client = AsyncClient(self.cluster.endpoints(),  # type: ignore[attr-defined]
+                                 timeout=min(3.0, max(0.5, deadline - time.monotonic())),
+                                 attempt_timeout=1.0, connect_timeout=0.5)
+            try:
+                await call(client)
+                return
+            except BadRequest as exc:
+                if done_if in exc.message:
+                    return
+                if retry_if is None or retry_if not in exc.message:
+                    raise RuntimeError(f"{what} refused: {exc.message}") from None
+                last = exc.message
+            except MeshraftError as exc:  # busy, no leader yet, outcome unknown: again
+                last = exc.message
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{what} did not succeed within {self.step_timeout:g}s: {last}")
+
+
 FaultFactory = Callable[[Cluster, random.Random], Fault]
 
 FAULTS: dict[str, FaultFactory] = {
@@ -267,7 +359,11 @@ FAULTS: dict[str, FaultFactory] = {
     "kill": KillFault,
     "pause": PauseFault,
     "loss": LossFault,
+    "member": MemberFault,
 }
+# Asked for by name only: a membership change reshapes the cluster for the rest of
+# the run, so ``all`` (and the runs that rely on its mix) does not draw it.
+NOT_IN_ALL = {"member"}
 NETWORK_FAULTS = {"partition-halves", "partition-ring", "partition-bridge", "isolate-leader",
                   "loss"}
 
@@ -289,7 +385,8 @@ def families_for(name: str, network_faults: bool) -> list[str]:
     if name == "none":
         return []
     if name == "all":
-        return [f for f in FAULTS if network_faults or f not in NETWORK_FAULTS]
+        return [f for f in FAULTS if (network_faults or f not in NETWORK_FAULTS)
+                and f not in NOT_IN_ALL]
     if name not in FAULTS:
         raise ValueError(f"unknown nemesis {name!r}: one of {', '.join(nemesis_names())}")
     if name in NETWORK_FAULTS and not network_faults:
