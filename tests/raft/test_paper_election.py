@@ -171,3 +171,37 @@ def test_voter_grants_only_to_up_to_date_logs(terms, cand_index, cand_term, gran
     c.step(msg(MT.VOTE, "2", "1", c.term + 1, index=cand_index, log_term=cand_term))
     resp = [m for m in drain(c) if m.type is MT.VOTE_RESP]
     assert resp[0].reject is (not granted)
+
+
+def test_granting_a_vote_resets_the_election_timer():
+    # Figure 2, followers: convert to candidate only if the timeout elapses without
+    # hearing from the leader *or granting a vote*.
+    c = make(term=1, seed=5, **PAPER)
+    drain(c)
+    for _ in range(c.randomized_timeout - 1):
+        c.tick()
+    c.step(msg(MT.VOTE, "2", "1", 2, index=0, log_term=0))
+    drain(c)
+    c.tick()
+    assert c.role is Role.FOLLOWER and c.vote == "2"
+
+
+def test_a_vote_request_with_a_stale_term_is_rejected():
+    # Figure 2, RequestVote 1: reply false if term < currentTerm.
+    c = make(term=5, **PAPER)
+    drain(c)
+    c.step(msg(MT.VOTE, "2", "1", 4, index=9, log_term=4))
+    assert c.vote is None and c.term == 5
+    assert [m for m in drain(c) if m.type is MT.VOTE_RESP and not m.reject] == []
+
+
+def test_a_new_leader_announces_itself_to_every_follower_at_once():
+    # Figure 2, leaders: upon election, send AppendEntries to each server (ours carries
+    # the no-op of the new term).
+    c = make(**PAPER)
+    c.campaign()
+    c.step(msg(MT.VOTE_RESP, "2", "1", c.term))
+    apps = [m for m in drain(c) if m.type is MT.APP]
+    assert sorted(m.to for m in apps) == ["2", "3"]
+    assert all(m.entries and m.entries[-1].term == c.term and not m.entries[-1].data
+               for m in apps)
