@@ -294,6 +294,14 @@ class MemberFault(Fault):
         await self._admin(lambda c: c.remove_member(node), f"remove {node}",
                           done_if=f"{node} is not a member")
         self.removed = True
+        # Let it learn it was removed (it then serves nothing) before it is stopped.
+        status = getattr(self.cluster, "node_status", None)
+        deadline = time.monotonic() + 3.0
+        while status is not None and time.monotonic() < deadline:
+            st = await status(node, 0.5)
+            if st is not None and st.get("role") == "removed":
+                break
+            await asyncio.sleep(0.1)
         self.cluster.kill(node)
 
     async def stop(self) -> Any:
