@@ -8,7 +8,7 @@ Starts a local 3-node cluster, finds the leader, drives the load with
 record`` (``--format raw``: collapsed stacks; idle threads excluded, so the samples
 are where the leader spends CPU). Writes ``profile-<transport>-<ops>.txt`` (the load
 result, CPU seconds per operation for every process, and the top functions by self
-and by inclusive samples) and the collapsed stacks beside it.
+and by inclusive samples) and, with ``--stacks FILE``, keeps py-spy's collapsed stacks.
 
 It starts and stops only its own processes, by PID.
 """
@@ -35,7 +35,9 @@ from meshraft.bench import (  # noqa: E402
     cpu_seconds,
     exit_on_sigterm,
     format_table,
+    make_tempdir,
     meshraft_factory,
+    remove_tree,
     run_load,
 )
 
@@ -90,11 +92,19 @@ def summarise(collapsed: str, top: int = 40) -> str:
 
 
 async def profile(args: argparse.Namespace) -> None:
+    tmp = make_tempdir("meshraft-profile-")
+    try:
+        await _profile(args, tmp)
+    finally:
+        remove_tree(tmp)
+
+
+async def _profile(args: argparse.Namespace, tmp: Path) -> None:
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy not found: pip install py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"profile-{args.transport}-{args.ops}-{args.clients}{args.tag}"
-    raw = args.out / f"{stem}.collapsed"
+    raw = args.stacks if args.stacks is not None else tmp / f"{stem}.collapsed"
     spec = LoadSpec(ops=args.ops, clients=args.clients, duration=args.duration,
                     warmup=args.warmup)
     async with LocalCluster(nodes=3, transport=args.transport,
@@ -184,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tree", type=Path, default=None,
                     help="run the members from this source tree (see ab_trees.py)")
     ap.add_argument("--tag", default="", help="suffix for the output file names")
+    ap.add_argument("--stacks", type=Path, default=None,
+                    help="keep py-spy's collapsed stacks in this file (flamegraph input)")
     exit_on_sigterm()
     asyncio.run(profile(ap.parse_args(argv)))
 
