@@ -5,6 +5,7 @@ the HTTP client against a real asyncio HTTP server on a loopback port."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from meshraft.bench import (
     BenchError,
     BenchUnavailable,
     LoadSpec,
+    Progress,
     format_table,
     make_key,
     percentile,
@@ -187,3 +189,31 @@ async def test_http_connection_keeps_alive_and_reconnects() -> None:
         await conn.close()
         server.close()
         await server.wait_closed()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_in_a_log() -> None:
+    tty = _Tty()
+    bar = Progress(10, "put", stream=tty)
+    bar.update(5, 1234, 2468.0, "measure")
+    bar.update(10, 2500, 2500.0, "measure")
+    bar.done()
+    out = tty.getvalue()
+    assert out.startswith("\rput [") and out.count("\r") == 2 and out.endswith("\n")
+    assert "1,234 ops" in out and "##############################]" in out
+
+    log = io.StringIO()  # not a terminal: a line now and then, not a redraw
+    bar = Progress(10, "get", stream=log)
+    for t in (0.25, 0.5, 1, 2, 10):
+        bar.update(t, 1, 1.0, "measure")
+    assert "\r" not in log.getvalue() and 1 <= log.getvalue().count("\n") <= 3
+
+    quiet = io.StringIO()
+    bar = Progress(10, "x", stream=quiet, enabled=False)
+    bar.update(10, 1, 1.0, "measure")
+    bar.done()
+    assert quiet.getvalue() == ""
