@@ -3,6 +3,8 @@
     python benchmarks/mesh_bench.py ping    # round trips/s, UDP vs mesh (with/without password)
     python benchmarks/mesh_bench.py oneway  # one-way datagrams/s
     python benchmarks/mesh_bench.py mesh10  # 10 counters: full mesh, an increment, idle bytes
+    python benchmarks/mesh_bench.py callback  # round trips with the reply sent from the
+                                            # receive callback (no coroutine in between)
     python benchmarks/mesh_bench.py all     # options: --runs N --duration S --peers N ...
 
 Every number is the median of ``--runs`` runs, each in fresh processes on loopback
@@ -145,6 +147,104 @@ def bench_oneway(args, raw: dict) -> None:
         print(f"{kind:>9} {rate:>11.0f} {frac:>10.1%}")
 
 
+# ---------------------------------------------------------------- callback ping-pong
+# Both sides answer inside datagram_received (as a protocol that replies at once
+# does), so the numbers show the transports, not a pinger's coroutine.
+
+def _callback_side(role: str, kind: str, port: int, count: int, size: int) -> None:
+    import asyncio
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, t):  # type: ignore[no-untyped-def]
+            self.t = t
+
+        def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+            self.t.sendto(data, addr)
+
+    class Client(Echo):
+        def __init__(self, target) -> None:  # type: ignore[no-untyped-def]
+            self.target, self.n, self.stamps = target, 0, []
+            self.done = asyncio.get_running_loop().create_future()
+
+        def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+            self.stamps.append(time.perf_counter())
+            self.n += 1
+            if self.n >= count:
+                self.done.set_result(None)
+            else:
+                self.t.sendto(data, self.target)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        router = None
+        if kind == "udp":
+            if role == "server":
+                await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", port))
+            else:
+                target = ("127.0.0.1", port)
+                t, p = await loop.create_datagram_endpoint(lambda: Client(target),
+                                                           local_addr=("127.0.0.1", 0))
+        else:
+            from meshraft.mesh import Router
+            from meshraft.meshconn import create_mesh_endpoint
+
+            if role == "server":
+                router = await Router.start("echo", listen=("127.0.0.1", port))
+                await create_mesh_endpoint(router, Echo, "ping")
+            else:
+                router = await Router.start("client", peers=[f"127.0.0.1:{port}"])
+                for _ in range(2000):  # up to ~20 s for the link
+                    if "echo" in router.links:
+                        break
+                    await asyncio.sleep(0.01)
+                t, p = await create_mesh_endpoint(router, lambda: Client("echo"), "ping")
+        if role == "server":
+            print("ready", flush=True)
+            await asyncio.sleep(3600)
+            return
+        t0, c0 = time.perf_counter(), time.process_time()
+        t.sendto(b"x" * size, p.target)
+        await asyncio.wait_for(p.done, 60)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        gaps = sorted(b - a for a, b in zip(p.stamps, p.stamps[1:], strict=False))
+        print(json.dumps({"round_trips_per_s": count / wall, "p50_us": gaps[len(gaps) // 2] * 1e6,
+                          "cpu_us_per_rt": cpu / count * 1e6}), flush=True)
+        if router is not None:
+            await router.stop()
+
+    asyncio.run(run())
+
+
+def bench_callback(args, raw: dict) -> None:
+    res: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(args.runs):
+        for size in (100, 8192):
+            for kind in ("udp", "mesh"):
+                procs = Procs()
+                try:
+                    port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+                    srv = procs.start([PY, __file__, "_side", "server", kind, str(port), "0", "0"])
+                    srv.stdout.readline()  # type: ignore[union-attr]
+                    r = run_json([PY, __file__, "_side", "client", kind, str(port),
+                                  str(args.count // 5), str(size)], timeout=120)
+                finally:
+                    procs.stop_all()
+                res.setdefault((kind, size), []).append(r)
+    raw["callback"] = {f"{k}/{s}": v for (k, s), v in res.items()}
+    print(f"\nround trips answered inside the receive callback, {args.count // 5} per run, "
+          f"median of {args.runs} (load {load()})")
+    print(f"{'datagram':>9} {'transport':>9} {'rt/s':>9} {'ratio':>6} {'p50 us':>8} "
+          f"{'cpu us/rt':>10}")
+    for size in (100, 8192):
+        base = statistics.median(r["round_trips_per_s"] for r in res[("udp", size)])
+        for kind in ("udp", "mesh"):
+            rs = res[(kind, size)]
+            rate = statistics.median(r["round_trips_per_s"] for r in rs)
+            print(f"{size:>9} {kind:>9} {rate:>9.0f} {rate / base:>6.2f} "
+                  f"{statistics.median(r['p50_us'] for r in rs):>8.1f} "
+                  f"{statistics.median(r['cpu_us_per_rt'] for r in rs):>10.1f}")
+
+
 def http(port: int, path: str = "/", method: str = "GET") -> str:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     with urllib.request.urlopen(req, timeout=5) as r:
@@ -242,8 +342,12 @@ def bench_mesh10(args, raw: dict) -> None:
 
 
 def main() -> int:
+    if len(sys.argv) == 7 and sys.argv[1] == "_side":  # a process of the callback bench
+        _, _, role, kind, port, count, size = sys.argv
+        _callback_side(role, kind, int(port), int(count), int(size))
+        return 0
     ap = argparse.ArgumentParser(description="mesh and MeshPacketConn measurements")
-    ap.add_argument("what", choices=["ping", "oneway", "mesh10", "all"])
+    ap.add_argument("what", choices=["ping", "callback", "oneway", "mesh10", "all"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--count", type=int, default=50_000)
@@ -257,6 +361,8 @@ def main() -> int:
         Path(pwfile).write_text("bench password\n")
         if args.what in ("ping", "all"):
             bench_ping(args, pwfile, raw)
+        if args.what in ("callback", "all"):
+            bench_callback(args, raw)
         if args.what in ("oneway", "all"):
             bench_oneway(args, raw)
         if args.what in ("mesh10", "all"):
