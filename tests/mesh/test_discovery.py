@@ -38,7 +38,9 @@ async def test_each_pair_has_exactly_one_link_after_simultaneous_dials(mesh):
     a.connect(c.address)
     routers = [a, b, c]
     await eventually(lambda: full_mesh(routers), 10, "full mesh of 3")
-    await asyncio.sleep(0.5)  # let duplicate handshakes finish and be resolved
+    # duplicate handshakes finish and are resolved: one connection per pair remains
+    await eventually(lambda: all(len(r._conns) == 2 for r in routers), 5, "one link per pair")
+    await asyncio.sleep(0.3)
     for r in routers:
         assert len(r._conns) == 2, r.status()["links"]
         assert len(r.links) == 2
