@@ -363,8 +363,12 @@ class Link(asyncio.BufferedProtocol):
         if self.state != ESTABLISHED:
             return False
         if self._out_bytes + self._tbuf > self._write_limit:
-            self.dropped_out += 1
-            return False
+            # _tbuf is from our last write: the socket may have drained since
+            assert self._transport is not None
+            self._tbuf = self._transport.get_write_buffer_size()
+            if self._out_bytes + self._tbuf > self._write_limit:
+                self.dropped_out += 1
+                return False
         if self._tx is not None:
             body = self._tx.encrypt(body)
         n = len(body)

@@ -344,3 +344,38 @@ async def test_connections_stuck_in_the_handshake_are_bounded(mesh):
         for r in raws:
             r.close()
     assert b.links
+
+
+async def test_a_receiver_that_catches_up_gets_frames_again(mesh):
+    limit = 128 * 1024
+    a = await mesh("a", write_limit=limit, link_timeout=5.0)
+    raw = await RawPeer.connect(*a.address)
+    try:
+        await raw.handshake(name="late")
+        await eventually(lambda: "late" in a.links, 2, "raw link")
+        link = a.links["late"]
+        raw.writer.transport.pause_reading()  # stop reading for a while
+        for _ in range(200):
+            a.send_unicast("t", "late", b"q" * 30_000)
+            await asyncio.sleep(0)
+        assert link.dropped_out > 0
+        raw.writer.transport.resume_reading()  # catch up: read everything queued
+
+        async def read_until_marker():
+            while True:
+                msg = msgpack.unpackb(await raw.read_frame(within=5.0))
+                if msg[0] == 1 and msg[-1] == b"after":
+                    return True
+
+        async def send_marker_until_read():
+            while True:
+                a.send_unicast("t", "late", b"after")
+                await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(send_marker_until_read())
+        try:
+            assert await asyncio.wait_for(read_until_marker(), 10)
+        finally:
+            sender.cancel()
+    finally:
+        raw.close()
