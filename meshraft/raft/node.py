@@ -40,6 +40,7 @@ dir marked so, or one that belongs to another id, refuses to start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -278,6 +279,7 @@ class RaftNode:
         # Ids removed from the cluster (never to be reused) -> index of the removal.
         self._removed_ids: dict[str, int] = {}
         self._removed_notice_at: dict[str, float] = {}
+        self._own_removal: int | None = None  # seq of our request to remove ourselves
         self._data_dir = Path(data_dir)
         self._stopping = False
         self._stopped = False
@@ -566,6 +568,8 @@ class RaftNode:
         self._check_writable()
         self._membership_check(cc_type, str(node_id))
         seq, fut = self._new_waiter()
+        if cc_type is ConfChangeType.REMOVE and str(node_id) == self.node_id:
+            self._own_removal = seq
         ctx = msgpack.packb([address, self._tag(seq)], use_bin_type=True)
         try:
             self._core.propose_conf_change(ConfChange(cc_type, str(node_id), ctx))
@@ -584,7 +588,56 @@ class RaftNode:
         await self._conf_change(ConfChangeType.PROMOTE, node_id, None, timeout)
 
     async def remove_member(self, node_id: str, timeout: float = 5.0) -> None:
-        await self._conf_change(ConfChangeType.REMOVE, node_id, None, timeout)
+        """Remove a member. The leader removing itself hands leadership to the most
+        caught-up voter first (no election timeout to wait out), then proposes its own
+        removal through the new leader; if the hand-over fails it removes itself as
+        leader and the core's step-down picks a successor."""
+        n = str(node_id)
+        core = self._core
+        if n != self.node_id or core.status()["role"] != "leader" or n not in core.voters:
+            await self._conf_change(ConfChangeType.REMOVE, n, None, timeout)
+            return
+        self._check_writable()
+        self._membership_check(ConfChangeType.REMOVE, n)  # refusals before any hand-over
+        deadline = self._loop.time() + timeout
+        prs = core.prs
+        target = min((v for v in core.voters if v != n),
+                     key=lambda v: (-(prs[v].match if v in prs else 0), v))
+        try:
+            await self.transfer_leadership(target, timeout=min(2.0, timeout / 2))
+        except RaftError as exc:
+            self.log.info("hand-over to %s before removing myself failed: %s", target, exc)
+        if core.status()["role"] == "leader":
+            await self._conf_change(ConfChangeType.REMOVE, n, None,
+                                    max(0.1, deadline - self._loop.time()))
+            return
+        self.log.info("handed leadership to %s; removing myself through it", core.lead)
+        await self._forward_own_removal(deadline)
+
+    async def _forward_own_removal(self, deadline: float) -> None:
+        """As a follower: propose our own removal through the leader, again every few
+        ticks until it is applied (the leader drops it while its term's no-op or another
+        change is pending). Every copy carries the same tag, and the leader refuses a
+        second removal of a non-member, so it takes effect once."""
+        seq, fut = self._new_waiter()
+        self._own_removal = seq
+        ctx = msgpack.packb([None, self._tag(seq)], use_bin_type=True)
+        cc = ConfChange(ConfChangeType.REMOVE, self.node_id, ctx)
+        try:
+            while not fut.done():
+                if self._loop.time() > deadline:
+                    raise Timeout(f"removal of {self.node_id} not applied in time "
+                                  "(outcome unknown)")
+                core = self._core
+                if core.lead is not None:  # (led again? then it appends it, once)
+                    with contextlib.suppress(RaftError):
+                        core.propose_conf_change(cc)
+                        self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), 5 * self.config.tick_interval)
+            return fut.result()
+        finally:
+            self._waiters.pop(seq, None)
 
     def _map_core_error(self, exc: Exception) -> Exception:
         """The core raises ProposalDropped (an Unavailable) when it certainly did not
@@ -880,6 +933,10 @@ class RaftNode:
                 {"id": self.node_id, "index": index, "time": time.time()}) + "\n")
         except OSError as exc:
             self.log.error("cannot write the %s marker: %s", REMOVED_MARKER, exc)
+        # Our own request to be removed did what it asked, however we learned it.
+        own = self._waiters.get(self._own_removal) if self._own_removal is not None else None
+        if own is not None and not own.done():
+            own.set_result(None)
         self._fail_all(Removed(f"node {self.node_id} was removed from the cluster"))
 
     def _notify_removed(self, nid: str) -> None:
