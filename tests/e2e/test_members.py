@@ -154,3 +154,24 @@ def test_join_with_the_address_of_one_member(procs):
     with Client([client]) as cl:
         assert cl.put("via4", "x").revision > 20
     assert p.alive()
+
+
+def test_member_removed_while_down_learns_it_when_it_comes_back(procs):
+    c = Cluster(procs, n=3)
+    c.start_all()
+    leader = c.leader()
+    down = next(i for i in c.ids if i != leader)
+    c.stop(down)
+    rest = [i for i in c.ids if i != down]
+    r = c.cli("member", "remove", down, ids=rest)
+    assert r.returncode == 0, r.stderr
+    with Client(c.endpoints(rest)) as cl:
+        cl.put("after", "x")
+    c.start(down)  # its data dir does not know yet: it starts, and is told
+    wait_until(lambda: c.status(down)["role"] == "removed", 20,
+               what=f"{down} learns it was removed while it was down")
+    r = c.cli("get", "after", "--timeout", "2", ids=[down])
+    assert r.returncode == 3 and "removed" in r.stderr
+    c.stop(down)
+    p = c.start(down)
+    assert p.wait(20) == 3 and "wipe" in p.log()
