@@ -233,6 +233,10 @@ class KVServer:
                 self.log.warning("accepting a client connection failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            if len(self._handshakes) >= self.max_connections:
+                self.stats["busy"] += 1  # a flood of silent connections: bounded, like clients
+                conn.close()
+                continue
             t = asyncio.create_task(self._tls_conn(conn, addr))
             self._handshakes.add(t)
             t.add_done_callback(self._handshakes.discard)
@@ -256,6 +260,9 @@ class KVServer:
         except (OSError, TimeoutError):
             conn.close()
             return
+        except asyncio.CancelledError:  # the server is stopping
+            conn.close()
+            raise
         if not first:
             conn.close()
             return
