@@ -4,9 +4,11 @@ end every one of them must be readable (linearizably) with the value written."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
+import pytest
 from e2e_cluster import Cluster, free_ports, wait_until
 
 from meshraft.kv.client import BadRequest, Client, MeshraftError
@@ -212,3 +214,44 @@ def test_replace_the_leader_under_load(procs):
     c.stop(old)
     load.check_all_readable(c.endpoints(rest))
     assert m.voters(rest) == sorted(rest)
+
+
+@pytest.mark.soak
+def test_measure_learner_catch_up(procs):
+    """Measures (prints, never asserts speed) how long a new learner takes to catch up
+    N entries: MESHRAFT_CATCHUP_ENTRIES (default 20000), 100-byte values, default
+    snapshot every 10000 entries, so it gets a snapshot and then the log."""
+    n = int(os.environ.get("MESHRAFT_CATCHUP_ENTRIES", "20000"))
+    c = Cluster(procs, n=3)
+    c.start_all()
+    c.leader()
+
+    def writer(k: int) -> None:
+        with Client(c.endpoints(), timeout=10) as cl:
+            for i in range(k, n, 8):
+                for _ in range(5):  # a busy moment is not what this measures
+                    try:
+                        cl.put(f"c{i:07d}", "v" * 100)
+                        break
+                    except MeshraftError:
+                        time.sleep(0.1)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m = Members(procs, c)
+    target = c.status(c.leader())["commit_index"]
+    m.start_joining("4", via="1")
+    t0 = time.monotonic()
+    with m.admin(c.ids[:3]) as a:
+        a.add_member("4", c.peer["4"], learner=True)
+    wait_until(lambda: c.status("4")["applied_index"] >= target, 300, 0.05,
+               what="the learner applies everything")
+    took = time.monotonic() - t0
+    st = c.status("4")
+    print(f"learner caught up {target} entries in {took:.2f}s (snapshots installed: "
+          f"{st['stats']['snapshots_installed']})")
+    with Client([c.client["4"]]) as cl:
+        assert len(cl.list("c", serializable=True)) == n
