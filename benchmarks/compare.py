@@ -64,6 +64,7 @@ BEGIN, END = "<!-- latest-results:begin -->", "<!-- latest-results:end -->"
 
 @dataclass
 class Options:
+    from_json: Path | None
     runs: int
     duration: float
     warmup: float
@@ -129,40 +130,60 @@ def median_table(all_results: list[dict[str, Any]]) -> dict[tuple[str, str], dic
     return out
 
 
-def ratios(med: dict[tuple[str, str], dict[str, float]], main: str) -> list[tuple[str, str, str]]:
-    """The issue's targets as (what, ratio, target) rows, where the numbers exist."""
-    rows: list[tuple[str, str, str]] = []
+def ratios(med: dict[tuple[str, str], dict[str, float]], main: str,
+           results: list[dict[str, Any]] | None = None) -> list[tuple[str, str, str, str]]:
+    """The issue's targets as (what, ratio of the medians, the per-run ratios as
+    "median (min-max)", goal) rows, where the numbers exist. Per-run ratios pair the
+    two systems' numbers from the same run, i.e. from neighbouring minutes."""
+    rows: list[tuple[str, str, str, str]] = []
+    by_run: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for r in results or []:
+        by_run[(r["run"], r["system"], r["extra"]["workload"])] = r
 
     def get(system: str, wl: str, m: str) -> float | None:
         v = med.get((system, wl), {}).get(m)
         return v if v else None
 
-    def add(what: str, a: float | None, b: float | None, target: str) -> None:
-        if a is not None and b is not None:
-            rows.append((what, f"{a / b:.2f}x", target))
+    def per_run(a: tuple[str, str], b: tuple[str, str], m: str) -> str:
+        vals = []
+        for run in sorted({k[0] for k in by_run}):
+            x, y = by_run.get((run, *a)), by_run.get((run, *b))
+            if x is not None and y is not None:
+                xv = x["extra"].get("server_cpu_us_per_op") if m == "cpu_us_per_op" else x[m]
+                yv = y["extra"].get("server_cpu_us_per_op") if m == "cpu_us_per_op" else y[m]
+                if xv and yv:
+                    vals.append(xv / yv)
+        if not vals:
+            return ""
+        return f"{statistics.median(vals):.2f}x ({min(vals):.2f}-{max(vals):.2f})"
+
+    def add(what: str, a: tuple[str, str], b: tuple[str, str], m: str, goal: str) -> None:
+        x, y = get(*a, m), get(*b, m)
+        if x is not None and y is not None:
+            rows.append((what, f"{x / y:.2f}x", per_run(a, b, m), goal))
 
     add(f"put throughput, 64 clients: {main} / etcd",
-        get(main, "put", "ops_per_s"), get("etcd", "put", "ops_per_s"), ">= 1.0x")
+        (main, "put"), ("etcd", "put"), "ops_per_s", ">= 1.0x")
     add(f"linearizable get throughput, 64 clients: {main} / etcd",
-        get(main, "get", "ops_per_s"), get("etcd", "get", "ops_per_s"), ">= 1.0x")
+        (main, "get"), ("etcd", "get"), "ops_per_s", ">= 1.0x")
     add(f"sequential put p50: {main} / etcd",
-        get(main, "seq-put", "p50_ms"), get("etcd", "seq-put", "p50_ms"), "<= 1.5x")
+        (main, "seq-put"), ("etcd", "seq-put"), "p50_ms", "<= 1.5x")
     add(f"put throughput, 64 clients: {main} / PySyncObj",
-        get(main, "put", "ops_per_s"), get("pysyncobj", "put", "ops_per_s"), "> 1.0x")
+        (main, "put"), ("pysyncobj", "put"), "ops_per_s", "> 1.0x")
     add(f"put p99, 64 clients: {main} / PySyncObj",
-        get(main, "put", "p99_ms"), get("pysyncobj", "put", "p99_ms"), "< 1.0x")
+        (main, "put"), ("pysyncobj", "put"), "p99_ms", "< 1.0x")
     add("put throughput, 64 clients: mesh / udp transport",
-        get("meshraft-mesh", "put", "ops_per_s"), get("meshraft-udp", "put", "ops_per_s"),
-        ">= 0.8x")
+        ("meshraft-mesh", "put"), ("meshraft-udp", "put"), "ops_per_s", ">= 0.8x")
     # Not targets, but what explains them on a shared machine: CPU spent per operation.
     add(f"server CPU per put, 64 clients: {main} / etcd",
-        get(main, "put", "cpu_us_per_op"), get("etcd", "put", "cpu_us_per_op"), "(info)")
+        (main, "put"), ("etcd", "put"), "cpu_us_per_op", "(info)")
     add(f"server CPU per linearizable get, 64 clients: {main} / etcd",
-        get(main, "get", "cpu_us_per_op"), get("etcd", "get", "cpu_us_per_op"), "(info)")
+        (main, "get"), ("etcd", "get"), "cpu_us_per_op", "(info)")
     return rows
 
 
-def markdown(med: dict[tuple[str, str], dict[str, float]], meta: dict[str, Any]) -> str:
+def markdown(med: dict[tuple[str, str], dict[str, float]], meta: dict[str, Any],
+             results: list[dict[str, Any]] | None = None) -> str:
     systems = [s for s in meta["systems"] if any(k[0] == s for k in med)]
     lines = [
         f"Measured {meta['date']} on {meta['machine']}; median of {meta['runs']} runs, "
@@ -185,10 +206,11 @@ def markdown(med: dict[tuple[str, str], dict[str, float]], meta: dict[str, Any])
                 f"| {s} | {wl} | {clients} | {m['ops_per_s']:,.0f} | {m['p50_ms']:.2f} | "
                 f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['max_ms']:.1f} | "
                 f"{m['errors']:.0f} | {m['cpu_us_per_op']:,.0f} |")
-    rs = ratios(med, "meshraft-mesh")
+    rs = ratios(med, "meshraft-mesh", results)
     if rs:
-        lines += ["", "| target | ratio | goal |", "|---|---:|---|"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in rs]
+        lines += ["", "| target | ratio of the medians | per-run ratios: median (min-max) "
+                  "| goal |", "|---|---:|---:|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rs]
     versions = meta.get("versions", {})
     if versions:
         lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
@@ -210,7 +232,8 @@ def chart(med: dict[tuple[str, str], dict[str, float]], meta: dict[str, Any], pa
         if wl == "seq-put":
             panels.append((wl, "sequential put latency (1 client), ms", ["p50_ms", "p99_ms"]))
         else:
-            panels.append((wl, f"{wl}, {clients} clients: ops/s", ["ops_per_s"]))
+            label = {"get": "linearizable get", "sget": "serializable get"}.get(wl, wl)
+            panels.append((wl, f"{label}, {clients} clients: ops/s", ["ops_per_s"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (wl, title, metrics) in zip(axes[0], panels, strict=True):
         width = 0.8 / len(metrics)
@@ -264,27 +287,33 @@ async def compare(opts: Options) -> dict[str, Any]:
                 msg = f"run {run + 1}: {system} failed: {exc}"
                 failures.append(msg)
                 print("  " + msg, flush=True)
-    med = median_table(all_results)
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = {"date": date, "machine": machine_description(), "runs": opts.runs,
             "duration": opts.duration, "warmup": opts.warmup, "clients": opts.clients,
             "systems": opts.systems, "workloads": opts.workloads, "command": opts.command,
             "versions": versions, "failures": failures,
             "pysyncobj_batch": opts.pysyncobj_batch}
-    table = markdown(med, meta)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    (opts.out / "latest.md").write_text(table)
-    (opts.out / "latest.json").write_text(json.dumps(
+    return write_report(all_results, meta, opts.out, opts.readme)
+
+
+def write_report(all_results: list[dict[str, Any]], meta: dict[str, Any], out: Path,
+                 readme: Path | None) -> dict[str, Any]:
+    """Medians, the markdown table, latest.json, the chart and the README block."""
+    med = median_table(all_results)
+    table = markdown(med, meta, all_results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(table)
+    (out / "latest.json").write_text(json.dumps(
         {"meta": meta, "results": all_results,
          "medians": [{"system": s, "workload": w, **m} for (s, w), m in sorted(med.items())],
-         "ratios": ratios(med, "meshraft-mesh")}, indent=1))
+         "ratios": ratios(med, "meshraft-mesh", all_results)}, indent=1))
     if med:
-        chart(med, meta, opts.out / "latest.png")
-    if opts.readme is not None:
-        update_readme(opts.readme, table)
+        chart(med, meta, out / "latest.png")
+    if readme is not None:
+        update_readme(readme, table)
     print()
     print(table)
-    for f in failures:
+    for f in meta.get("failures", []):
         print("FAILED: " + f)
     return {"meta": meta, "medians": med}
 
@@ -303,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--pysyncobj-batch", action="store_true",
                     help="appendEntriesUseBatch=True (default off: its best configuration)")
     ap.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="measure nothing: redo the report from a latest.json")
     a = ap.parse_args(argv)
     systems = [s for s in a.systems.split(",") if s]
     workloads = [w for w in a.workloads.split(",") if w]
@@ -316,7 +347,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         ap.error("--runs must be between 1 and 50")
     command = "python benchmarks/compare.py " + " ".join(argv if argv is not None
                                                           else sys.argv[1:])
-    return Options(runs=a.runs, duration=a.duration, warmup=a.warmup, clients=a.clients,
+    return Options(from_json=a.from_json, runs=a.runs, duration=a.duration, warmup=a.warmup,
+                   clients=a.clients,
                    systems=systems, workloads=workloads, out=a.out,
                    readme=None if a.no_readme else a.readme,
                    pysyncobj_batch=a.pysyncobj_batch, progress=a.progress,
@@ -326,6 +358,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     opts = parse_args(argv)
+    if opts.from_json is not None:
+        doc = json.loads(opts.from_json.read_text())
+        write_report(doc["results"], doc["meta"], opts.out, opts.readme)
+        return
     exit_on_sigterm()
     asyncio.run(compare(opts))
 
