@@ -220,9 +220,11 @@ def test_replace_the_leader_under_load(procs):
 def test_measure_learner_catch_up(procs):
     """Measures (prints, never asserts speed) how long a new learner takes to catch up
     N entries: MESHRAFT_CATCHUP_ENTRIES (default 20000), 100-byte values, default
-    snapshot every 10000 entries, so it gets a snapshot and then the log."""
+    snapshot every 10000 entries (MESHRAFT_CATCHUP_SNAPSHOT_ENTRIES), so it gets a
+    snapshot and then the log."""
     n = int(os.environ.get("MESHRAFT_CATCHUP_ENTRIES", "20000"))
-    c = Cluster(procs, n=3)
+    snap = os.environ.get("MESHRAFT_CATCHUP_SNAPSHOT_ENTRIES")  # e.g. > N: the log only
+    c = Cluster(procs, n=3, extra_args=("--snapshot-entries", snap) if snap else ())
     c.start_all()
     c.leader()
 
