@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from meshraft.kv.state_machine import KVStateMachine, encode_command
 
-FAST = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 ints = st.integers(-(1 << 63), (1 << 64) - 1)
 scalars = (st.none() | st.booleans() | ints | st.floats() | st.text(max_size=12)
            | st.binary(max_size=24))

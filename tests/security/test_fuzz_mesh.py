@@ -15,7 +15,7 @@ from fuzzmesh import RAW, A, B, Hostile, Pair, frame, poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SETTINGS = settings(max_examples=200, deadline=None, derandomize=False,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
                     suppress_health_check=list(HealthCheck))
 
 scalars = (st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1)

@@ -31,12 +31,12 @@ from meshraft.raft.messages import (
     encode_message,
 )
 
-FAST = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
 scalars = (st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1)
            | st.floats() | st.text(max_size=16) | st.binary(max_size=32))
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=14)
-                      | st.dictionaries(st.text(max_size=4), c, max_size=4), max_leaves=40)
+                      | st.dictionaries(st.text(max_size=4), c, max_size=4), max_leaves=20)
 
 small = st.integers(0, 12)
 ids = st.sampled_from(["1", "2", "3", "4"])
@@ -139,7 +139,7 @@ def test_core_stepping_hostile_messages_keeps_its_invariants(data, seed: int) ->
                 assert core.log.term(i) == t, f"committed entry {i} changed"
 
     drain()
-    for _ in range(data.draw(st.integers(0, 30), label="steps")):
+    for _ in range(data.draw(st.integers(0, 20), label="steps")):
         kind = data.draw(st.integers(0, 4), label="kind")
         if kind == 0:
             for _ in range(data.draw(st.integers(1, 12), label="ticks")):
