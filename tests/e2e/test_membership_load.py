@@ -217,6 +217,8 @@ def test_replace_the_leader_under_load(procs):
 
 
 @pytest.mark.soak
+@pytest.mark.skipif(not os.environ.get("MESHRAFT_SOAK"),
+                    reason="measurement: run with MESHRAFT_SOAK=1 (CI runs the grow test above)")
 def test_measure_learner_catch_up(procs):
     """Measures (prints, never asserts speed) how long a new learner takes to catch up
     N entries: MESHRAFT_CATCHUP_ENTRIES (default 20000), 100-byte values, default
