@@ -296,6 +296,9 @@ class AsyncClient:
     one comma-separated string). ``timeout``: the total time one operation may
     take, retries included. ``attempt_timeout``: how long one try on one endpoint
     may take before the client tries another (the same write, same sequence number).
+    ``ssl``: an ``ssl.SSLContext`` for TLS to every endpoint, or give ``cacert`` (and
+    ``cert``/``key`` for mutual TLS) paths instead; ``token``: the server's client
+    token, sent with every request.
     """
 
     def __init__(
