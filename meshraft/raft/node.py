@@ -508,30 +508,33 @@ class RaftNode:
                 raise Timeout(f"leadership did not move to {to} within {timeout}s")
             await asyncio.sleep(self.config.tick_interval)
 
-    def _membership_check(self, cc_type: ConfChangeType, n: str) -> None:
+    async def _membership_check(self, cc_type: ConfChangeType, n: str,
+                                timeout: float) -> None:
         """Refuse at once what cannot succeed (MembershipRefused), what needs the leader
         (NotLeader) and what must wait (Busy); the core checks again when proposing.
-        Only the leader judges the configuration: a follower's may lag (it may not have
-        applied the add a promote follows). A removal is final, so anyone judges that."""
+        A follower judges the configuration only after a read barrier (it has applied
+        everything committed before the request: it may not have applied the add a
+        promote follows), then sends the caller to the leader."""
         core = self._core
+        leader = core.status()["role"] == "leader"
+        if not leader:
+            try:
+                await self.read_barrier(timeout=timeout)
+            except Timeout:
+                raise Unavailable("could not confirm the configuration with the leader in "
+                                  "time; retry") from None
+        elif core.log.term(core.log.committed) != core.term:
+            # Before judging the configuration: a new leader may not have applied it yet.
+            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
+        elif core.pending_conf_index > core.log.applied:
+            raise Busy("busy: another membership change is still in progress; retry when "
+                       "it has been applied")
         adding = cc_type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER)
         if adding and n in self._removed_ids:
             raise MembershipRefused(
                 f"member id {n} was removed from the cluster (at index {self._removed_ids[n]}) "
                 "and ids are never reused: add the new member under a new id, with an empty "
                 "data dir")
-        if core.status()["role"] != "leader":
-            lead = core.lead
-            if lead is None:
-                raise Unavailable("no leader known: membership changes need one; retry")
-            raise NotLeader(f"membership changes go through the leader, member {lead}",
-                            leader_id=lead)
-        # Before judging the configuration: a new leader may not have applied it yet.
-        if core.log.term(core.log.committed) != core.term:
-            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
-        if core.pending_conf_index > core.log.applied:
-            raise Busy("busy: another membership change is still in progress; retry when "
-                       "it has been applied")
         voters, learners = set(core.voters), set(core.learners)
         if adding and (n in voters or n in learners):
             raise MembershipRefused(
@@ -550,6 +553,12 @@ class RaftNode:
                 raise MembershipRefused(f"{n} is not a member{extra}")
             if voters == {n}:
                 raise MembershipRefused("cannot remove the last voter")
+        if core.status()["role"] != "leader":
+            lead = core.lead
+            if lead is None:
+                raise Unavailable("no leader known: membership changes need one; retry")
+            raise NotLeader(f"membership changes go through the leader, member {lead}",
+                            leader_id=lead)
         if cc_type is ConfChangeType.PROMOTE:
             pr = core.prs.get(n)
             match = pr.match if pr is not None else 0
@@ -566,7 +575,7 @@ class RaftNode:
     async def _conf_change(self, cc_type: ConfChangeType, node_id: str, address: Any,
                            timeout: float) -> None:
         self._check_writable()
-        self._membership_check(cc_type, str(node_id))
+        await self._membership_check(cc_type, str(node_id), timeout)
         seq, fut = self._new_waiter()
         if cc_type is ConfChangeType.REMOVE and str(node_id) == self.node_id:
             self._own_removal = seq
@@ -598,7 +607,7 @@ class RaftNode:
             await self._conf_change(ConfChangeType.REMOVE, n, None, timeout)
             return
         self._check_writable()
-        self._membership_check(ConfChangeType.REMOVE, n)  # refusals before any hand-over
+        await self._membership_check(ConfChangeType.REMOVE, n, timeout)  # before a hand-over
         deadline = self._loop.time() + timeout
         prs = core.prs
         target = min((v for v in core.voters if v != n),

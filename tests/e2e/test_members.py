@@ -78,6 +78,10 @@ def test_membership_refusals_removed_member_and_id_reuse(procs):
     assert "9 is not a member" in r.stderr and "learner first" in r.stderr
     r = c.cli("member", "remove", "9", "--timeout", "30")
     assert r.returncode == 2 and "9 is not a member" in r.stderr
+    # also when the only member asked is a follower (it judges after a read barrier)
+    follower = next(i for i in c.ids if i != c.leader())
+    r = c.cli("member", "promote", "9", "--timeout", "30", ids=[follower])
+    assert r.returncode == 2 and "9 is not a member" in r.stderr, r.stderr
     r = c.cli("member", "add", "2", "127.0.0.1:1", "--timeout", "30")
     assert r.returncode == 2 and "2 is already a voter" in r.stderr
     # a learner far behind is not promoted: the refusal says where it stands
