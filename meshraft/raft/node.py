@@ -24,14 +24,16 @@ address book, the ids removed so far, and the state machine's own ``snapshot()``
 bytes, so a member that restarts from a snapshot still knows how to reach members
 added since boot and which ids may never come back.
 
-Membership: changes are proposed on the leader only (a follower raises NotLeader
-naming it), after checks that give a clear answer at once: a change that can never
-succeed (unknown member, an id that was removed — ids are never reused — a learner
-too far behind to promote) raises ``MembershipRefused`` (a ValueError); one that
-must wait (the leader's no-op not committed yet, another change pending) raises
-Busy. A member that applies its own removal (or hears from a member that applied
-it) marks its data dir REMOVED, stops ticking and refuses every request; a data
-dir marked so, or one that belongs to another id, refuses to start.
+Membership: changes are proposed on the leader only, after checks that give a
+clear answer at once: a change that can never succeed (unknown member, an id that
+was removed — ids are never reused — a learner too far behind to promote) raises
+``MembershipRefused`` (a ValueError); one that must wait (the leader's no-op not
+committed yet, another change pending) raises Busy. A follower judges after a read
+barrier (its configuration is then current as of the request) and otherwise raises
+NotLeader naming the leader. A leader removing itself first hands leadership to the
+most caught-up voter. A member that applies its own removal (or hears from a member
+that applied it) marks its data dir REMOVED, stops ticking and refuses every
+request; a data dir marked so, or one that belongs to another id, refuses to start.
 """
 
 # The node API takes `timeout=` arguments by contract (kv and the CLI call it so).
