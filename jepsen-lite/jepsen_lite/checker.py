@@ -52,6 +52,10 @@ PARALLEL_THRESHOLD = 4000
 MAX_CACHE = 3_000_000
 #: time the failure analysis may take, at most, per failing key
 EXPLAIN_SECONDS = 10.0
+#: time the depth-first search gets before the frontier search takes over: this, or
+#: DFS_SECONDS_PER_OP per op if more
+DFS_SECONDS = 2.0
+DFS_SECONDS_PER_OP = 100e-6
 #: ops (besides the failing one) the minimality search considers, nearest first
 EXPLAIN_WINDOW = 48
 
@@ -226,6 +230,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     # Info ops with the same f and argument are interchangeable once invoked: only the
     # oldest unused one of each class is ever tried (symmetry reduction).
     prev_same = [0] * size
+    blind = [False] * size  # info call of a blind op: never tried right after an info op
     last_of_class: dict[Hashable, int] = {}
     for q, (idx, i) in enumerate(infos):
         j = m + 2 + q
@@ -235,6 +240,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         ibit[j] = 1 << q
         cls = (ops[i].f, freeze(ops[i].value))
         prev_same[j] = last_of_class.get(cls, 0)
+        blind[j] = model.blind(ops[i])
         last_of_class[cls] = j
     used = [False] * size
     nxt = list(range(1, size + 1))
@@ -276,8 +282,11 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         if t == 0:
             if ret and (e == itail or eidx[e] > eidx[ret]):
                 t = 1  # info candidates exhausted: backtrack
-            elif ret and prev_same[e] and not used[prev_same[e]]:
-                e = nxt[e]  # an older op of its class is unused: that one stands for both
+            elif ret and ((prev_same[e] and not used[prev_same[e]])
+                          or (blind[e] and top is not None and epos[top[0]] < 0)):
+                # An older op of its class is unused: that one stands for both. Or a
+                # blind op right after an info op: that info op was then pointless.
+                e = nxt[e]
                 continue
             else:
                 tr = trans[e]
@@ -594,23 +603,25 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
     """Check one key's ops (all statuses; fail and unknown reads are dropped here).
 
     Depth first search decides most histories at once (a linearizable one is found
-    almost greedily). When it runs past a step budget — typically a violation after a
-    long history, whose proof means revisiting the past — the breadth-first
+    almost greedily). When it runs past its time budget — typically a violation after
+    a long history, whose proof means revisiting the past — the breadth-first
     frontier search takes over for the remaining time.
     """
     model = get_model(model)
     t0 = time.monotonic()
     cops = _checkable(ops, model)
-    budget = 50 * len(cops) + 200_000
-    if algorithm == "frontier":
-        res = _Search(UNKNOWN, budget)
-    else:
-        res = _search(cops, model, deadline,
-                      max_steps=budget if algorithm == "auto" else None)
-    verdict = res.verdict
-    steps = res.steps if algorithm != "frontier" else 0
     frontier: _Frontier | None = None
-    if verdict == UNKNOWN and res.steps >= budget and algorithm != "dfs":
+    if algorithm == "frontier":
+        res = _Search(UNKNOWN, 0)
+    elif algorithm == "dfs":
+        res = _search(cops, model, deadline)
+    else:
+        stop = time.monotonic() + max(DFS_SECONDS, len(cops) * DFS_SECONDS_PER_OP)
+        res = _search(cops, model, stop if deadline is None else min(stop, deadline))
+    verdict = res.verdict
+    steps = res.steps
+    if verdict == UNKNOWN and algorithm != "dfs" and (
+            deadline is None or time.monotonic() < deadline):
         frontier = _FrontierEngine(cops, model).run(deadline)
         verdict = frontier.verdict
         steps += frontier.steps
@@ -724,9 +735,9 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
 def _decide(ops: Sequence[Op], model: Model, deadline: float | None) -> Verdict:
     """Depth first with a step budget (fast when linearizable), then the frontier
     search (fast to refute)."""
-    budget = 20 * len(ops) + 50_000
-    res = _search(ops, model, deadline, max_steps=budget)
-    if res.verdict != UNKNOWN or res.steps < budget:
+    stop = time.monotonic() + max(DFS_SECONDS / 10, len(ops) * DFS_SECONDS_PER_OP / 5)
+    res = _search(ops, model, min(stop, deadline) if deadline is not None else stop)
+    if res.verdict != UNKNOWN or (deadline is not None and time.monotonic() >= deadline):
         return res.verdict
     return _FrontierEngine(ops, model).run(deadline).verdict
 

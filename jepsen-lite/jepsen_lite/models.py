@@ -85,6 +85,12 @@ class Model:
         constrains nothing and is dropped."""
         return False
 
+    def blind(self, op: Op) -> bool:
+        """True if the op is legal in every state and its next state does not depend
+        on the state (a blind write). Lets the checker skip useless orders: an info op
+        right before a blind one could as well not have happened."""
+        return False
+
     def describe(self, op: Op) -> str:
         """A short human form of the op, for reports."""
         out = f" -> {op.output!r}" if op.status == "ok" else ""
@@ -133,6 +139,9 @@ class CasRegister(Model):
     def read_only(self, op: Op) -> bool:
         return op.f == "read"
 
+    def blind(self, op: Op) -> bool:
+        return op.f == "write"
+
     def describe(self, op: Op) -> str:
         if op.f == "read":
             return f"read -> {_v(op.output)}" if op.status == "ok" else "read ?"
@@ -175,6 +184,9 @@ class KV(Model):
 
     def read_only(self, op: Op) -> bool:
         return op.f == "get"
+
+    def blind(self, op: Op) -> bool:
+        return op.f == "put"
 
     def describe(self, op: Op) -> str:
         if op.f == "get":
