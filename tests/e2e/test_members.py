@@ -4,6 +4,7 @@ promote it, remove an old member."""
 from __future__ import annotations
 
 import json
+import threading
 
 from e2e_cluster import Cluster, free_ports, wait_until
 
@@ -158,6 +159,25 @@ def test_join_with_the_address_of_one_member(procs):
     with Client([client]) as cl:
         assert cl.put("via4", "x").revision > 20
     assert p.alive()
+    # two changes at once: one at a time, the other is told "busy, retry" and its
+    # client retries until the first is applied; both end up done
+    errors: list[Exception] = []
+
+    def add(nid: str) -> None:
+        try:
+            with Client(c.endpoints(), timeout=10) as cl:
+                cl.add_member(nid, f"127.0.0.1:{free_ports(1)[0]}", learner=True)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(nid,)) for nid in ("5", "6")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    members = {m["id"]: m["role"] for m in c.cli_json("member", "list")["members"]}
+    assert members["5"] == members["6"] == "learner"
 
 
 def test_member_removed_while_down_learns_it_when_it_comes_back(procs):
