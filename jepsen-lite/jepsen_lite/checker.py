@@ -510,7 +510,7 @@ class _FrontierEngine:
                     key = (ops[i].f, freeze(ops[i].value))
                     c = class_of.get(key)
                     if c is None:
-                        c = class_of[key] = [i, [], 0]
+                        c = class_of[key] = [i, [], 0, self.model.blind(ops[i])]
                         classes.append(c)
                     c[1].append(bit)
                     c[2] |= bit
@@ -540,10 +540,13 @@ class _FrontierEngine:
                             _add(seen, stack, ns, okb | bit, ib)
                 moves = legal.get(s)
                 if moves is None or moves[0] != len(classes):
-                    moves = (len(classes), [(c[1], c[2], ns) for c in classes
+                    moves = (len(classes), [(c[1], c[2], ns, c[3]) for c in classes
                                             if (ns := tr(c[0], s)) >= 0])
                     legal[s] = moves
-                for bits, mask, ns in moves[1]:
+                after_info = (s, okb, ib) not in okend
+                for bits, mask, ns, is_blind in moves[1]:
+                    if is_blind and after_info:
+                        continue  # the info op before it would be pointless
                     used = (ib & mask).bit_count()
                     if used < len(bits):
                         nib = ib | bits[used]
