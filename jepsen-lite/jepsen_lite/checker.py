@@ -20,6 +20,17 @@ the history: memory stays bounded on 100,000-op histories. States are interned t
 small integers and each op's transitions are cached per state, so after warm-up the
 hot loop does list lookups and small-int arithmetic only.
 
+Info ops (optional, never expiring) are what makes the search explode, so: they are
+tried only when no ok op can go on; of several with the same f and argument only the
+oldest unused one is tried; a blind op (a write) is never tried right after another
+info op; and a configuration that used a superset of another's info ops is pruned.
+
+A depth-first search finds a linearization of a valid history almost greedily, but
+proving a violation means exhausting the past. Past a time budget the frontier
+search (Lowe's just-in-time linearizability, breadth first) takes over: it carries
+every configuration the history so far allows, event by event, and the first return
+that leaves none is where linearizability breaks.
+
 On a violation it reports, for the key: the op whose completion first makes the
 history non-linearizable, the longest linearizable prefix (with a witness order), and
 a 1-minimal set of ops that cannot be linearized (every other op relaxed to "may or
