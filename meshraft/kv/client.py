@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import ssl as _ssl
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -695,8 +696,11 @@ class Client:
     def close(self) -> None:
         if self._closed:
             return
-        with contextlib.suppress(Exception):
-            self._run(self._client.close())
+        # Bounded: at interpreter exit the loop's daemon thread may already be
+        # frozen, and an unbounded wait here would hang the exiting program.
+        if self._thread.is_alive() and not sys.is_finalizing():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(5)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
