@@ -146,8 +146,9 @@ class Link(asyncio.BufferedProtocol):
 
     # ----- asyncio.Protocol ------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Duck-typed, not isinstance(asyncio.Transport): uvloop's TCP transports
+        # are not subclasses of it, and with uvloop the mesh must still form.
+        self._transport = transport  # type: ignore[assignment]
         self.peername = transport.get_extra_info("peername")
         self.router._link_opened(self)
         if self.state == CLOSED:
