@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,28 +14,7 @@ import time
 from pathlib import Path
 
 from meshraft.kv.client import Client, MeshraftError
-
-
-def free_ports(n: int) -> list[int]:
-    held, ports = [], []
-    try:
-        while len(ports) < n:
-            t = socket.socket()
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                t.close()
-                u.close()
-                continue
-            held += [t, u]
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
+from meshraft.ports import free_ports
 
 
 class LocalCluster:

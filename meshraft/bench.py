@@ -28,7 +28,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import click
+
+from meshraft.ports import free_ports  # re-exported: benchmarks/ import it from here
 
 log = logging.getLogger("meshraft.bench")
 
@@ -480,29 +481,6 @@ def machine_description() -> str:
 # Local processes: ports from the OS, stopped by PID.
 # --------------------------------------------------------------------------------------
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free for both TCP and UDP when asked. They
-    are released before returning (the child binds them), so there is a small race."""
-    ports: list[int] = []
-    held: list[socket.socket] = []
-    try:
-        while len(ports) < n:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                udp.bind((host, port))
-            except OSError:
-                tcp.close()
-                udp.close()
-                continue
-            held += [tcp, udp]
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
 
 
 @dataclass

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from meshraft.ports import free_ports
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -34,28 +36,6 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports, free for both TCP and UDP at the moment of asking."""
-    ports: list[int] = []
-    held: list[socket.socket] = []
-    try:
-        while len(ports) < n:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                udp.bind((host, port))
-            except OSError:
-                tcp.close()
-                udp.close()
-                continue
-            held += [tcp, udp]
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
 
 
 @pytest.fixture

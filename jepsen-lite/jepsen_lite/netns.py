@@ -38,6 +38,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from meshraft.ports import free_ports
+
 log = logging.getLogger("jepsen_lite.netns")
 
 STATE_ROOT = Path(os.environ.get("JEPSEN_LITE_STATE", "/tmp/jepsen-lite"))
@@ -282,36 +284,12 @@ class LocalNet(Net):
         )
         state.save()
         net = cls(state)
-        ports = _free_ports(2 * n)
+        ports = free_ports(2 * n)
         for i in range(1, n + 1):
             net.nodes[str(i)] = NodeAddr(str(i), "127.0.0.1", ports[2 * i - 2], ports[2 * i - 1])
         return net
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free for TCP and UDP right now."""
-    import socket
-
-    ports: list[int] = []
-    held: list[socket.socket] = []
-    try:
-        while len(ports) < n:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                tcp.close()
-                udp.close()
-                continue
-            held += [tcp, udp]
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
 
 
 class NetnsNet(Net):
