@@ -70,6 +70,8 @@ __all__ = [
 _log = logging.getLogger("meshraft.raft.core")
 
 CAMPAIGN_TRANSFER = b"transfer"  # vote context: a campaign started by TimeoutNow
+# What a leader may send before its own fsync (see RaftCore.split_early).
+_EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 
 
 class ProposalDropped(Unavailable):
@@ -231,6 +233,7 @@ class RaftCore:
         self._pending_snapshot: Snapshot | None = None  # received, not yet handed out
         self._snap_rx: _SnapRx | None = None
         self._outstanding: Ready | None = None
+        self._early_ok = False
         self._bcast_pending = False
         self._hb_pending = False
         self._prop_buf: list[Entry] = []
@@ -399,7 +402,27 @@ class RaftCore:
             read_states=list(self.read_states),
         )
         self._outstanding = rd
+        # A leader whose term and vote are already on disk may send its appends,
+        # heartbeats and snapshot chunks before persisting this Ready (Raft thesis
+        # 10.2.1): they depend on no unpersisted state, and it counts itself in a
+        # commit quorum only for entries it has persisted (advance()). Decided here,
+        # from the role at ready() time; never when this Ready carries a new term/vote.
+        prev = self._prev_hs
+        self._early_ok = (self.role is Role.LEADER and hs.term == prev.term
+                          and hs.vote == prev.vote)
         return rd
+
+    def split_early(self, rd: Ready) -> tuple[list[Message], list[Message]]:
+        """Split the outstanding ``rd``'s messages into those the driver may send
+        before persisting ``rd`` and those it must send only after."""
+        if rd is not self._outstanding:
+            raise RuntimeError("split_early() with a Ready that is not the outstanding one")
+        if not self._early_ok:
+            return [], rd.messages
+        early = [m for m in rd.messages if m.type in _EARLY_TYPES]
+        if not early:
+            return [], rd.messages
+        return early, [m for m in rd.messages if m.type not in _EARLY_TYPES]
 
     def advance(self, rd: Ready) -> None:
         """The driver finished ``rd``: persisted, sent, applied."""
@@ -417,6 +440,10 @@ class RaftCore:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                me = self.prs.get(self.id)
+                if me is not None and me.maybe_update(self.log.persisted) and self._maybe_commit():
+                    self._bcast_append()
         del self.msgs[: len(rd.messages)]
         del self.read_states[: len(rd.read_states)]
         if rd.committed_entries:
@@ -560,7 +587,8 @@ class RaftCore:
         for p in self.voters | self.learners:
             self.prs[p] = self._new_progress(p, last)
         if self.id in self.prs:
-            self.prs[self.id].match = last
+            # Only what is on our disk counts towards a quorum (see advance()).
+            self.prs[self.id].match = min(last, self.log.persisted)
             self.prs[self.id].become_replicate()
         # No membership change before everything up to here is applied (and the
         # no-op below is committed, checked in _conf_change_refusal).
@@ -869,10 +897,8 @@ class RaftCore:
         for i, e in enumerate(ents):
             e.term, e.index = self.term, last + 1 + i
         last = self.log.append(ents)
-        me = self.prs.get(self.id)
-        if me is not None:
-            me.maybe_update(last)
-        self._maybe_commit()  # a single voter commits at once
+        # The leader counts itself only for what it has persisted (see advance()):
+        # its appends go out before its own fsync (Raft thesis 10.2.1).
         return last
 
     def _maybe_commit(self) -> bool:

@@ -792,10 +792,14 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         self.stats["readies"] += 1
         # 1. persist (group commit: everything that arrived since the last Ready)
+        # A leader's appends and heartbeats go out before its fsync, so its fsync and
+        # the followers' overlap; the core decided at ready() whether that is safe.
+        early, msgs = self._core.split_early(rd)
+        self._send(early)
         if rd.must_sync() and await self.storage.save(rd.hard_state, rd.entries, rd.snapshot):
             self.stats["fsync_batches"] += 1
         # 2. send
-        self._send(rd.messages)
+        self._send(msgs)
         # 3. apply
         if rd.snapshot is not None and rd.snapshot.meta.index > 0:
             self._install_snapshot(rd.snapshot)

@@ -97,7 +97,7 @@ class SimNode:
     incarnation: int = 0
     retired: bool = False  # removed from the cluster and shut down for good
     paused_until: int = 0  # a process pause (GC, SIGSTOP): frozen, state kept
-    inflight: tuple | None = None  # (Ready, step when its write completes)
+    inflight: tuple | None = None  # (Ready, step its write completes, messages still due)
     drift: float = 1.0  # clock rate: ticks per simulated tick (safety must not care)
 
     def sm_bytes(self) -> bytes:
@@ -222,30 +222,38 @@ class Simulation:
         core meanwhile; they go into the next Ready."""
         while n.alive:
             if n.inflight is not None:
-                rd, due = n.inflight
+                rd, due, rest = n.inflight
                 if due > self.step_no:
                     return
                 n.inflight = None
             elif n.core.has_ready():
                 rd = n.core.ready()
                 self.check_ready(n, rd)
+                # Like the driver: a leader sends what the core allows before its write,
+                # so a crash while the write is in flight loses it after they went out.
+                early, rest = n.core.split_early(rd)
+                for m in early:
+                    self.send(m)
                 if self.rng.random() < 0.3:
-                    n.inflight = (rd, self.step_no + self.rng.randint(1, 2 * STEPS_PER_TICK))
+                    due = self.step_no + self.rng.randint(1, 2 * STEPS_PER_TICK)
+                    n.inflight = (rd, due, rest)
                     return
             else:
                 return
-            if not self.finish_ready(n, rd, crash_after_persist):
+            if not self.finish_ready(n, rd, rest, crash_after_persist):
                 return
 
-    def finish_ready(self, n: SimNode, rd: Ready, crash_after_persist: bool) -> bool:
-        """Persist, send, apply, advance. False if the node crashed in between."""
+    def finish_ready(self, n: SimNode, rd: Ready, rest: list[Message],
+                     crash_after_persist: bool) -> bool:
+        """Persist, send ``rest`` (the messages not sent before the write), apply,
+        advance. False if the node crashed in between."""
         core = n.core
         n.disk.write(rd.snapshot, rd.entries, rd.hard_state)
         self.check_commit(n, rd)
         if crash_after_persist:
             self.crash(n, "after persist, before send")
             return False
-        for m in rd.messages:
+        for m in rest:
             self.send(m)
         if rd.snapshot is not None:
             n.sm_restore(rd.snapshot.data)

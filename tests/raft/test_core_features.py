@@ -466,11 +466,19 @@ def test_a_single_member_cluster_elects_itself_commits_and_reads():
     c.tick("1", 2 * c.config.election_ticks)
     c.stabilize(log=False)
     assert c.leader() == "1"
-    c.nodes["1"].propose(b"solo")
+    before = c.nodes["1"].commit
+    idx = c.nodes["1"].propose(b"solo")
+    # Issued before the write completed (it commits once persisted, at advance):
+    # the read may be served at the commit index it found, which precedes the write.
     c.nodes["1"].read_index(b"r")
     c.stabilize(log=False)
     assert c.applied_data("1") == [b"solo"]
-    assert c.read_states["1"] == [(c.nodes["1"].commit, b"r")]
+    assert c.nodes["1"].commit == idx
+    assert c.read_states["1"] == [(before, b"r")]
+    # A read issued after the write committed must cover it.
+    c.nodes["1"].read_index(b"r2")
+    c.stabilize(log=False)
+    assert c.read_states["1"][-1] == (idx, b"r2")
 
 
 def test_entries_replaced_while_their_write_is_in_flight_are_written_again():

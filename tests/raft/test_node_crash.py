@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 import sys
 import time
 from pathlib import Path
@@ -247,8 +248,16 @@ def test_wal_damage_torn_tail_recovers_garbled_middle_refuses(procs) -> None:
     cluster.kill(victim)
     wal = sorted((cluster.dir(victim) / "data" / "wal").glob("*.wal"))[-1]
     pristine = wal.read_bytes()
-    # 1. A torn tail (the last record half written): recovered, the member rejoins.
-    wal.write_bytes(pristine[:-5])
+    # 1. A torn tail (a record half written when the process died): recovered, the
+    # member rejoins. The torn record is an extra, never-synced one (a copy of the last
+    # record cut short): cutting the last real record would destroy entries the member
+    # had synced and acknowledged, a disk failure outside Raft's model.
+    off = last = 8  # after the segment magic
+    while off < len(pristine):
+        last = off
+        off += 9 + struct.unpack_from("<I", pristine, off)[0]  # header: len, crc, type
+    assert off == len(pristine) and last < off
+    wal.write_bytes(pristine + pristine[last:-5])
     cluster.start(victim)
     wait_until(lambda: (cluster.status(victim) or {}).get("pid") == cluster.running[victim].pid
                and cluster.status(victim)["role"] in ("follower", "leader"), 20,

@@ -48,7 +48,9 @@ def test_a_seed_replays_exactly():
 def test_a_voter_that_ignores_log_freshness_is_caught(monkeypatch):
     # Break 5.4.1 (grant votes to any log): leaders without committed entries appear.
     monkeypatch.setattr(log_mod.RaftLog, "is_up_to_date", lambda self, i, t: True)
-    bad = [r for r in _run(0, 10, 3, 300) if not r.ok]
+    # About a quarter of seeds hit it; 40 seeds (9 catch it today) keep this robust to
+    # timing changes in the driver model.
+    bad = [r for r in _run(0, 40, 3, 300) if not r.ok]
     assert bad and any("Leader Completeness" in r.error or "Safety" in r.error
                        or "Log Matching" in r.error for r in bad)
 
