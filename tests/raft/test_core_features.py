@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from corehelp import cfg, drain, make, make_leader, msg
+from corehelp import PAPER, cfg, drain, make, make_leader, msg
 
 from meshraft.raft.core import ConfChangeRejected, ProposalDropped, RaftCore, Role
 from meshraft.raft.messages import (
@@ -505,3 +505,42 @@ def test_an_append_that_would_overwrite_committed_entries_is_refused():
     drain(f)
     f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=[Entry(2, 2, data=b"evil")]))
     assert [e.term for e in f.log.entries] == [1, 1, 1] and f.commit == 3
+
+
+def test_a_leader_sends_appends_before_its_fsync_only_once_its_term_and_vote_are_on_disk():
+    # A single voter with a learner wins at once: the Ready that makes it leader also
+    # carries its new term and vote, so nothing may go out before that Ready is persisted.
+    c = make("1", voters=("1",), learners=("2",), terms=[1], term=1, commit=1, **PAPER)
+    drain(c)
+    c.campaign()
+    rd = c.ready()
+    assert c.role is Role.LEADER and rd.hard_state is not None and rd.hard_state.term == 2
+    assert any(m.type is MT.APP for m in rd.messages)
+    early, rest = c.split_early(rd)
+    assert early == [] and rest == rd.messages
+    # Not counted in its own quorum before the write: the no-op commits at advance().
+    assert c.commit == 1
+    c.advance(rd)
+    assert c.commit == 2
+    c.step(msg(MT.APP_RESP, "2", "1", 2, index=2))  # the learner caught up
+    drain(c)
+    # With term and vote on disk, its appends may go first; only they do.
+    idx = c.propose(b"x")
+    rd = c.ready()
+    early, rest = c.split_early(rd)
+    assert early and all(m.type is MT.APP for m in early)
+    assert [m for m in rd.messages if m not in early] == rest
+    assert c.commit == idx - 1
+    c.advance(rd)
+    assert c.commit == idx
+
+
+def test_a_follower_sends_nothing_before_its_fsync():
+    f = make("2", terms=[1], term=1, commit=1, **PAPER)
+    drain(f)
+    f.step(msg(MT.APP, "1", "2", 1, index=1, log_term=1, entries=[Entry(1, 2, data=b"a")],
+               commit=1))
+    rd = f.ready()
+    assert rd.entries and rd.messages
+    assert f.split_early(rd) == ([], rd.messages)
+    f.advance(rd)
