@@ -191,6 +191,9 @@ class Ready:
        ``entries`` may start at an index that is already on disk: everything on disk from
        ``entries[0].index`` on must be replaced (a leader overwrote a suffix).
     2. send ``messages`` (they may depend on what step 1 wrote, so never before it).
+       The one exception: ``RaftCore.split_early(ready)`` names a leader's appends,
+       heartbeats and snapshot chunks that may go out before step 1, so the leader's
+       fsync overlaps its followers' (it counts itself only once persisted).
     3. restore the state machine from ``snapshot`` (if not None), then apply
        ``committed_entries`` in order, then serve ``read_states`` once applied >= index.
     4. call ``core.advance(ready)``.
