@@ -34,6 +34,7 @@ from pathlib import Path
 
 from meshraft.bench import (
     BenchError,
+    ClusterContext,
     LocalProcess,
     free_ports,
     make_tempdir,
@@ -256,7 +257,7 @@ class EtcdClient:
 
 
 @dataclass
-class EtcdCluster:
+class EtcdCluster(ClusterContext):
     """A local etcd cluster started by this process. Use as an async context manager."""
 
     nodes: int = 3
@@ -338,16 +339,6 @@ class EtcdCluster:
         remove_tree(self.root)
         self.root = None
 
-    async def __aenter__(self) -> EtcdCluster:
-        try:
-            await self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop()
 
 
 async def _etcd_version(exe: str) -> str:

@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from meshraft.bench import (  # noqa: E402
     BenchError,
+    ClusterContext,
     LocalProcess,
     free_ports,
     make_tempdir,
@@ -233,7 +234,7 @@ class PySyncObjClient:
 
 
 @dataclass
-class PySyncObjCluster:
+class PySyncObjCluster(ClusterContext):
     """A local PySyncObj cluster started by this process. Use as an async context manager."""
 
     nodes: int = 3
@@ -302,16 +303,6 @@ class PySyncObjCluster:
         remove_tree(self.root)
         self.root = None
 
-    async def __aenter__(self) -> PySyncObjCluster:
-        try:
-            await self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def client_factory(endpoints: list[tuple[str, int]]):

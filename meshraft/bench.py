@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 import click
 
@@ -575,8 +575,30 @@ def remove_tree(path: Path | None) -> None:
 # meshraft: a local cluster of `meshraft serve` processes, and the kv client adapter.
 # --------------------------------------------------------------------------------------
 
+class ClusterContext:
+    """``async with`` for a cluster with ``start()`` and ``stop()``: a cluster that
+    fails half-way through starting is stopped too, so no process is left behind."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class LocalCluster:
+class LocalCluster(ClusterContext):
     """``nodes`` members of ``meshraft serve`` on loopback ports from the OS, with
     data in ``data_dir`` (a temp dir, removed on stop, unless one is given).
     ``wrap(id, argv)`` may rewrite a member's command line (to run it under a profiler)."""
@@ -674,16 +696,6 @@ class LocalCluster:
             remove_tree(self.data_dir)
             self.data_dir = None
 
-    async def __aenter__(self) -> LocalCluster:
-        try:
-            await self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class MeshraftBenchClient:
