@@ -522,10 +522,15 @@ class RaftCore:
     # ==================================================================================
     # Internals: state transitions
 
-    def _role_name(self) -> str:
+    @property
+    def role_name(self) -> str:
+        """leader, follower, candidate, pre-candidate or learner (cheap: no status())."""
         if self.role is Role.FOLLOWER and self.id in self.learners:
             return "learner"
         return self.role.value
+
+    def _role_name(self) -> str:
+        return self.role_name
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)

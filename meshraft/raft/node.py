@@ -290,6 +290,10 @@ class RaftNode:
         self._snapshot_retry_at = 0
         self._applied = 0
         self._tasks: list[asyncio.Task] = []
+        # Resolved (and replaced) when this member sees the leader change; shared by
+        # every caller that waits for that, so a request costs no task or timer.
+        self._leader_change: asyncio.Future | None = None
+        self._seen_lead: str | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self.stats = {"readies": 0, "fsync_batches": 0, "proposals": 0, "applied": 0,
                       "snapshots": 0, "snapshots_installed": 0, "sent": 0, "received": 0}
@@ -360,7 +364,7 @@ class RaftNode:
         learned it was removed from the cluster."""
         if self._removed:
             return "removed"
-        return "follower" if self._failed is not None else self._core.status()["role"]
+        return "follower" if self._failed is not None else self._core.role_name
 
     @property
     def applied_index(self) -> int:
@@ -436,18 +440,20 @@ class RaftNode:
 
     async def _await(self, seq: int, fut: asyncio.Future, timeout: float, what: str) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # No shield and no wait_for task: the waiter is ours alone, so a timeout
+            # or a cancelled caller may cancel it (whoever settles it checks done()).
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             raise Timeout(f"{what} not applied within {timeout}s (outcome unknown)") from None
         finally:
             self._waiters.pop(seq, None)
 
-    async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
-        """Append ``data`` through Raft from any member; return what this member's
-        ``state_machine.apply`` returned for it once applied here.
-
-        Raises Timeout (outcome unknown), Unavailable/Busy/NotLeader (certainly not
-        appended), StorageFailed, Removed."""
+    def propose_future(self, data: bytes) -> asyncio.Future:
+        """Like :meth:`propose`, without waiting: the future ends with the result
+        or with the error :meth:`propose` would raise, except Timeout: bounding
+        the wait is the caller's (cancelling the future stops waiting, not the
+        proposal). Errors known at once (Unavailable, Busy, ...) are raised here."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("propose() takes bytes")
         seq, fut = self._new_waiter()
@@ -460,26 +466,61 @@ class RaftNode:
             self._proposed_at[index] = seq
         self.stats["proposals"] += 1
         self._wake.set()
-        return await self._await(seq, fut, timeout, "proposal")
+        fut.add_done_callback(lambda _f, s=seq: self._waiters.pop(s, None))
+        return fut
 
-    async def read_barrier(self, timeout: float = 5.0) -> None:
-        """Wait until this member may serve a linearizable read (ReadIndex)."""
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
+        """Append ``data`` through Raft from any member; return what this member's
+        ``state_machine.apply`` returned for it once applied here.
+
+        Raises Timeout (outcome unknown), Unavailable/Busy/NotLeader (certainly not
+        appended), StorageFailed, Removed."""
+        fut = self.propose_future(data)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise Timeout(f"proposal not applied within {timeout}s (outcome unknown)") from None
+
+    def read_index_future(self) -> asyncio.Future:
+        """Like :meth:`read_barrier`, without waiting (see :meth:`propose_future`)."""
         self._check_writable()
         self._seq += 1
         ctx = self._tag(self._seq)
         fut = self._loop.create_future()
         self._read_waiters[ctx] = fut
         try:
-            try:
-                self._core.read_index(ctx)
-            except Exception as exc:
-                raise self._map_core_error(exc) from exc
-            self._wake.set()
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            self._core.read_index(ctx)
+        except Exception as exc:
+            self._read_waiters.pop(ctx, None)
+            raise self._map_core_error(exc) from exc
+        self._wake.set()
+        fut.add_done_callback(lambda _f: self._read_waiters.pop(ctx, None))
+        return fut
+
+    async def read_barrier(self, timeout: float = 5.0) -> None:
+        """Wait until this member may serve a linearizable read (ReadIndex)."""
+        fut = self.read_index_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             raise Timeout(f"read index not served within {timeout}s") from None
-        finally:
-            self._read_waiters.pop(ctx, None)
+
+    def leader_change_future(self) -> asyncio.Future:
+        """A future that ends (with the new leader id, or None) the next time this
+        member sees the leader change. Shared: callers must not cancel it."""
+        if self._leader_change is None or self._leader_change.done():
+            self._leader_change = self._loop.create_future()
+        return self._leader_change
+
+    def _note_leader(self) -> None:
+        lead = self.leader_id
+        if lead != self._seen_lead:
+            self._seen_lead = lead
+            fut, self._leader_change = self._leader_change, None
+            if fut is not None and not fut.done():
+                fut.set_result(lead)
 
     async def wait_applied(self, index: int, timeout: float = 5.0) -> None:
         """Wait until this member applied ``index``."""
@@ -489,7 +530,8 @@ class RaftNode:
         waiter = (index, fut)
         self._apply_waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             raise Timeout(f"index {index} not applied within {timeout}s") from None
         finally:
@@ -518,7 +560,7 @@ class RaftNode:
         everything committed before the request: it may not have applied the add a
         promote follows), then sends the caller to the leader."""
         core = self._core
-        leader = core.status()["role"] == "leader"
+        leader = core.role_name == "leader"
         if not leader:
             try:
                 await self.read_barrier(timeout=timeout)
@@ -555,7 +597,7 @@ class RaftNode:
                 raise MembershipRefused(f"{n} is not a member{extra}")
             if voters == {n}:
                 raise MembershipRefused("cannot remove the last voter")
-        if core.status()["role"] != "leader":
+        if core.role_name != "leader":
             lead = core.lead
             if lead is None:
                 raise Unavailable("no leader known: membership changes need one; retry")
@@ -605,7 +647,7 @@ class RaftNode:
         leader and the core's step-down picks a successor."""
         n = str(node_id)
         core = self._core
-        if n != self.node_id or core.status()["role"] != "leader" or n not in core.voters:
+        if n != self.node_id or core.role_name != "leader" or n not in core.voters:
             await self._conf_change(ConfChangeType.REMOVE, n, None, timeout)
             return
         self._check_writable()
@@ -618,7 +660,7 @@ class RaftNode:
             await self.transfer_leadership(target, timeout=min(2.0, timeout / 2))
         except RaftError as exc:
             self.log.info("hand-over to %s before removing myself failed: %s", target, exc)
-        if core.status()["role"] == "leader":
+        if core.role_name == "leader":
             await self._conf_change(ConfChangeType.REMOVE, n, None,
                                     max(0.1, deadline - self._loop.time()))
             return
@@ -796,14 +838,33 @@ class RaftNode:
         # the followers' overlap; the core decided at ready() whether that is safe.
         early, msgs = self._core.split_early(rd)
         self._send(early)
-        if rd.must_sync() and await self.storage.save(rd.hard_state, rd.entries, rd.snapshot):
-            self.stats["fsync_batches"] += 1
+        committed = rd.committed_entries
+        if rd.must_sync():
+            # Committed entries already on our disk do not wait for this fsync: they
+            # are applied (and their callers answered) while the WAL thread syncs the
+            # new ones. Entries this Ready persists are applied only after the save,
+            # so a member never applies past what its own log holds.
+            save = asyncio.ensure_future(
+                self.storage.save(rd.hard_state, rd.entries, rd.snapshot))
+            on_disk = self._core.log.persisted
+            n_early = 0
+            if rd.snapshot is None or rd.snapshot.meta.index == 0:
+                while n_early < len(committed) and committed[n_early].index <= on_disk:
+                    n_early += 1
+            if n_early:
+                await asyncio.sleep(0)  # let the save reach its thread first
+                for e in committed[:n_early]:
+                    self._apply(e)
+                self._release_applied()
+                committed = committed[n_early:]
+            if await save:
+                self.stats["fsync_batches"] += 1
         # 2. send
         self._send(msgs)
         # 3. apply
         if rd.snapshot is not None and rd.snapshot.meta.index > 0:
             self._install_snapshot(rd.snapshot)
-        for i, e in enumerate(rd.committed_entries):
+        for i, e in enumerate(committed):
             self._apply(e)
             if i % 1024 == 1023:
                 await asyncio.sleep(0)  # let datagrams in during a long apply batch
@@ -817,6 +878,8 @@ class RaftNode:
         self._release_applied()
         # 4. advance
         self._core.advance(rd)
+        if rd.soft_state is not None:
+            self._note_leader()
 
     def _send(self, messages: list[Message]) -> None:
         if not messages or self._transport is None:

@@ -463,3 +463,30 @@ async def test_followers_ack_only_after_fsync_and_loop_keeps_running(tmp_path: P
         for g in gates.values():
             g.open.set()
         await c.stop()
+
+
+async def test_future_api_answers_without_a_waiting_coroutine_and_sees_leader_changes(
+        cluster: Cluster) -> None:
+    """propose_future/read_index_future end with the answer; cancelling one stops only
+    the wait; leader_change_future ends with the new leader when the leader goes."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    futs = [follower.propose_future(b"f%d" % i) for i in range(5)]
+    results = await asyncio.wait_for(asyncio.gather(*futs), 10)
+    assert len({index for index, _ in results}) == 5
+    assert all(b"f%d" % i in cluster.sms[follower.node_id].items for i in range(5))
+    assert await asyncio.wait_for(follower.read_index_future(), 10) is None
+    gone = follower.propose_future(b"cancelled wait")
+    gone.cancel()
+    await cluster.wait(lambda: b"cancelled wait" in cluster.sms[follower.node_id].items,
+                       what="the proposal whose wait was cancelled applies anyway")
+    change = follower.leader_change_future()
+    assert follower.leader_change_future() is change  # shared, not one per caller
+    old = leader.node_id
+    await leader.stop()
+    new_leader = await asyncio.wait_for(change, 15)
+    # it ends on the first change seen: no leader for a while, or the new one at once
+    assert new_leader != old
+    await cluster.wait(lambda: follower.leader_id not in (None, old), 15, "a new leader")
+    assert (await asyncio.wait_for(follower.propose_future(b"after"), 10))[0] > 5
