@@ -1,15 +1,16 @@
 """The kv server: the client protocol in front of one Raft node.
 
 This module owns client connections on the client port and the translation of
-requests into node operations: writes become ``node.propose()`` (on any node —
-a follower's node forwards through Raft), linearizable reads wait for
-``node.read_barrier()`` and then read the local state machine, serializable
+requests into node operations: writes become ``node.propose_future()`` (on any
+node — a follower's node forwards through Raft), linearizable reads wait for
+``node.read_index_future()`` and then read the local state machine, serializable
 reads skip the barrier. It must never let a client crash the process or grow
 memory without bound: every frame is capped, every body decoded with strict
 limits, in-flight proposals are bounded (beyond: ``busy``), and a broken
 connection only ends that connection.
 
-It uses only the node's public API (propose, read_barrier, status) and knows
+It uses only the node's public API (propose_future, read_index_future,
+leader_change_future, propose for large commands' fragments, status) and knows
 nothing of the mesh or the CLI; ``status_extra`` lets the embedder add its own
 sections (the CLI adds the mesh's) to ``status``.
 
@@ -61,8 +62,6 @@ MAX_REQUEST_TIMEOUT = 60.0
 PARTIAL_FRAME_TIMEOUT = 30.0
 LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
-# How often a waiting request checks whether the leader changed under it.
-LEADER_POLL = 0.05
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -98,11 +97,6 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, errors.RaftError):  # Unavailable, StorageFailed, Removed
         return p.UNAVAILABLE
     return p.INTERNAL
-
-
-def _consume(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 class _FragmentFailed(Exception):
@@ -332,8 +326,8 @@ class KVServer:
                         None, p.TOO_LARGE, err.message + "; closing the connection"))
                     return
                 try:
-                    payload = await asyncio.wait_for(
-                        reader.readexactly(size), PARTIAL_FRAME_TIMEOUT)
+                    async with asyncio.timeout(PARTIAL_FRAME_TIMEOUT):  # no task per frame
+                        payload = await reader.readexactly(size)
                 except (asyncio.IncompleteReadError, TimeoutError):
                     self.stats["bad_frames"] += 1
                     self.log.info("client %s sent a truncated frame (%d bytes announced)",
@@ -459,7 +453,7 @@ class KVServer:
             return
         try:
             # Reads have no side effect: always safe to ask again after a leader change.
-            await self._retry_on_leader_change(self.node.read_barrier, timeout, True)
+            await self._retry_on_leader_change(self.node.read_index_future, timeout, True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -506,8 +500,7 @@ class KVServer:
                 # With a client id the state machine deduplicates, so the same command
                 # may be proposed again when the leader it was forwarded to is gone.
                 result = await self._retry_on_leader_change(
-                    lambda timeout: self.node.propose(data, timeout=timeout), timeout,
-                    "cid" in cmd)
+                    lambda: self.node.propose_future(data), timeout, "cid" in cmd)
             else:
                 result = await self._propose_fragments(data, timeout)
         except asyncio.CancelledError:
@@ -568,49 +561,60 @@ class KVServer:
             return self._propose_error(rid, exc)
         return p.ok_reply(rid, {})
 
-    async def _retry_on_leader_change(self, call: Callable[..., Any], timeout: float,
-                                      may_retry: bool) -> Any:
-        """``await call(timeout=...)``; if the leader changes while it waits (a request
-        forwarded to a leader that died is lost with it), start the call again and
-        take the first attempt that succeeds. Only for calls that are safe to repeat."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        leader = getattr(self.node, "leader_id", None)
-        tasks = [asyncio.ensure_future(call(timeout=timeout))]
-        maybe_applied = False
+    async def _retry_on_leader_change(self, submit: Callable[[], asyncio.Future],
+                                      timeout: float, may_retry: bool) -> Any:
+        """Await ``submit()``'s future for at most ``timeout`` seconds. With
+        ``may_retry`` (only for requests that are safe to repeat), if the leader changes
+        while it waits (a request forwarded to a leader that died is lost with it),
+        submit again and take the first attempt that succeeds.
+
+        Costs no task and no polling timer per request: the node's leader-change
+        future is shared by every request waiting on it."""
+        attempts = [submit()]  # an error known at once is raised here, as is
         try:
-            while True:
-                # each attempt ends by its own timeout, so this loop ends too
-                done, _ = await asyncio.wait(tasks, timeout=LEADER_POLL,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    tasks.remove(t)
-                    exc = t.exception()
-                    if exc is None:
-                        return t.result()
-                    if isinstance(exc, errors.Timeout | TimeoutError):
-                        maybe_applied = True
-                    if not tasks:
-                        if maybe_applied and not isinstance(exc, errors.Timeout):
-                            # an earlier attempt may still apply: the outcome is unknown
-                            raise errors.Timeout(f"outcome unknown (last attempt: {exc})")
-                        raise exc
-                    # that attempt failed but another one is still running: wait for it
-                now_leader = getattr(self.node, "leader_id", None)
-                if (may_retry and now_leader is not None and now_leader != leader
-                        and deadline - loop.time() > LEADER_POLL and len(tasks) < 4):
-                    self.log.info("leader changed (%s -> %s) during a request; asking again",
-                                  leader, now_leader)
-                    self.stats["retried_on_leader_change"] = (
-                        self.stats.get("retried_on_leader_change", 0) + 1)
-                    tasks.append(asyncio.ensure_future(call(timeout=deadline - loop.time())))
-                leader = now_leader if now_leader is not None else leader
-                if not tasks:
-                    raise errors.Timeout("no attempt finished")  # pragma: no cover
+            async with asyncio.timeout(timeout):
+                if not may_retry:
+                    return await attempts[0]
+                return await self._first_success(submit, attempts)
+        except TimeoutError:
+            raise errors.Timeout(f"not done within {timeout}s (outcome unknown)") from None
         finally:
-            for t in tasks:  # the entry may still apply; deduplication keeps that harmless
-                t.cancel()
-                t.add_done_callback(_consume)
+            for f in attempts:  # an entry may still apply; deduplication keeps that harmless
+                f.cancel()
+
+    async def _first_success(self, submit: Callable[[], asyncio.Future],
+                             attempts: list[asyncio.Future]) -> Any:
+        """The first of ``attempts`` to succeed; another attempt whenever the leader
+        changes (at most four in all); the last error once every attempt failed."""
+        leader = getattr(self.node, "leader_id", None)
+        maybe_applied = False
+        while True:
+            change = self.node.leader_change_future()
+            await asyncio.wait([*attempts, change], return_when=asyncio.FIRST_COMPLETED)
+            for f in [f for f in attempts if f.done()]:
+                attempts.remove(f)
+                exc = f.exception()
+                if exc is None:
+                    return f.result()
+                if isinstance(exc, errors.Timeout | TimeoutError):
+                    maybe_applied = True
+                if not attempts:
+                    if maybe_applied and not isinstance(exc, errors.Timeout):
+                        # an earlier attempt may still apply: the outcome is unknown
+                        raise errors.Timeout(f"outcome unknown (last attempt: {exc})")
+                    raise exc
+                # that attempt failed but another one is still running: wait for it
+            now_leader = getattr(self.node, "leader_id", None)
+            if now_leader is not None and now_leader != leader and len(attempts) < 4:
+                self.log.info("leader changed (%s -> %s) during a request; asking again",
+                              leader, now_leader)
+                self.stats["retried_on_leader_change"] = (
+                    self.stats.get("retried_on_leader_change", 0) + 1)
+                try:
+                    attempts.append(submit())
+                except (errors.RaftError, ValueError) as exc:  # e.g. busy: keep waiting
+                    self.log.info("asking again failed: %s", exc)
+            leader = now_leader if now_leader is not None else leader
 
     async def _propose_fragments(self, data: bytes, timeout: float) -> Any:
         """Propose a large command as fragments, in order; the last one's answer is the

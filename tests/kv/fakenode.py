@@ -32,10 +32,41 @@ class FakeNode:
         self.barriers = 0
         self.proposals = 0
         self.role = "leader"
-        self.leader_id: str | None = node_id
+        self._leader_id: str | None = node_id
+        self._leader_change: asyncio.Future | None = None
         self.voters: list[str] = [node_id]
         self.learners: list[str] = []
         self.addresses: dict[str, object] = {node_id: "self"}
+
+    @property
+    def leader_id(self) -> str | None:
+        return self._leader_id
+
+    @leader_id.setter
+    def leader_id(self, value: str | None) -> None:
+        changed = value != self._leader_id
+        self._leader_id = value
+        fut = self._leader_change
+        if changed and fut is not None and not fut.done():
+            fut.set_result(value)
+
+    def leader_change_future(self) -> asyncio.Future:
+        if self._leader_change is None or self._leader_change.done():
+            self._leader_change = asyncio.get_running_loop().create_future()
+        return self._leader_change
+
+    def propose_future(self, data: bytes) -> asyncio.Future:
+        # the same calls, without waiting: raises what propose() raises before waiting
+        if self.fail_with is not None:
+            self.proposals += 1
+            raise self.fail_with
+        return asyncio.ensure_future(self.propose(data, timeout=3600))
+
+    def read_index_future(self) -> asyncio.Future:
+        if self.fail_with is not None:
+            self.barriers += 1
+            raise self.fail_with
+        return asyncio.ensure_future(self.read_barrier(timeout=3600))
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
         self.proposals += 1
