@@ -236,6 +236,9 @@ class RaftCore:
         self._early_ok = False
         self._bcast_pending = False
         self._hb_pending = False
+        # Context of the ReadIndex heartbeat round in flight, if any: reads that arrive
+        # meanwhile wait for the next round (one per round trip, however many reads).
+        self._read_round: bytes | None = None
         self._prop_buf: list[Entry] = []
         self._prev_ss = SoftState(None, self._role_name())
         self._reset_randomized_timeout()
@@ -465,7 +468,7 @@ class RaftCore:
                         pass
         if self._hb_pending:
             self._hb_pending = False
-            if self.role is Role.LEADER and self._read_queue:
+            if self.role is Role.LEADER and self._read_queue and not self._read_round_open():
                 self._bcast_heartbeat()
         if self._prop_buf:
             buf, self._prop_buf = self._prop_buf, []
@@ -928,9 +931,14 @@ class RaftCore:
             if p != self.id:
                 self._send_append(p)
 
+    def _read_round_open(self) -> bool:
+        return self._read_round is not None and self._read_round in self._reads_by_ctx
+
     def _bcast_heartbeat(self, ctx: bytes | None = None) -> None:
         if ctx is None:
             ctx = self._read_queue[-1].context if self._read_queue else b""
+        if ctx:
+            self._read_round = ctx  # an ack of it confirms every read queued up to it
         for p in sorted(self.prs):
             if p == self.id:
                 continue
@@ -1095,6 +1103,8 @@ class RaftCore:
         for r in done:
             del self._reads_by_ctx[r.context]
             self._release_read(r.index, r.context, r.frm)
+        if self._read_queue and not self._read_round_open():
+            self._hb_pending = True  # the reads that queued meanwhile: the next round
 
     def _release_read(self, index: int, ctx: bytes, frm: str) -> None:
         if frm == self.id:

@@ -460,6 +460,43 @@ def test_concurrent_reads_share_one_heartbeat_round():
     ld.advance(rd)
 
 
+def test_reads_arriving_while_a_round_is_in_flight_join_the_next_round():
+    ld = make_leader()
+    ld.read_index(b"a")
+    first = [m for m in drain(ld) if m.type is MT.HEARTBEAT]
+    assert [m.context for m in first] == [b"a", b"a"]
+    for i in range(5):  # one round is in flight: these wait, however often we flush
+        ld.read_index(b"b%d" % i)
+        assert not [m for m in drain(ld) if m.type is MT.HEARTBEAT]
+    ld.step(msg(MT.HEARTBEAT_RESP, "2", "1", ld.term, context=b"a"))
+    rd = ld.ready()
+    # "a" is served; its round ended, so one new round covers everything queued since
+    assert [rs.context for rs in rd.read_states] == [b"a"]
+    second = [m for m in rd.messages if m.type is MT.HEARTBEAT]
+    assert sorted(m.to for m in second) == ["2", "3"] and second[0].context == b"b4"
+    ld.advance(rd)
+    ld.step(msg(MT.HEARTBEAT_RESP, "3", "1", ld.term, context=b"b4"))
+    rd = ld.ready()
+    assert [rs.context for rs in rd.read_states] == [b"b%d" % i for i in range(5)]
+    ld.advance(rd)
+
+
+def test_a_lost_read_round_is_recovered_by_the_next_heartbeat_tick():
+    ld = make_leader()
+    ld.read_index(b"lost")
+    drain(ld)  # the round's heartbeats never arrive
+    ld.read_index(b"later")
+    assert not [m for m in drain(ld) if m.type is MT.HEARTBEAT]
+    for _ in range(ld.cfg.heartbeat_ticks):
+        ld.tick()
+    hbs = [m for m in drain(ld) if m.type is MT.HEARTBEAT]
+    assert hbs and all(m.context == b"later" for m in hbs)
+    ld.step(msg(MT.HEARTBEAT_RESP, "2", "1", ld.term, context=b"later"))
+    rd = ld.ready()
+    assert [rs.context for rs in rd.read_states] == [b"lost", b"later"]
+    ld.advance(rd)
+
+
 def test_a_single_member_cluster_elects_itself_commits_and_reads():
     c = Cluster(["1"], config=cfg())
     c.stabilize(log=False)
