@@ -600,6 +600,16 @@ class AsyncClient:
             if code == p.STALE:
                 # Our earlier try was applied and its answer is gone.
                 raise OutcomeUnknown(f"the write was applied but its answer was lost: {message}")
+            if code == p.NOT_LEADER:
+                leader = reply.get("leader")
+                if (isinstance(leader, str) and leader and leader not in self._ids
+                        and all(e in self._ids.values() for e in self.endpoints)):
+                    # Only the leader can do this, and no endpoint we were given is it:
+                    # retrying until the timeout would only hide that.
+                    raise Unavailable(
+                        f"{message or 'not the leader'}; the leader, member {leader}, is not "
+                        "among the endpoints given (add its client address to --endpoints)",
+                        code=p.NOT_LEADER, leader=leader)
             if code in (_WRITE_RETRY if write else _READ_RETRY):
                 if code == p.TIMEOUT:
                     maybe_applied |= write

@@ -85,6 +85,14 @@ def test_membership_refusals_removed_member_and_id_reuse(procs):
     assert r.returncode == 2 and "9 is not a member" in r.stderr, r.stderr
     r = c.cli("member", "add", "2", "127.0.0.1:1", "--timeout", "30")
     assert r.returncode == 2 and "2 is already a voter" in r.stderr
+    # a valid change asked of a follower alone: it names the leader at once, instead of
+    # retrying the follower until --timeout ("unavailable for 30s")
+    leader = c.leader()
+    r = c.cli("member", "add", "7", "127.0.0.1:1", "--timeout", "30", ids=[follower])
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert f"the leader, member {leader}, is not among the endpoints" in r.stderr, r.stderr
+    assert "unavailable for" not in r.stderr
+    assert "7" not in [m["id"] for m in c.cli_json("member", "list")["members"]]
     # a learner far behind is not promoted: the refusal says where it stands
     with Client(c.endpoints()) as cl:
         for i in range(130):  # more than the core's promote lag (100)
