@@ -205,6 +205,10 @@ def run_client(endpoints: str | None, timeout: float,
         fail(f"--endpoints: {exc}", EXIT_USAGE)
     if first_only:
         eps = eps[:1]
+        refused = _refuses_connections(eps[0])
+        if refused:  # one member asked, and nothing listens there: say so now
+            fail(f"cannot connect to {eps[0][0]}:{eps[0][1]}: {refused} (is the member "
+                 "running, and is this its --client address?)", EXIT_UNAVAILABLE)
     security = client_security()
 
     async def go() -> int:
@@ -229,6 +233,20 @@ def run_client(endpoints: str | None, timeout: float,
     except KeyboardInterrupt:
         fail("interrupted", EXIT_UNAVAILABLE)
     sys.exit(code)
+
+
+def _refuses_connections(endpoint: tuple[str, int]) -> str | None:
+    """Why a TCP connection to ``endpoint`` was refused at once, or None. Anything else
+    (accepted, slow, unreachable) is left to the client and its --timeout."""
+    import socket
+
+    try:
+        with socket.create_connection(endpoint, timeout=2.0):
+            return None
+    except ConnectionRefusedError as exc:
+        return exc.strerror or "connection refused"
+    except OSError:
+        return None
 
 
 def client_security() -> dict[str, Any]:
@@ -454,7 +472,8 @@ def format_status(st: dict[str, Any]) -> str:
 def status(endpoints: str | None, timeout: float, as_json: bool) -> None:
     """Show one member's role, term, leader, indexes, and mesh peers and routes.
 
-    It asks the first of --endpoints only."""
+    It asks the first of --endpoints only, and fails at once (exit 3) if nothing
+    listens there."""
 
     async def op(c) -> int:
         st = normalise_status(await c.status())

@@ -151,6 +151,19 @@ def test_endpoints_from_the_environment(cli):
     assert r.returncode == 0
 
 
+def test_status_of_a_member_that_is_not_running_fails_at_once(cli):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("status", "--timeout", "60", endpoints=f"127.0.0.1:{port}")
+    assert r.returncode == 3
+    err = one_line_error(r)
+    assert f"cannot connect to 127.0.0.1:{port}" in err and "is the member running" in err
+    assert "unavailable for 60s" not in err  # not after retrying for the whole --timeout
+
+
 def test_status(cli):
     r = cli("status", "--json")
     assert r.returncode == 0
