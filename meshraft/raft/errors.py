@@ -65,8 +65,10 @@ class CorruptWAL(StorageError):
     def __init__(self, path: str, offset: int, reason: str) -> None:
         super().__init__(
             f"corrupt WAL record in {path} at offset {offset}: {reason}; refusing to start "
-            "(the records after it would be lost). Restore this member from a backup or "
-            "remove its data dir and re-add it to the cluster."
+            "(the records after it would be lost). Do not start it from an older copy of "
+            "this data dir (it could vote twice in a term or forget entries it acknowledged): "
+            "remove the member (meshraft member remove ID), wipe its data dir and add it back "
+            "under a new id."
         )
         self.path = path
         self.offset = offset
