@@ -852,6 +852,17 @@ class RaftCore:
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         if m.reject:
+            if (pr.state is ProgressState.PROBE and m.index == pr.next - 1
+                    and m.reject_hint < pr.match):
+                # It rejected our probe at its match index and its log ends below it:
+                # it lost entries it had acknowledged (a disk that dropped fsynced
+                # data, a data dir from an older copy). Probing never goes below
+                # match, so without this we would probe the same index forever.
+                self.logger.warning(
+                    "%s: member %s lost entries it had acknowledged (its log ends at %d, "
+                    "it had acknowledged %d): its storage is not durable; sending them "
+                    "again", self.id, m.frm, m.reject_hint, pr.match)
+                pr.match = 0  # we no longer know what it holds: probe down from its hint
             next_probe = m.reject_hint
             if m.log_term > 0:
                 next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)

@@ -581,3 +581,27 @@ def test_a_follower_sends_nothing_before_its_fsync():
     assert rd.entries and rd.messages
     assert f.split_early(rd) == ([], rd.messages)
     f.advance(rd)
+
+
+def test_a_follower_that_lost_acknowledged_entries_is_sent_them_again():
+    """A follower whose disk dropped entries it had acknowledged (or that was started
+    from an older copy of its data dir) is probed down and caught up, not probed at
+    the same index forever."""
+    c = cluster()
+    elect(c)
+    for i in range(6):
+        c.nodes["1"].propose(b"w%d" % i)
+        c.stabilize(log=False)
+    last = c.nodes["1"].log.last_index()
+    assert c.nodes["1"].prs["3"].match == last
+    c.crash("3")
+    d = c.disks["3"]
+    d.entries = [e for e in d.entries if e.index <= last - 4]  # the tail it acked is gone
+    c.restart("3")
+    c.nodes["1"].propose(b"after")
+    for _ in range(3):  # stabilize() raises if the probing never settles
+        c.tick_all()
+        c.stabilize(log=False)
+    assert c.nodes["3"].log.last_index() == c.nodes["1"].log.last_index()
+    assert c.applied_data("3")[-1] == b"after"
+    assert c.nodes["1"].prs["3"].match == c.nodes["1"].log.last_index()
