@@ -720,26 +720,32 @@ class MeshraftBenchClient:
 
 
 def meshraft_factory(endpoints: Sequence[tuple[str, int]], op_timeout: float = 10.0,
-                     ) -> ClientFactory:
+                     **client_kwargs: Any) -> ClientFactory:
+    """Bench clients for ``endpoints``; ``client_kwargs`` go to every AsyncClient
+    (``ssl``, ``token`` for a secured cluster)."""
     from meshraft.kv.client import AsyncClient
 
     eps = list(endpoints)
 
     async def make(i: int) -> BenchClient:
         k = i % len(eps)
-        return MeshraftBenchClient(AsyncClient(eps[k:] + eps[:k], timeout=op_timeout))
+        return MeshraftBenchClient(AsyncClient(eps[k:] + eps[:k], timeout=op_timeout,
+                                               **client_kwargs))
 
     return make
 
 
 async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]] | None = None,
                          nodes: int = 3, transport: str = "mesh", data_dir: Path | None = None,
-                         progress: bool = True) -> BenchResult:
-    """``meshraft bench``: against ``endpoints``, or a local cluster started for the run."""
+                         progress: bool = True,
+                         client_kwargs: dict[str, Any] | None = None) -> BenchResult:
+    """``meshraft bench``: against ``endpoints`` (with ``client_kwargs`` for TLS or a
+    token), or a local cluster started for the run."""
     spec.validate()
     bar = Progress(spec.warmup + spec.duration, f"{spec.ops}x{spec.clients}", enabled=progress)
     if endpoints:
-        return await run_load(meshraft_factory(endpoints, spec.op_timeout), spec,
+        return await run_load(meshraft_factory(endpoints, spec.op_timeout,
+                                               **(client_kwargs or {})), spec,
                               system="meshraft", progress=bar, nodes=len(endpoints))
     async with LocalCluster(nodes=nodes, transport=transport, data_dir=data_dir) as cluster:
         return await run_load(meshraft_factory(cluster.endpoints, spec.op_timeout), spec,
@@ -750,6 +756,36 @@ async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]]
 # --------------------------------------------------------------------------------------
 # The `meshraft bench` command (registered by meshraft.cli).
 # --------------------------------------------------------------------------------------
+
+_FILE = click.Path(dir_okay=False, exists=True)
+
+
+def _client_security(remote: bool, cacert: str | None, cert: str | None, key: str | None,
+                     token_file: str | None) -> dict[str, Any]:
+    """AsyncClient arguments for a secured cluster; BenchError for a bad combination."""
+    from meshraft.kv.tls import client_context, read_token_file
+
+    out: dict[str, Any] = {}
+    if cacert or cert or key or token_file:
+        if not remote:
+            raise BenchError("--cacert, --cert, --key and --token-file are for a cluster "
+                             "given with --endpoints (the local one bench starts is plain)")
+        if (cert is None) != (key is None):
+            raise BenchError("--cert and --key go together")
+        if cacert or cert:
+            try:
+                out["ssl"] = client_context(cacert, cert, key)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise BenchError(f"cannot use the TLS files: {exc}") from None
+        if token_file:
+            try:
+                out["token"] = read_token_file(token_file)
+            except (OSError, ValueError) as exc:
+                raise BenchError(f"--token-file: {exc}") from None
+    if remote and "token" not in out and os.environ.get("MESHRAFT_TOKEN"):
+        out["token"] = os.environ["MESHRAFT_TOKEN"].encode("utf-8", "surrogateescape")
+    return out
+
 
 @click.command("bench")
 @click.option("--endpoints", envvar="MESHRAFT_ENDPOINTS", default=None,
@@ -782,10 +818,20 @@ async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]]
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--cacert", envvar="MESHRAFT_CACERT", type=_FILE, default=None,
+              help="With --endpoints: use TLS, verifying the servers with this CA bundle.")
+@click.option("--cert", envvar="MESHRAFT_CERT", type=_FILE, default=None,
+              help="With --endpoints: client certificate for mutual TLS (with --key).")
+@click.option("--key", "cert_key", envvar="MESHRAFT_KEY", type=_FILE, default=None,
+              help="Private key of --cert.")
+@click.option("--token-file", type=_FILE, default=None,
+              help="With --endpoints: send the client token in this file "
+                   "[env MESHRAFT_TOKEN holds the token itself].")
 def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | None,
           clients: int, duration: float, warmup: float, ops: str, key_size: int,
           value_size: int, keyspace: int, max_ops: int, op_timeout: float, seed: int,
-          as_json: bool, progress: bool | None) -> None:
+          as_json: bool, progress: bool | None, cacert: str | None, cert: str | None,
+          cert_key: str | None, token_file: str | None) -> None:
     """Drive a bounded load and report ops/s and latency p50/p90/p99/max."""
     spec = LoadSpec(ops=ops, clients=clients, duration=duration, warmup=warmup,
                     key_size=key_size, value_size=value_size, keyspace=keyspace,
@@ -800,11 +846,12 @@ def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | No
                 eps = parse_endpoints(endpoints)
             except ValueError as exc:
                 raise BenchError(str(exc)) from None
+        security = _client_security(eps is not None, cacert, cert, cert_key, token_file)
         show = sys.stderr.isatty() if progress is None else progress
         exit_on_sigterm()
         result = asyncio.run(bench_meshraft(spec, endpoints=eps, nodes=nodes,
                                             transport=transport, data_dir=data_dir,
-                                            progress=show))
+                                            progress=show, client_kwargs=security))
     except BenchUnavailable as exc:
         click.echo(f"meshraft bench: {exc}", err=True)
         sys.exit(3)

@@ -5,6 +5,7 @@ from the trusted CA, and every misconfiguration fails with one clear line (exit 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from secfixtures import make_pki, start_member
@@ -114,3 +115,16 @@ def test_serve_refuses_bad_tls_flags(procs, pki):
     assert r.returncode == 2 and "--client-cert" in one_line(r)
     r = procs.run(*base, "--client-cert", pki.server_cert, "--client-key", pki.client_key)
     assert r.returncode == 2 and "TLS files" in one_line(r)  # key does not match
+
+
+def test_bench_over_mutual_tls(procs, pki):
+    m = start_member(procs, "--client-cert", pki.server_cert, "--client-key", pki.server_key,
+                     "--trusted-ca", pki.ca.path)
+    load = ["bench", "--endpoints", m.endpoint, "--clients", "2", "--duration", "1",
+            "--warmup", "0.2", "--timeout", "5", "--json", "--cacert", pki.ca.path]
+    r = procs.run(*load, "--cert", pki.client_cert, "--key", pki.client_key, timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ops"] > 0 and res["errors"] == 0, res
+    r = procs.run(*load, "--cert", pki.client_cert, timeout=60)
+    assert r.returncode == 2 and "--cert and --key go together" in r.stderr, r.stderr

@@ -135,3 +135,22 @@ def test_mesh_off_loopback_without_password_warns(procs):
     w = warnings(m.proc.log())
     assert any("listening on 0.0.0.0 without a mesh password" in x for x in w), m.proc.log()
     assert not any("client token" in x for x in w)  # the client port is on loopback
+
+
+def test_bench_against_a_cluster_that_requires_a_token(procs, token_member):
+    m, d = token_member, token_member.dir
+    load = ["bench", "--endpoints", m.endpoint, "--clients", "2", "--duration", "1",
+            "--warmup", "0.2", "--timeout", "5", "--json"]
+    r = procs.run(*load, "--token-file", str(d / "token"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ops"] > 0 and res["errors"] == 0, res
+    # the token can come from the environment too
+    r = procs.run(*load, env={"MESHRAFT_TOKEN": "s3cret-token"}, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["errors"] == 0, r.stderr
+    # without it nothing succeeds, and bench says so
+    r = procs.run(*load, timeout=60)
+    assert r.returncode == 3 and "no operation succeeded" in r.stderr, r.stderr
+    # the options are for --endpoints only: a local cluster bench starts is plain
+    r = procs.run("bench", "--token-file", str(d / "token"), "--duration", "1", timeout=60)
+    assert r.returncode == 2 and "--endpoints" in r.stderr, r.stderr
