@@ -240,7 +240,7 @@ class RaftCore:
         # meanwhile wait for the next round (one per round trip, however many reads).
         self._read_round: bytes | None = None
         self._prop_buf: list[Entry] = []
-        self._prev_ss = SoftState(None, self._role_name())
+        self._prev_ss = SoftState(None, self.role_name)
         self._reset_randomized_timeout()
 
     # ==================================================================================
@@ -387,7 +387,7 @@ class RaftCore:
         if hs.term != self.term or hs.vote != self.vote or hs.commit != lg.committed:
             return True
         ss = self._prev_ss
-        return ss.leader != self.lead or ss.role != self._role_name()
+        return ss.leader != self.lead or ss.role != self.role_name
 
     def ready(self) -> Ready:
         if self._outstanding is not None:
@@ -502,7 +502,7 @@ class RaftCore:
     def status(self) -> dict:
         st = {
             "id": self.id,
-            "role": self._role_name(),
+            "role": self.role_name,
             "term": self.term,
             "vote": self.vote,
             "leader": self.lead,
@@ -532,14 +532,11 @@ class RaftCore:
             return "learner"
         return self.role.value
 
-    def _role_name(self) -> str:
-        return self.role_name
-
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
     def _soft_state(self) -> SoftState:
-        return SoftState(self.lead, self._role_name())
+        return SoftState(self.lead, self.role_name)
 
     def _promotable(self) -> bool:
         return self.id in self.voters

@@ -434,20 +434,23 @@ class RaftNode:
         if len(self._waiters) >= self.config.max_inflight_proposals:
             raise Busy(f"{len(self._waiters)} proposals in flight on node {self.node_id}")
         self._seq += 1
+        seq = self._seq
         fut = self._loop.create_future()
-        self._waiters[self._seq] = fut
-        return self._seq, fut
+        self._waiters[seq] = fut
+        # However it ends (answered, failed, cancelled by a caller that stopped waiting).
+        fut.add_done_callback(lambda _f: self._waiters.pop(seq, None))
+        return seq, fut
 
-    async def _await(self, seq: int, fut: asyncio.Future, timeout: float, what: str) -> Any:
+    @staticmethod
+    async def _bounded(fut: asyncio.Future, timeout: float, message: str) -> Any:
+        """``await fut`` for at most ``timeout`` seconds, else Timeout(message). No shield
+        and no wait_for task: the waiter is ours alone, so a timeout or a cancelled
+        caller may cancel it (whoever settles a waiter checks done())."""
         try:
-            # No shield and no wait_for task: the waiter is ours alone, so a timeout
-            # or a cancelled caller may cancel it (whoever settles it checks done()).
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
-            raise Timeout(f"{what} not applied within {timeout}s (outcome unknown)") from None
-        finally:
-            self._waiters.pop(seq, None)
+            raise Timeout(message) from None
 
     def propose_future(self, data: bytes) -> asyncio.Future:
         """Like :meth:`propose`, without waiting: the future ends with the result
@@ -466,7 +469,6 @@ class RaftNode:
             self._proposed_at[index] = seq
         self.stats["proposals"] += 1
         self._wake.set()
-        fut.add_done_callback(lambda _f, s=seq: self._waiters.pop(s, None))
         return fut
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
@@ -475,12 +477,8 @@ class RaftNode:
 
         Raises Timeout (outcome unknown), Unavailable/Busy/NotLeader (certainly not
         appended), StorageFailed, Removed."""
-        fut = self.propose_future(data)
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            raise Timeout(f"proposal not applied within {timeout}s (outcome unknown)") from None
+        return await self._bounded(self.propose_future(data), timeout,
+                                   f"proposal not applied within {timeout}s (outcome unknown)")
 
     def read_index_future(self) -> asyncio.Future:
         """Like :meth:`read_barrier`, without waiting (see :meth:`propose_future`)."""
@@ -500,12 +498,8 @@ class RaftNode:
 
     async def read_barrier(self, timeout: float = 5.0) -> None:
         """Wait until this member may serve a linearizable read (ReadIndex)."""
-        fut = self.read_index_future()
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            raise Timeout(f"read index not served within {timeout}s") from None
+        await self._bounded(self.read_index_future(), timeout,
+                            f"read index not served within {timeout}s")
 
     def leader_change_future(self) -> asyncio.Future:
         """A future that ends (with the new leader id, or None) the next time this
@@ -530,10 +524,7 @@ class RaftNode:
         waiter = (index, fut)
         self._apply_waiters.append(waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            raise Timeout(f"index {index} not applied within {timeout}s") from None
+            await self._bounded(fut, timeout, f"index {index} not applied within {timeout}s")
         finally:
             if waiter in self._apply_waiters:
                 self._apply_waiters.remove(waiter)
@@ -630,7 +621,8 @@ class RaftNode:
             self._waiters.pop(seq, None)
             raise self._map_core_error(exc) from exc
         self._wake.set()
-        await self._await(seq, fut, timeout, f"membership change {cc_type.name} {node_id}")
+        await self._bounded(fut, timeout, f"membership change {cc_type.name} {node_id} not "
+                            f"applied within {timeout}s (outcome unknown)")
 
     async def add_member(self, node_id: str, address: Any, learner: bool = False,
                          timeout: float = 5.0) -> None:
