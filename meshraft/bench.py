@@ -763,28 +763,17 @@ _FILE = click.Path(dir_okay=False, exists=True)
 def _client_security(remote: bool, cacert: str | None, cert: str | None, key: str | None,
                      token_file: str | None) -> dict[str, Any]:
     """AsyncClient arguments for a secured cluster; BenchError for a bad combination."""
-    from meshraft.kv.tls import client_context, read_token_file
+    from meshraft.client_args import client_security_kwargs
 
-    out: dict[str, Any] = {}
-    if cacert or cert or key or token_file:
-        if not remote:
+    if not remote:
+        if cacert or cert or key or token_file:
             raise BenchError("--cacert, --cert, --key and --token-file are for a cluster "
                              "given with --endpoints (the local one bench starts is plain)")
-        if (cert is None) != (key is None):
-            raise BenchError("--cert and --key go together")
-        if cacert or cert:
-            try:
-                out["ssl"] = client_context(cacert, cert, key)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise BenchError(f"cannot use the TLS files: {exc}") from None
-        if token_file:
-            try:
-                out["token"] = read_token_file(token_file)
-            except (OSError, ValueError) as exc:
-                raise BenchError(f"--token-file: {exc}") from None
-    if remote and "token" not in out and os.environ.get("MESHRAFT_TOKEN"):
-        out["token"] = os.environ["MESHRAFT_TOKEN"].encode("utf-8", "surrogateescape")
-    return out
+        return {}
+    try:
+        return client_security_kwargs(cacert, cert, key, token_file)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
 
 
 @click.command("bench")
