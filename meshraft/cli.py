@@ -205,14 +205,12 @@ def run_client(endpoints: str | None, timeout: float,
         fail(f"--endpoints: {exc}", EXIT_USAGE)
     if first_only:
         eps = eps[:1]
-        refused = _refuses_connections(eps[0])
-        if refused:  # one member asked, and nothing listens there: say so now
-            fail(f"cannot connect to {eps[0][0]}:{eps[0][1]}: {refused} (is the member "
-                 "running, and is this its --client address?)", EXIT_UNAVAILABLE)
     security = client_security()
 
     async def go() -> int:
-        async with kc.AsyncClient(eps, timeout=timeout, **security) as c:
+        # Asking one given member: if nothing listens there, say so now.
+        async with kc.AsyncClient(eps, timeout=timeout, retry_refused=not first_only,
+                                  **security) as c:
             return await op(c)
 
     try:
@@ -235,43 +233,17 @@ def run_client(endpoints: str | None, timeout: float,
     sys.exit(code)
 
 
-def _refuses_connections(endpoint: tuple[str, int]) -> str | None:
-    """Why a TCP connection to ``endpoint`` was refused at once, or None. Anything else
-    (accepted, slow, unreachable) is left to the client and its --timeout."""
-    import socket
-
-    try:
-        with socket.create_connection(endpoint, timeout=2.0):
-            return None
-    except ConnectionRefusedError as exc:
-        return exc.strerror or "connection refused"
-    except OSError:
-        return None
-
-
 def client_security() -> dict[str, Any]:
     """The AsyncClient arguments from --cacert/--cert/--key/--token-file/MESHRAFT_TOKEN."""
-    from meshraft.kv.tls import client_context, read_token_file
+    from meshraft.client_args import client_security_kwargs
 
     meta = click.get_current_context().meta
     cacert, cert, key, token_file = (meta.get(f"meshraft.tls_{n}")
                                      for n in ("cacert", "cert", "key", "token_file"))
-    out: dict[str, Any] = {}
-    if cacert or cert or key:
-        if (cert is None) != (key is None):
-            fail("--cert and --key go together", EXIT_USAGE)
-        try:
-            out["ssl"] = client_context(cacert, cert, key)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            fail(f"cannot use the TLS files: {exc}", EXIT_USAGE)
-    if token_file:
-        try:
-            out["token"] = read_token_file(token_file)
-        except (OSError, ValueError) as exc:
-            fail(f"--token-file: {exc}", EXIT_USAGE)
-    elif os.environ.get("MESHRAFT_TOKEN"):
-        out["token"] = os.environ["MESHRAFT_TOKEN"].encode("utf-8", "surrogateescape")
-    return out
+    try:
+        return client_security_kwargs(cacert, cert, key, token_file)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def emit(as_json: bool, obj: dict[str, Any], text: str | None) -> None:

@@ -299,7 +299,9 @@ class AsyncClient:
     may take before the client tries another (the same write, same sequence number).
     ``ssl``: an ``ssl.SSLContext`` for TLS to every endpoint, or give ``cacert`` (and
     ``cert``/``key`` for mutual TLS) paths instead; ``token``: the server's client
-    token, sent with every request.
+    token, sent with every request. ``retry_refused=False``: an operation ends with
+    Unavailable as soon as every endpoint has refused the connection (nothing listens
+    there) instead of retrying until ``timeout`` (for asking one given member).
     """
 
     def __init__(
@@ -318,6 +320,7 @@ class AsyncClient:
         cert: str | None = None,
         key: str | None = None,
         token: bytes | str | None = None,
+        retry_refused: bool = True,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         if ssl is None and (cacert or cert or key):
@@ -326,6 +329,7 @@ class AsyncClient:
         if token is not None and not token:
             raise ValueError("the client token is empty")
         self.token = token
+        self.retry_refused = retry_refused
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.connect_timeout = connect_timeout
@@ -525,6 +529,7 @@ class AsyncClient:
         last = "no endpoint answered"
         attempt = 0
         tls_failed: set[tuple[str, int]] = set()
+        refused: set[tuple[str, int]] = set()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -555,6 +560,11 @@ class AsyncClient:
                 continue
             except (OSError, TimeoutError) as exc:
                 last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc or 'timed out'}"
+                if isinstance(exc, ConnectionRefusedError):
+                    refused.add(endpoint)
+                    if not self.retry_refused and len(refused) >= len(self.endpoints):
+                        raise Unavailable(f"{last} (nothing listens there: is the member "
+                                          "running, and is this its client address?)") from None
                 self._rotate()
                 attempt += 1
                 if attempt % len(self.endpoints) == 0:
