@@ -738,16 +738,20 @@ def meshraft_factory(endpoints: Sequence[tuple[str, int]], op_timeout: float = 1
 async def bench_meshraft(spec: LoadSpec, *, endpoints: Sequence[tuple[str, int]] | None = None,
                          nodes: int = 3, transport: str = "mesh", data_dir: Path | None = None,
                          progress: bool = True,
-                         client_kwargs: dict[str, Any] | None = None) -> BenchResult:
+                         client_kwargs: dict[str, Any] | None = None,
+                         password_file: Path | None = None) -> BenchResult:
     """``meshraft bench``: against ``endpoints`` (with ``client_kwargs`` for TLS or a
-    token), or a local cluster started for the run."""
+    token), or a local cluster started for the run (its mesh authenticated and
+    encrypted with ``password_file`` when given)."""
     spec.validate()
     bar = Progress(spec.warmup + spec.duration, f"{spec.ops}x{spec.clients}", enabled=progress)
     if endpoints:
         return await run_load(meshraft_factory(endpoints, spec.op_timeout,
                                                **(client_kwargs or {})), spec,
                               system="meshraft", progress=bar, nodes=len(endpoints))
-    async with LocalCluster(nodes=nodes, transport=transport, data_dir=data_dir) as cluster:
+    extra = ["--password-file", str(password_file)] if password_file else []
+    async with LocalCluster(nodes=nodes, transport=transport, data_dir=data_dir,
+                            extra_args=extra) as cluster:
         return await run_load(meshraft_factory(cluster.endpoints, spec.op_timeout), spec,
                               system=f"meshraft-{transport}", progress=bar, nodes=nodes,
                               transport=transport, cpu_pids=[p.pid for p in cluster.procs])
@@ -816,11 +820,16 @@ def _client_security(remote: bool, cacert: str | None, cert: str | None, key: st
 @click.option("--token-file", type=_FILE, default=None,
               help="With --endpoints: send the client token in this file "
                    "[env MESHRAFT_TOKEN holds the token itself].")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None,
+              help="Local cluster only: authenticate and encrypt its mesh with the "
+                   "password in this file (to measure what encryption costs).")
 def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | None,
           clients: int, duration: float, warmup: float, ops: str, key_size: int,
           value_size: int, keyspace: int, max_ops: int, op_timeout: float, seed: int,
           as_json: bool, progress: bool | None, cacert: str | None, cert: str | None,
-          cert_key: str | None, token_file: str | None) -> None:
+          cert_key: str | None, token_file: str | None,
+          password_file: Path | None) -> None:
     """Drive a bounded load and report ops/s and latency p50/p90/p99/max."""
     spec = LoadSpec(ops=ops, clients=clients, duration=duration, warmup=warmup,
                     key_size=key_size, value_size=value_size, keyspace=keyspace,
@@ -836,11 +845,15 @@ def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | No
             except ValueError as exc:
                 raise BenchError(str(exc)) from None
         security = _client_security(eps is not None, cacert, cert, cert_key, token_file)
+        if password_file is not None and (eps is not None or transport != "mesh"):
+            raise BenchError("--password-file is for the local cluster bench starts, with "
+                             "--transport mesh (a running cluster has its own password)")
         show = sys.stderr.isatty() if progress is None else progress
         exit_on_sigterm()
         result = asyncio.run(bench_meshraft(spec, endpoints=eps, nodes=nodes,
                                             transport=transport, data_dir=data_dir,
-                                            progress=show, client_kwargs=security))
+                                            progress=show, client_kwargs=security,
+                                            password_file=password_file))
     except BenchUnavailable as exc:
         click.echo(f"meshraft bench: {exc}", err=True)
         sys.exit(3)

@@ -69,3 +69,21 @@ def test_bench_bad_input_and_unreachable_cluster(procs) -> None:
                   "--no-progress", timeout=60)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert r.stderr.startswith("meshraft bench:") and r.stderr.count("\n") == 1
+
+
+def test_bench_measures_a_local_cluster_with_a_mesh_password(procs) -> None:
+    pwfile = procs.tmpdir("pw") / "password"
+    pwfile.write_text("bench password\n")
+    data = procs.tmpdir("data")
+    r = procs.run("bench", "--ops", "put", "--json", "--password-file", str(pwfile),
+                  "--data-dir", str(data), *SMALL, timeout=120)
+    assert r.returncode == 0, r.stderr
+    check_sane(json.loads(r.stdout))
+    # the members it started really ran an encrypted mesh
+    logs = [(data / f"node{i}.log").read_text() for i in (1, 2, 3)]
+    assert all("password set" in log and " encrypted" in log for log in logs), logs[0][-2000:]
+
+    # a password is for the local mesh cluster only: refused, with the reason
+    for extra in (["--transport", "udp"], ["--endpoints", "127.0.0.1:1"]):
+        r = procs.run("bench", "--password-file", str(pwfile), *extra, *SMALL)
+        assert r.returncode == 2 and "--password-file" in r.stderr, r.stderr
