@@ -43,7 +43,7 @@ from meshraft.mesh.crypto import password_key
 from meshraft.mesh.gossip_channel import GossipChannel, Gossiper, SurrogateGossiper
 from meshraft.mesh.peer import PeerRecord, check_name, new_incarnation, new_uid, valid_name
 from meshraft.mesh.routes import Routes
-from meshraft.mesh.topology import Topology
+from meshraft.mesh.topology import DEFAULT_MAX_PEERS, Topology
 
 log = logging.getLogger("meshraft.mesh")
 
@@ -126,6 +126,7 @@ class Router:
         self.remember_for = 60.0
         self._dial_state: dict[tuple[str, int], tuple[float, float]] = {}
         self._dialing: dict[tuple[str, int], asyncio.Task] = {}
+        self._refused_log_at = 0.0
         self._filter: set[str] = set()
         self.channels: dict[str, GossipChannel] = {}
         self._surrogates: dict[str, GossipChannel] = {}
@@ -155,13 +156,15 @@ class Router:
         advertise: tuple[str, int] | str | None = None, write_limit: int = 8 << 20,
         gossip_fanout: int = 3, dial_backoff: tuple[float, float] = (0.05, 2.0),
         connect_interval: float = 0.1, rng: random.Random | None = None,
-        remember_for: float = 60.0,
+        remember_for: float = 60.0, max_peers: int = DEFAULT_MAX_PEERS,
     ) -> Router:
         """Listen on ``listen``, dial ``peers`` (HOST:PORT), and join the mesh.
 
         ``password`` (str or bytes) authenticates and encrypts every link; peers
         must share it.  Timings are in seconds.  The addresses of peers that were
-        garbage-collected are still dialled for ``remember_for`` seconds."""
+        garbage-collected are still dialled for ``remember_for`` seconds.  At most
+        ``max_peers`` peers (this one included) are known at once; gossip about
+        more is refused with a warning."""
         if isinstance(password, str):
             password = password.encode()
         if password is not None and not password:
@@ -192,7 +195,7 @@ class Router:
         self._self_addrs.add(self.address)
         self._self_addrs.add(adv)
         own = PeerRecord(self.name, self.uid, self.incarnation, 1, adv[0], adv[1], {})
-        self.topology = Topology(own)
+        self.topology = Topology(own, max_peers)
         self.routes = Routes(self.topology)
         for p in peers:
             addr = parse_address(p)
@@ -617,7 +620,10 @@ class Router:
             records = [PeerRecord.decode(r) for r in payload]
         except ValueError as exc:
             raise ProtocolError(f"topology: {exc}") from None
+        refused_before = self.topology.refused
         new, collisions = self.topology.merge(records)
+        if self.topology.refused != refused_before:
+            self._peers_refused(link, self.topology.refused - refused_before)
         for c in collisions:
             self._log.warning("another peer claims our name: %s (we are uid %016x)", c, self.uid)
         for rec in new:
@@ -629,6 +635,16 @@ class Router:
             self._topology_changed()
             # Records GC'd right away were not news: do not relay them.
             self._topo_dirty &= set(self.topology.peers)
+
+    def _peers_refused(self, link: Link, n: int) -> None:
+        self.stats["peers_refused"] += n
+        now = time.monotonic()
+        if now >= self._refused_log_at:  # at most one line per 10 s: gossip repeats it
+            self._refused_log_at = now + 10.0
+            self._log.warning(
+                "topology full (%d peers, max_peers): ignored %d record(s) of unknown peers "
+                "from %s; %d so far", self.topology.max_peers, n, link.describe(),
+                self.stats["peers_refused"])
 
     def _digest(self) -> list:
         return [[r.name, r.uid, r.incarnation, r.version] for r in self.topology.peers.values()]
@@ -826,7 +842,13 @@ class Router:
     async def _connect_loop(self) -> None:
         while True:
             now = time.monotonic()
-            for addr in self._dial_targets():
+            targets = self._dial_targets()
+            if len(self._dial_state) > 2 * self.topology.max_peers + 1024:
+                # Backoff state of addresses nobody lists any more: bounded, not kept.
+                for a in [a for a in self._dial_state
+                          if a not in targets and a not in self._dialing]:
+                    del self._dial_state[a]
+            for addr in targets:
                 if addr in self._dialing:
                     continue
                 next_try, _ = self._dial_state.get(addr, (0.0, 0.0))

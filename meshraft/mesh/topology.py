@@ -5,6 +5,10 @@ keeping this peer's own record in step with its links, and garbage-collecting
 peers that are no longer reachable.  It must never touch links or sockets; the
 router feeds it records and reads the graph.
 
+The graph is bounded: past ``max_peers`` names, records of peers not yet known
+are refused (and counted in ``refused``), so a hostile or broken neighbour
+cannot grow this peer's memory, routes and dial targets without limit.
+
 Edges: peer A's record lists B with B's uid.  An edge counts only while that uid
 is B's current uid, so links to a peer's earlier life stop counting as soon as
 its new life is known.
@@ -14,10 +18,16 @@ from __future__ import annotations
 
 from meshraft.mesh.peer import PeerRecord
 
+DEFAULT_MAX_PEERS = 1024
+
 
 class Topology:
-    def __init__(self, own: PeerRecord) -> None:
+    def __init__(self, own: PeerRecord, max_peers: int = DEFAULT_MAX_PEERS) -> None:
+        if max_peers < 1:
+            raise ValueError("max_peers must be at least 1")
         self.own = own
+        self.max_peers = max_peers
+        self.refused = 0  # records of new peers refused because the graph was full
         self.peers: dict[str, PeerRecord] = {own.name: own}
         self.generation = 0  # bumped on every change; caches of derived data key on it
 
@@ -43,6 +53,9 @@ class Topology:
                     collisions.append(f"{rec.name} uid {rec.uid:016x}")
                 continue
             cur = self.peers.get(rec.name)
+            if cur is None and len(self.peers) >= self.max_peers:
+                self.refused += 1
+                continue
             if cur is None or rec.newer_than(cur):
                 self.peers[rec.name] = rec
                 new.append(rec)
@@ -54,6 +67,8 @@ class Topology:
         """A link handshake told us a neighbour's current life.  Replace a record
         of an earlier life with a placeholder (version 0) so edges to the old uid
         stop counting; the neighbour's full record follows over the link."""
+        # A direct neighbour is always recorded, even past max_peers: links are
+        # bounded by the router (handshakes and dials), and routing needs them.
         cur = self.peers.get(name)
         if cur is not None and (cur.uid == uid or cur.newer_than(
                 PeerRecord(name, uid, incarnation, 0, host, port))):

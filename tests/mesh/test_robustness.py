@@ -379,3 +379,37 @@ async def test_a_receiver_that_catches_up_gets_frames_again(mesh):
             sender.cancel()
     finally:
         raw.close()
+
+
+async def test_gossip_about_too_many_peers_is_refused_and_bounded(mesh, caplog):
+    """A neighbour that gossips 3,000 made-up peers (all 'linked' to it, so
+    reachable) cannot grow the topology past max_peers; real peers keep working."""
+    a = await mesh("a", max_peers=16)
+    b = await mesh("b", peers=[a])
+    await eventually(lambda: "b" in a.links and "a" in b.links)
+    raw = await RawPeer.connect(*a.address)
+    try:
+        await raw.handshake(name="fuzz", uid=0xF00D)
+        fakes = [[f"fake{i}", 1000 + i, 1, 1, "127.0.0.1", 0, [["fuzz", 0xF00D]]]
+                 for i in range(3000)]
+        own = ["fuzz", 0xF00D, 1, 99, "127.0.0.1", 0,
+               [["a", a.uid]] + [[f"fake{i}", 1000 + i] for i in range(3000)]]
+        with caplog.at_level(logging.WARNING):
+            raw.send_frame(msgpack.packb([3, "_topology", "fuzz", [own, *fakes]]))
+            await raw.writer.drain()
+            await eventually(lambda: a.stats["peers_refused"] > 0)
+        assert len(a.topology.peers) <= 16
+        assert len(a.status()["peers"]) <= 16
+        assert "topology full" in caplog.text and "max_peers" in caplog.text
+        # the real neighbour is still known and reachable
+        assert "b" in a.links and a.routes.unicast().get("b") == "b"
+    finally:
+        raw.close()
+
+
+def test_max_peers_must_be_positive():
+    from meshraft.mesh.peer import PeerRecord
+    from meshraft.mesh.topology import Topology
+
+    with pytest.raises(ValueError, match="max_peers"):
+        Topology(PeerRecord("a", 1, 1, 1, "127.0.0.1", 1, {}), max_peers=0)
