@@ -18,11 +18,12 @@ Python int bitset kept *relative to the oldest unlinearized ok op* (plus a bitse
 info ops), so a cache entry costs the width of the concurrency window rather than of
 the history: memory stays bounded on 100,000-op histories. States are interned to
 small integers and each op's transitions are cached per state, so after warm-up the
-hot loop does list lookups and small-int arithmetic only.
+hot loop does list lookups and small-int arithmetic; a step forward allocates only
+its memo key and its stack frame (two small tuples), a step back nothing.
 
 Info ops (optional, never expiring) are what makes the search explode, so: they are
-tried only when no ok op can go on; of several with the same f and argument only the
-oldest unused one is tried; a blind op (a write) is never tried right after another
+tried only when no ok op can go on; of several with the same f, key and argument only
+the oldest unused one is tried; a blind op (a write) is never tried right after another
 info op; and a configuration that used a superset of another's info ops is pruned.
 
 A depth-first search finds a linearization of a valid history almost greedily, but
@@ -61,6 +62,9 @@ Verdict = bool | str  # True, False or "unknown"
 PARALLEL_THRESHOLD = 4000
 #: cache entries kept before the memo is dropped (correct, only slower): bounds memory
 MAX_CACHE = 3_000_000
+#: configurations the frontier search may hold at one return before it gives up
+#: (verdict unknown): what bounds its memory when info ops make the frontier explode
+MAX_FRONTIER = 2_000_000
 #: time the failure analysis may take, at most, per failing key
 EXPLAIN_SECONDS = 10.0
 #: time the depth-first search gets before the frontier search takes over: this, or
@@ -154,6 +158,8 @@ class CheckResult:
     op_count: int
     ops_by_status: dict[str, int]
     ops: list[Op] = field(default_factory=list, repr=False)
+    #: each op's partition key under the model (what ``keys`` is keyed by), by op id
+    partition: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def failures(self) -> list[Failure]:
@@ -179,6 +185,11 @@ class CheckResult:
 
 
 # --------------------------------------------------------------------------- search
+
+
+def _info_class(op: Op) -> Hashable:
+    """Info ops of one class are interchangeable: the same f, key and argument."""
+    return (op.f, freeze(op.key), freeze(op.value))
 
 
 @dataclass
@@ -238,8 +249,9 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         else:
             etype[j] = 1
             match[call_of[i]] = j
-    # Info ops with the same f and argument are interchangeable once invoked: only the
-    # oldest unused one of each class is ever tried (symmetry reduction).
+    # Info ops with the same f, key and argument are interchangeable once invoked: only
+    # the oldest unused one of each class is ever tried (symmetry reduction). The key
+    # counts: a user model's partition may hold several keys.
     prev_same = [0] * size
     blind = [False] * size  # info call of a blind op: never tried right after an info op
     last_of_class: dict[Hashable, int] = {}
@@ -249,7 +261,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         eop[j] = i
         eidx[j] = idx
         ibit[j] = 1 << q
-        cls = (ops[i].f, freeze(ops[i].value))
+        cls = _info_class(ops[i])
         prev_same[j] = last_of_class.get(cls, 0)
         blind[j] = model.blind(ops[i])
         last_of_class[cls] = j
@@ -433,6 +445,7 @@ class _Frontier:
     steps: int
     failed_op: int | None = None  # position of the op whose return left no configuration
     states_before: list[Hashable] | None = None  # possible states just before that return
+    reason: str | None = None  # why the verdict is unknown
 
 
 def _add(seen: dict[tuple[int, int], list[int]], stack: list[tuple[int, int, int]],
@@ -459,9 +472,11 @@ class _FrontierEngine:
     breaks, found without revisiting the past. Info sets are kept as antichains: a
     configuration that used a superset of another's info ops is dominated."""
 
-    def __init__(self, ops: Sequence[Op], model: Model) -> None:
+    def __init__(self, ops: Sequence[Op], model: Model,
+                 max_configs: int | None = None) -> None:
         self.ops = ops
         self.model = model
+        self.max_configs = MAX_FRONTIER if max_configs is None else max_configs
         self.states: list[Hashable] = [model.init()]
         self.sid: dict[Hashable, int] = {self.states[0]: 0}
         self.trans: list[dict[int, int]] = [{} for _ in ops]
@@ -495,7 +510,7 @@ class _FrontierEngine:
         free_bits: list[int] = []
         next_bit = 1
         slot: dict[int, int] = {}  # pending ok op -> its bit
-        # Info ops by class (same f and argument: interchangeable once invoked). A class
+        # Info ops by class (same f, key and argument: interchangeable once invoked). A class
         # is [representative op, bits of its invoked ops in invoke order, mask]; the
         # used ones are always the oldest, so the next to use is bits[popcount].
         classes: list[list[Any]] = []
@@ -518,7 +533,7 @@ class _FrontierEngine:
                 else:
                     bit = 1 << n_info
                     n_info += 1
-                    key = (ops[i].f, freeze(ops[i].value))
+                    key = _info_class(ops[i])
                     c = class_of.get(key)
                     if c is None:
                         c = class_of[key] = [i, [], 0, self.model.blind(ops[i])]
@@ -540,9 +555,13 @@ class _FrontierEngine:
             while stack:
                 s, okb, ib = stack.pop()
                 self.steps += 1
-                if not self.steps & 0x3FFF and deadline is not None \
-                        and time.monotonic() > deadline:
-                    return _Frontier(UNKNOWN, self.steps)
+                if not self.steps & 0x3FFF:
+                    if deadline is not None and time.monotonic() > deadline:
+                        return _Frontier(UNKNOWN, self.steps)
+                    if len(seen) > self.max_configs:
+                        return _Frontier(UNKNOWN, self.steps, reason=(
+                            f"more than {self.max_configs:,} configurations at once "
+                            "(too many concurrent unknown-outcome ops): memory limit"))
                 for j, bit in pend:
                     if not okb & bit:
                         ns = tr(j, s)
@@ -642,7 +661,8 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
     kr = KeyResult(key=key, valid=verdict, ops=len(cops),
                    info_ops=sum(1 for o in cops if o.status == "info"), steps=steps)
     if verdict == UNKNOWN:
-        kr.reason = "time limit reached"
+        kr.reason = (frontier.reason if frontier is not None and frontier.reason
+                     else "time limit reached")
     elif verdict is False and explain:
         kr.failure = _explain(key, cops, model, res, frontier,
                               time.monotonic() + explain_seconds)
@@ -833,7 +853,8 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
     for op in ops:
         counts[op.status] = counts.get(op.status, 0) + 1
     return CheckResult(valid=valid, model=m.name, keys=keys, elapsed=time.monotonic() - t0,
-                       op_count=len(ops), ops_by_status=counts, ops=ops)
+                       op_count=len(ops), ops_by_status=counts, ops=ops,
+                       partition={op.id: m.partition_key(op) for op in ops})
 
 
 _SHARED: dict[Any, list[Op]] = {}

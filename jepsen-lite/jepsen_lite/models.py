@@ -61,6 +61,9 @@ class Model:
     - an ``info`` op, whose output is unknown (``op.status == "info"``): step must
       allow whatever result it would have had. (Whether it took effect at all is the
       checker's business: it may also leave the op out.)
+
+    ``step`` may look at the op's ``f``, ``key``, ``value``, ``status`` and ``output``
+    only: the checker treats info ops with the same f, key and value as interchangeable.
     """
 
     name = "model"

@@ -193,8 +193,8 @@ def render_report(result: CheckResult, *, title: str = "jepsen-lite report",
     vcls = {True: "v-true", False: "v-false"}.get(v, "v-unknown")  # type: ignore[call-overload]
     vtxt = {True: "linearizable", False: "NOT linearizable"}.get(v, "unknown")  # type: ignore[call-overload]
     by_key: dict[Any, list[Op]] = {}
-    for op in result.ops:
-        by_key.setdefault(op.key, []).append(op)
+    for op in result.ops:  # grouped as the checker did (a model may join keys)
+        by_key.setdefault(result.partition.get(op.id, op.key), []).append(op)
     use_time = bool(result.ops) and all(
         o.invoke_time is not None and (o.complete_index is None or o.complete_time is not None)
         for o in result.ops)

@@ -224,6 +224,20 @@ def test_time_limit_zero_budget_is_unknown_for_big_history():
     assert r.valid == UNKNOWN
 
 
+def test_frontier_past_its_memory_bound_is_unknown_with_the_reason(monkeypatch):
+    """The breadth-first search gives up (unknown, saying why) rather than grow
+    without bound when unknown-outcome ops make the frontier explode."""
+    import jepsen_lite.checker as checker
+
+    h = simulate(ops=500, processes=10, keys=1, seed=3, crash=0.05)
+    assert check_history(h, algorithm="frontier", workers=1).valid is True
+    monkeypatch.setattr(checker, "MAX_FRONTIER", 1)
+    r = check_history(h, algorithm="frontier", workers=1)
+    assert r.valid == UNKNOWN
+    (kr,) = r.keys.values()
+    assert "memory limit" in kr.reason
+
+
 def test_parallel_workers_agree_with_in_process():
     h = simulate(ops=3000, processes=10, keys=6, seed=11, crash=0.02)
     for e in h:  # break one key
