@@ -713,6 +713,7 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
     sm = KVStateMachine()
     router = None
     status_extra: Callable[[], dict[str, Any]]
+    member_addresses: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     node = None
     server = None
     try:
@@ -738,6 +739,15 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
                 # and the mesh learns its address from gossip.
                 parse_hostport_plain(addr)
                 return nid
+
+            def mesh_member_addresses(names: dict[str, Any]) -> dict[str, Any]:
+                # Raft knows members by mesh name: show the peer address the mesh has
+                # learned for each (None while a member is not in the mesh).
+                known = {peer.get("name"): peer.get("address")
+                         for peer in mesh.status().get("peers", []) if isinstance(peer, dict)}
+                return {nid: known.get(nid) for nid in names}
+
+            member_addresses = mesh_member_addresses
         else:
             from meshraft.raft.udp import udp_transport_factory
 
@@ -769,7 +779,8 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
         except errors.StorageError as exc:
             raise StartupError(str(exc)) from None
         server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra,
-                          member_address=member_address, ssl=client_tls, token=client_token)
+                          member_address=member_address, member_addresses=member_addresses,
+                          ssl=client_tls, token=client_token)
         await server.start(sock=client_sock)
         click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
                    f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",

@@ -120,6 +120,7 @@ class KVServer:
         max_entry: int = DEFAULT_FRAGMENT_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         member_address: Callable[[str, str], Any] | None = None,
+        member_addresses: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         ssl: _ssl.SSLContext | None = None,
         token: bytes | None = None,
     ) -> None:
@@ -137,6 +138,9 @@ class KVServer:
         self.max_connections = max_connections
         # "HOST:PORT" from `member add` -> the node's transport address for that member
         self.member_address = member_address
+        # The node's member addresses -> what `members` shows (HOST:PORT), for transports
+        # whose Raft addresses are not network addresses (the mesh's are peer names)
+        self.member_addresses = member_addresses
         self.ssl = ssl
         if token is not None and not token:
             raise ValueError("an empty client token would let everyone in")
@@ -522,10 +526,16 @@ class KVServer:
                       timeout: float) -> dict[str, Any]:
         if op == "members":
             st = self.node.status()
+            addresses = st.get("addresses", {})
+            if self.member_addresses is not None:
+                try:
+                    addresses = self.member_addresses(dict(addresses))
+                except Exception as exc:  # the list must answer even if addresses cannot
+                    self.log.warning("could not look up member addresses: %r", exc)
             # Match indexes are known to the leader only; others answer with none.
             return p.ok_reply(rid, _plain({
                 "voters": st.get("voters", []), "learners": st.get("learners", []),
-                "addresses": st.get("addresses", {}), "leader": st.get("leader"),
+                "addresses": addresses, "leader": st.get("leader"),
                 "match": st.get("progress", {}) if st.get("role") == "leader" else {},
                 "last_index": st.get("last_index"), "removed_ids": st.get("removed_ids", {}),
                 "answered_by": st.get("id"), "role": st.get("role")}))

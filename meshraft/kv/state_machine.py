@@ -335,13 +335,16 @@ class KVStateMachine:
         if not data:
             self.__init__(self.limits, self.max_sessions, self.max_answers)  # type: ignore[misc]
             return
-        # A snapshot can hold many keys; bound the single items, not the count.
+        # A snapshot can hold many keys: arrays are bounded by the snapshot's own size
+        # (one byte per item at least); maps are small (the state, per-write answers).
         state = msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=False,
             max_bin_len=max(self.limits.max_value, self.limits.max_key) + 1,
             max_str_len=1024 * 1024,
+            max_array_len=len(data),
+            max_map_len=64,
             max_ext_len=0,
         )
         if not isinstance(state, dict) or state.get("v") != SNAPSHOT_VERSION:

@@ -35,6 +35,8 @@ def test_add_learner_promote_and_remove_from_the_cli(procs):
     members = c.cli_json("member", "list")["members"]
     assert {m["id"]: m["role"] for m in members} == {"1": "voter", "2": "voter",
                                                      "3": "voter", "4": "voter"}
+    # each member's peer address (HOST:PORT), whatever the transport addresses it by
+    assert {m["id"]: m["address"] for m in members} == {**c.peer, "4": new_peer}
     # remove a member that is not the leader, stop it; the cluster keeps serving
     leader = c.leader()
     gone = next(i for i in c.ids if i != leader)

@@ -537,3 +537,22 @@ async def test_membership_ops_and_their_bad_input():
         assert node.voters == ["2"] and node.learners == []
     finally:
         await srv.stop()
+
+
+async def test_members_shows_the_addresses_the_embedder_maps_to():
+    """With the mesh, Raft knows members by peer name; `members` shows HOST:PORT."""
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    names = {"1": "127.0.0.1:7001"}
+    srv = ks.KVServer(node, sm, member_address=lambda nid, addr: nid,
+                      member_addresses=lambda addrs: {n: names.get(n) for n in addrs})
+    await srv.start()
+    try:
+        async with kc.AsyncClient([ep(srv)]) as c:
+            await c.add_member("2", "127.0.0.1:7002", learner=True)
+            assert node.addresses["2"] == "2"  # what the transport addresses it by
+            assert (await c.members())["addresses"] == {"1": "127.0.0.1:7001", "2": None}
+            names["2"] = "127.0.0.1:7002"  # it joined the mesh
+            assert (await c.members())["addresses"]["2"] == "127.0.0.1:7002"
+    finally:
+        await srv.stop()

@@ -171,3 +171,26 @@ def test_core_stepping_hostile_messages_keeps_its_invariants(data, seed: int) ->
     # (shown by --hypothesis-show-statistics: the fuzz reaches the interesting states)
     event(f"role {core.role.name.lower()}")
     event(f"applied beyond bootstrap: {applied > 3}")
+
+
+envelopes = st.builds(
+    lambda v, addrs, data, removed: [v, addrs, data, removed][:v + 2 if v in (1, 2) else 3],
+    st.integers(0, 3), st.dictionaries(st.text(max_size=3), values, max_size=3),
+    st.binary(max_size=16), st.dictionaries(st.text(max_size=3), values, max_size=3))
+
+
+@FAST
+@given(st.binary(max_size=300) | values.map(lambda v: msgpack.packb(v, use_bin_type=True))
+       | envelopes.map(lambda v: msgpack.packb(v, use_bin_type=True)))
+def test_snapshot_envelope_decode_only_raises_value_error(data: bytes) -> None:
+    """A snapshot arrives from the leader over the network: its envelope (addresses,
+    removed ids, the state machine's bytes) decodes or raises ValueError."""
+    from meshraft.raft.node import decode_snapshot_envelope_full, encode_snapshot_envelope
+
+    try:
+        addrs, sm_data, removed = decode_snapshot_envelope_full(data)
+    except ValueError:
+        return
+    assert isinstance(sm_data, bytes) and all(isinstance(v, int) for v in removed.values())
+    again = decode_snapshot_envelope_full(encode_snapshot_envelope(addrs, sm_data, removed))
+    assert again == (addrs, sm_data, removed)
