@@ -14,8 +14,13 @@ from meshraft.raft.core import ConfChangeRejected, ProposalDropped, RaftCore, Ro
 from meshraft.raft.messages import (
     ConfChange,
     ConfChangeType,
+    ConfState,
     Entry,
+    HardState,
     MessageType,
+    Snapshot,
+    SnapshotChunk,
+    SnapshotMeta,
     encode_message,
 )
 from meshraft.raft.progress import ProgressState
@@ -155,6 +160,50 @@ def test_pipelining_is_bounded_by_max_inflight():
     ld.step(msg(MT.APP_RESP, "2", "1", ld.term, index=apps[0].entries[-1].index))
     more = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
     assert len(more) == 1
+
+
+def test_progress_probe_sends_one_append_at_a_time_until_it_matches_then_replicates():
+    ld = make_leader(caught_up=False)
+    pr = ld.prs["2"]
+    # A new leader does not know the followers' logs: its no-op went out as the probe.
+    assert pr.state is ProgressState.PROBE and pr.is_paused()
+    ld.propose(b"a")
+    ld.propose(b"b")
+    assert not [m for m in drain(ld) if m.type is MT.APP and m.to == "2"]  # one in flight
+    ld.step(msg(MT.APP_RESP, "2", "1", ld.term, index=1))  # the probe (the no-op) matched
+    assert pr.state is ProgressState.REPLICATE and pr.match == 1
+    apps = [m for m in drain(ld) if m.type is MT.APP and m.to == "2" and m.entries]
+    assert [e.data for m in apps for e in m.entries] == [b"a", b"b"]
+    ld.propose(b"c")
+    assert [m.index for m in drain(ld) if m.type is MT.APP and m.to == "2"] == [3]  # pipelined
+    # The append with a and b was lost: the next one is rejected; back to probing from match.
+    ld.step(msg(MT.APP_RESP, "2", "1", ld.term, index=3, reject=True, reject_hint=1,
+                log_term=1))
+    assert pr.state is ProgressState.PROBE
+    resent = [m for m in drain(ld) if m.type is MT.APP and m.to == "2"]
+    assert [(m.index, [e.data for e in m.entries]) for m in resent] == [(1, [b"a", b"b", b"c"])]
+
+
+def test_a_follower_behind_the_compaction_is_in_snapshot_state_until_it_has_the_snapshot():
+    snap = Snapshot(SnapshotMeta(100, 5, ConfState(["1", "2", "3"])), b"S" * 10_000)
+    ld = RaftCore("1", None, hard_state=HardState(5, None, 100), snapshot=snap,
+                  config=cfg(max_msg_bytes=4096, **PAPER), rng=random.Random(1))
+    ld.campaign()
+    ld.step(msg(MT.VOTE_RESP, "2", "1", ld.term))
+    drain(ld)
+    ld.step(msg(MT.APP_RESP, "3", "1", ld.term, index=100, reject=True, reject_hint=0))
+    pr = ld.prs["3"]
+    chunks = [m for m in drain(ld) if m.type is MT.SNAP and m.to == "3"]
+    assert pr.state is ProgressState.SNAPSHOT and pr.is_paused() and len(chunks) > 1
+    ld.propose(b"x")
+    assert not [m for m in drain(ld) if m.type is MT.APP and m.to == "3"]  # appends wait
+    total = len(snap.data)
+    ld.step(msg(MT.SNAP_RESP, "3", "1", ld.term,
+                snapshot=SnapshotChunk(snap.meta, total, total, b"")))
+    ld.step(msg(MT.APP_RESP, "3", "1", ld.term, index=100))  # restored at 100
+    assert pr.state is ProgressState.REPLICATE and pr.match == 100
+    apps = [m for m in drain(ld) if m.type is MT.APP and m.to == "3"]
+    assert apps and apps[0].index == 100 and apps[-1].entries[-1].data == b"x"
 
 
 def test_fast_backtracking_needs_one_round_trip_per_term_not_per_entry():

@@ -490,3 +490,22 @@ async def test_future_api_answers_without_a_waiting_coroutine_and_sees_leader_ch
     assert new_leader != old
     await cluster.wait(lambda: follower.leader_id not in (None, old), 15, "a new leader")
     assert (await asyncio.wait_for(follower.propose_future(b"after"), 10))[0] > 5
+
+
+async def test_a_snapshot_is_triggered_by_log_bytes_as_well_as_by_entry_count(
+        tmp_path: Path) -> None:
+    c = Cluster(tmp_path, n=1, snapshot_entries=1_000_000, snapshot_bytes=30_000,
+                compaction_margin=0)
+    try:
+        await c.start_all()
+        node = await c.leader()
+        for k in range(20):  # few entries, few bytes: no snapshot
+            await node.propose(b"small%d" % k)
+        assert node.status()["storage"]["snapshot_index"] == 0
+        for k in range(10):  # still far from snapshot_entries, but 50 kB of entry data
+            await node.propose(bytes([65 + k]) * 5000)
+        await c.wait(lambda: node.status()["storage"]["snapshot_index"] > 0,
+                     what="a snapshot triggered by the size of the log")
+        assert node.status()["storage"]["snapshot_index"] <= node.applied_index
+    finally:
+        await c.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from meshraft.raft import storage as storage_mod
 from meshraft.raft.errors import (
     CorruptSnapshot,
     CorruptWAL,
@@ -22,7 +23,7 @@ from meshraft.raft.errors import (
     StorageFailed,
 )
 from meshraft.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
-from meshraft.raft.storage import DiskIO, Storage, StorageOptions
+from meshraft.raft.storage import DiskIO, Storage, StorageOptions, snapshot_file_name
 
 
 def ent(term: int, index: int, data: bytes | None = None) -> Entry:
@@ -254,6 +255,52 @@ async def test_leftover_tmp_snapshot_is_removed_and_corrupt_snapshot_refused(
     with pytest.raises(CorruptSnapshot, match="checksum") as info:
         Storage.open(tmp_path / "d")
     assert info.value.path == str(path)
+
+
+async def test_snapshot_is_written_to_a_temp_file_synced_renamed_then_the_dir_synced(
+        tmp_path: Path, monkeypatch) -> None:
+    events: list[tuple[str, ...]] = []
+
+    def real(path) -> str:
+        return os.path.realpath(path)
+
+    def where(fd: int) -> str:
+        return real(os.readlink(f"/proc/self/fd/{fd}"))
+
+    class RecordingIO(DiskIO):
+        def write(self, fd: int, data) -> None:
+            events.append(("write", where(fd)))
+            super().write(fd, data)
+
+        def fsync(self, fd: int) -> None:
+            events.append(("fsync", where(fd)))
+            super().fsync(fd)
+
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:
+        events.append(("rename", real(src), real(dst)))
+        real_replace(src, dst)
+
+    s = Storage.open(tmp_path / "d")
+    await fill(s, 1, 10)
+    s.io = RecordingIO()
+    monkeypatch.setattr(storage_mod.os, "replace", replace)
+    await s.create_snapshot(5, ConfState(["1"]), b"five")
+    monkeypatch.undo()
+    snap_dir = real(tmp_path / "d" / "snap")
+    final = f"{snap_dir}/{snapshot_file_name(5, 1)}"
+    tmp = final + ".tmp"
+    k = events.index(("rename", tmp, final))
+    before, after = events[:k], events[k + 1:]
+    assert ("write", tmp) in before and before[-1] == ("fsync", tmp)  # synced, then renamed
+    assert ("fsync", snap_dir) in after
+    # Only once the renamed file is durable does the WAL record the snapshot.
+    wal_writes = [i for i, e in enumerate(after) if e[0] == "write" and e[1].endswith(".wal")]
+    assert wal_writes and after.index(("fsync", snap_dir)) < wal_writes[0]
+    s = reopen(s)
+    assert s.snapshot().data == b"five" and s.first_index() == 6
+    s.close()
 
 
 class FailingIO(DiskIO):
