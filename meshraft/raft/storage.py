@@ -20,8 +20,9 @@ Data dir layout (this text is also in the README)::
       snap/
         00000000000000012000-00000000000000000003.snap
                                    snapshot at log index 12000, term 3 (the newest two are
-                                   kept; if the newest is damaged, the member starts from
-                                   the one before and the log after it)
+                                   kept; if the newest is damaged and the WAL still reaches
+                                   back to the one before, the member starts from that one;
+                                   otherwise it refuses to start, naming the file)
         *.tmp                      a snapshot being written; removed on start
         *.snap.damaged             a snapshot that failed its checksum, set aside on start
 
