@@ -24,14 +24,6 @@ from conftest import free_ports, wait_until
 NODEPROC = str(Path(__file__).with_name("nodeproc.py"))
 
 
-def mesh_available() -> bool:
-    try:
-        import meshraft.meshconn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class ProcCluster:
     """N nodeproc members on loopback, started and stopped by PID through ``procs``."""
 
@@ -211,14 +203,12 @@ def test_sigkill_soak_udp(procs) -> None:
     cluster.check(lists)
 
 
-@pytest.mark.skipif(not mesh_available(), reason="meshraft.meshconn is not there yet")
 def test_sigkill_members_under_load_mesh(procs) -> None:
     run_crash_test(procs, "mesh", kills=int(os.environ.get("MESHRAFT_CRASH_KILLS", "15")),
                    seed=3, extra=["--snapshot-entries", "300", "--compaction-margin", "50"])
 
 
-@pytest.mark.parametrize("transport", ["udp", pytest.param("mesh", marks=pytest.mark.skipif(
-    not mesh_available(), reason="meshraft.meshconn is not there yet"))])
+@pytest.mark.parametrize("transport", ["udp", "mesh"])
 def test_follower_down_during_compaction_gets_a_snapshot(procs, transport: str) -> None:
     cluster = ProcCluster(procs, transport=transport,
                           extra=["--snapshot-entries", "100", "--compaction-margin", "20"])
