@@ -236,12 +236,23 @@ async def test_hostile_datagrams_are_counted_and_dropped(cluster: Cluster) -> No
                                             f"stranger{k}", term=1)), target)
         s.sendto(encode_message(Message(MessageType.APP, "someone-else", "2", term=1)),
                  target)
+        # Control datagrams ("you were removed"): garbage, and well-formed notices that
+        # come from a stranger or from a member's id at an address that is not its own.
+        ctl = bytes([0xC1])
+        for junk in (ctl, ctl + b"\xff", ctl + os.urandom(40), ctl + msgpack.packb([1, 2]),
+                     ctl + msgpack.packb(["removed", leader.node_id, "2", "x"])):
+            s.sendto(junk, target)
+        other = next(i for i in cluster.addrs if i != leader.node_id)
+        for frm in ("stranger", other):
+            s.sendto(ctl + msgpack.packb(["removed", leader.node_id, frm, 10**6]), target)
     finally:
         s.close()
-    await cluster.wait(lambda: sum(leader.status()["dropped"].values()) >= 6,
+    await cluster.wait(lambda: sum(leader.status()["dropped"].values()) >= 11,
                        what="drops to be counted")
     dropped = leader.status()["dropped"]
-    assert dropped.get("malformed", 0) >= 5 and dropped.get("oversize", 0) == 1, dropped
+    assert dropped.get("malformed", 0) >= 10 and dropped.get("oversize", 0) == 1, dropped
+    await cluster.wait(lambda: leader.status()["dropped"].get("rejected", 0) >= 2,
+                       what="the forged removal notices to be rejected")
     await cluster.wait(lambda: leader.status()["dropped"].get("wrong_recipient") == 1,
                        what="the misaddressed message to be dropped")
     assert set(leader.status()["addresses"]) == {"1", "2", "3"}
