@@ -44,6 +44,23 @@ def test_kill_leader_during_writes_loses_no_acknowledged_write(cluster):
     unknown: set[str] = set()
     kill_at: float | None = None
     first_ack_after_kill: float | None = None
+    elected_at: list[float] = []
+
+    def watch_for_a_new_leader() -> None:
+        # Polls the survivors while the writer runs: the moment one says "leader".
+        survivors = [i for i in cluster.ids if i != leader]
+        stop = time.monotonic() + 20
+        while time.monotonic() < stop:
+            for i in survivors:
+                try:
+                    if cluster.status(i, timeout=0.5)["role"] == "leader":
+                        elected_at.append(time.monotonic())
+                        return
+                except Exception:
+                    pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch_for_a_new_leader, daemon=True)
     with Client(cluster.endpoints(), timeout=15, attempt_timeout=1.0) as c:
         i = 0
         deadline = time.monotonic() + 60
@@ -61,13 +78,20 @@ def test_kill_leader_during_writes_loses_no_acknowledged_write(cluster):
             if kill_at is None and len(acked) == 30:
                 cluster.kill(leader)
                 kill_at = time.monotonic()
+                watcher.start()
             elif started_after_kill and first_ack_after_kill is None:
                 first_ack_after_kill = now
             if kill_at is not None and len(acked) >= 80:
                 break
     assert kill_at is not None and first_ack_after_kill is not None, cluster.logs()
     failover = first_ack_after_kill - kill_at
-    print(f"\nfailover seen by the client: {failover:.2f}s")
+    watcher.join(25)
+    assert elected_at, "no surviving member became leader"
+    election = elected_at[0] - kill_at
+    print(f"\nnew leader after {election:.2f}s; first write acknowledged after {failover:.2f}s")
+    # The promise (a new leader within 3 s of kill -9); elections take ~0.6 s
+    # here (benchmarks/failover.py), so 3 s leaves room for a loaded CI machine.
+    assert election < 3.0, f"a new leader only {election:.1f}s after the leader died"
     assert failover < 10, f"no write acknowledged for {failover:.1f}s after the leader died"
     new_leader = cluster.leader(among=[i for i in cluster.ids if i != leader])
     assert new_leader != leader
