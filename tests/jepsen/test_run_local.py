@@ -28,8 +28,13 @@ def test_local_run_with_kill_and_pause_is_linearizable(tmp_path):
     out = tmp_path / "out"
     res = jl("run", "--net", "local", "--nodes", "3", "--time", "12", "--quiet-period", "3",
              "--concurrency", "6", "--keys", "3", "--rate", "100", "--nemesis", "all",
-             "--seed", "5", "--out", str(out), "--no-progress")
+             "--seed", "5", "--out", str(out))
     assert "only kill and pause" in res.stderr
+    # the progress line (stderr is not a terminal here: a line now and then, and a last
+    # one at the end of the workload, with the whole bar)
+    progress = [ln for ln in res.stderr.splitlines() if ln.startswith("[")]
+    assert len(progress) >= 2 and "ops" in progress[-1] and "nemesis:" in progress[-1]
+    assert progress[-1].startswith("[" + "#" * 30 + "]"), progress[-1]
     results = json.loads((out / "results.json").read_text())
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{results.get('error')}"
     assert results["valid"] is True and "linearizable" in res.stdout

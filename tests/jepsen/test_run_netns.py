@@ -78,6 +78,32 @@ def test_each_nemesis_family_stays_linearizable(family, tmp_path):
     check_clean(results)
 
 
+@pytest.mark.parametrize("nemesis,transport", [("all", "mesh"), ("partition-bridge", "udp")])
+def test_the_mix_and_the_udp_transport_stay_linearizable(nemesis, transport, tmp_path):
+    """`--nemesis all` (several families in one run) and Raft over plain UDP under a
+    bridge partition (no mesh relaying: a minority node loses the leader)."""
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "jepsen_lite.cli", "run", "--net", "netns", "--nodes", "5",
+         "--time", "18", "--quiet-period", "4", "--concurrency", "8", "--keys", "4",
+         "--rate", "150", "--nemesis", nemesis, "--seed", "11", "--out", str(out),
+         "--no-progress", "--transport", transport],
+        capture_output=True, text=True, timeout=240)
+    results = json.loads((out / "results.json").read_text())
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{results.get('error')}"
+    assert results["valid"] is True
+    events = read_history(out / "history.jsonl")
+    started = {e["f"] for e in events if e["process"] == "nemesis"
+               and e["f"].startswith("start-")}
+    if nemesis == "all":
+        assert len(started) >= 2, f"a mix, not one family: {started}"
+    else:
+        assert started == {"start-partition-bridge"}
+    assert results["config"]["transport"] == transport
+    assert f"({transport})" in (out / "nodes" / "n1.log").read_text()  # what serve said
+    check_clean(results)
+
+
 def test_serializable_reads_under_partitions_are_caught(tmp_path):
     """A partitioned minority (or an isolated old leader) keeps answering local reads
     while the majority moves on: with one hot key the checker must see a stale read
