@@ -13,11 +13,12 @@ them (and rewrites them when asked). Commands::
     cluster 1 2 3 [learners=4] [election=10] [prevote=1] [checkquorum=1] [seed=1]
                   [heartbeat=1] [maxmsg=61440] [inflight=256] [promotelag=100]
     campaign ID | tick ID [N] | tick-all N | tick-heartbeat ID
+    elect ID                     campaign and settle quietly; fail unless ID won
     run N                        N times: tick every node, stabilize (prints role changes)
     stabilize [IDS...]           deliver messages and Readies until nothing moves
     deliver [IDS...]             deliver the queued messages once (no new round)
     propose ID DATA [size=N] | read ID CTX | transfer ID TO | compact ID INDEX [RETAIN]
-    add-voter ID NEW | add-learner ID NEW | promote ID NEW | remove ID OLD
+    add-voter ID NEW (or add) | add-learner ID NEW | promote ID NEW | remove ID OLD
     partition A B | C ...        only nodes in one group can talk
     cut A B | block A B (one way A->B) | isolate ID | heal
     drop-queued                  lose every message in flight
@@ -359,6 +360,15 @@ class ScriptRunner:
     def cmd_campaign(self, a: list[str]) -> None:
         self.cluster.nodes[a[0]].campaign()
 
+    def cmd_elect(self, a: list[str]) -> None:
+        """The short story of an election: no message trace, only who won."""
+        c = self.cluster
+        c.nodes[a[0]].campaign()
+        c.stabilize(log=False)
+        if c.leader() != a[0]:
+            raise ScenarioError(f"elect {a[0]}: the leader is {c.leader()}")
+        c.out.append(c.status_line(a[0]))
+
     def cmd_tick(self, a: list[str]) -> None:
         self.cluster.tick(a[0], int(a[1]) if len(a) > 1 else 1)
 
@@ -449,6 +459,8 @@ class ScriptRunner:
 
     def cmd_add_voter(self, a: list[str]) -> None:
         self._conf(a, ConfChangeType.ADD_VOTER)
+
+    cmd_add = cmd_add_voter
 
     def cmd_add_learner(self, a: list[str]) -> None:
         self._conf(a, ConfChangeType.ADD_LEARNER)
