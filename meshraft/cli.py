@@ -606,17 +606,24 @@ def setup_logging(level: str, node_id: str) -> None:
 @click.option("--client-token-file", type=click.Path(dir_okay=False, exists=True),
               help="Every client request must carry the token in this file (clients: "
                    "--token-file or MESHRAFT_TOKEN).")
+@click.option("--max-key-bytes", type=click.IntRange(1, 64 * 1024), default=1024,
+              show_default=True, help="Largest key this member accepts from clients.")
+@click.option("--max-value-bytes", type=click.IntRange(0, 32 * 1024 * 1024),
+              default=1024 * 1024, show_default=True,
+              help="Largest value this member accepts from clients.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
-          trusted_ca: str | None, client_token_file: str | None, log_level: str) -> None:
+          trusted_ca: str | None, client_token_file: str | None, max_key_bytes: int,
+          max_value_bytes: int, log_level: str) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
     elsewhere without --client-token-file (or the mesh without --password-file)
-    is logged as a WARNING."""
+    is logged as a WARNING. The size limits are checked where a request comes in,
+    so members may differ (apply accepts up to 64 KiB keys and 32 MiB values)."""
     peers = parse_peers(peers_text)
     if node_id not in peers and not listen:
         raise click.BadParameter(f"--peers has no entry for this id {node_id!r}; add it or "
@@ -647,7 +654,8 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
     setup_logging(log_level, node_id)
     try:
         asyncio.run(_serve(node_id, peers, listen_addr, client, data_dir, transport, password,
-                           join, snapshot_entries, client_tls, client_token))
+                           join, snapshot_entries, client_tls, client_token,
+                           limits=(max_key_bytes, max_value_bytes)))
     except KeyboardInterrupt:
         pass
     except StartupError as exc:
@@ -688,9 +696,10 @@ def _client_security(cert: str | None, key: str | None, trusted_ca: str | None,
 async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[str, int],
                  client: tuple[str, int], data_dir: Path, transport: str,
                  password: bytes | None, join: bool, snapshot_entries: int | None = None,
-                 client_tls: Any = None, client_token: bytes | None = None) -> None:
+                 client_tls: Any = None, client_token: bytes | None = None,
+                 limits: tuple[int, int] | None = None) -> None:
     from meshraft.kv.server import KVServer
-    from meshraft.kv.state_machine import KVStateMachine
+    from meshraft.kv.state_machine import KVStateMachine, Limits
     from meshraft.raft import errors
     from meshraft.raft.node import NodeConfig, RaftNode
 
@@ -710,7 +719,7 @@ async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[
     except OSError as exc:
         raise StartupError(f"cannot listen for clients on {client[0]}:{client[1]}: "
                            f"{exc.strerror or exc}") from None
-    sm = KVStateMachine()
+    sm = KVStateMachine(Limits(*limits) if limits else None)
     router = None
     status_extra: Callable[[], dict[str, Any]]
     member_addresses: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshraft.kv import protocol as p
+from meshraft.kv.state_machine import APPLY_MAX_KEY, APPLY_MAX_VALUE
 from meshraft.kv.tls import client_context
 
 log = logging.getLogger("meshraft.kv.client")
@@ -52,8 +53,10 @@ log = logging.getLogger("meshraft.kv.client")
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPT_TIMEOUT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 1.0
-# Replies may be larger than requests (a list page).
-MAX_REPLY_FRAME = 4 * p.DEFAULT_MAX_FRAME
+# Replies may be larger than requests (a list page), and a member may admit values up
+# to the apply ceiling.
+MAX_REPLY_FRAME = max(4 * p.DEFAULT_MAX_FRAME,
+                      p.max_frame_for(APPLY_MAX_KEY, APPLY_MAX_VALUE))
 # Writes one client id may have in flight: the state machine keeps answers for these.
 MAX_WRITES_IN_FLIGHT = 64
 

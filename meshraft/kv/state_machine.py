@@ -63,10 +63,31 @@ MAX_STAGED_BYTES = 64 * 1024 * 1024
 INCOMPLETE = "incomplete"
 
 
+# The largest key and value any member applies. Applying must not depend on a member's
+# own settings (replicas with different limits would diverge), so the configurable
+# Limits are checked where a request comes in, and apply checks only these.
+APPLY_MAX_KEY = 64 * 1024
+APPLY_MAX_VALUE = 32 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """The largest key and value a member accepts from clients (``serve
+    --max-key-bytes/--max-value-bytes``); at most APPLY_MAX_KEY / APPLY_MAX_VALUE."""
+
     max_key: int = DEFAULT_MAX_KEY
     max_value: int = DEFAULT_MAX_VALUE
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_key <= APPLY_MAX_KEY:
+            raise ValueError(f"max key size must be 1..{APPLY_MAX_KEY} bytes, "
+                             f"got {self.max_key}")
+        if not 0 <= self.max_value <= APPLY_MAX_VALUE:
+            raise ValueError(f"max value size must be 0..{APPLY_MAX_VALUE} bytes, "
+                             f"got {self.max_value}")
+
+
+APPLY_LIMITS = Limits(APPLY_MAX_KEY, APPLY_MAX_VALUE)
 
 
 @dataclass(slots=True)
@@ -260,7 +281,8 @@ class KVStateMachine:
 
     def apply_command(self, data: bytes, allow_fragment: bool = True) -> dict[str, Any]:
         try:
-            cmd = decode_command(data, self.limits, allow_fragment)
+            # The ceiling, not self.limits: every replica must decide alike.
+            cmd = decode_command(data, APPLY_LIMITS, allow_fragment)
         except CommandError as exc:
             return error_result(exc.code, exc.message)
         if cmd["op"] == FRAG_OP:
@@ -341,7 +363,7 @@ class KVStateMachine:
             data,
             raw=False,
             strict_map_key=False,
-            max_bin_len=max(self.limits.max_value, self.limits.max_key) + 1,
+            max_bin_len=APPLY_MAX_VALUE + 1,
             max_str_len=1024 * 1024,
             max_array_len=len(data),
             max_map_len=64,

@@ -164,8 +164,9 @@ def test_restore_rejects_garbage():
 @pytest.mark.parametrize(
     "cmd,code",
     [
-        ({"op": "put", "key": b"k" * 1025, "value": b"v"}, "too-large"),
-        ({"op": "put", "key": b"k", "value": b"v" * (1024 * 1024 + 1)}, "too-large"),
+        # past the apply ceiling (the server refuses far smaller by default)
+        ({"op": "put", "key": b"k" * (64 * 1024 + 1), "value": b"v"}, "too-large"),
+        ({"op": "put", "key": b"k", "value": b"v" * (32 * 1024 * 1024 + 1)}, "too-large"),
         ({"op": "put", "key": "text", "value": b"v"}, "bad-request"),
         ({"op": "put", "key": b"", "value": b"v"}, "bad-request"),
         ({"op": "put", "key": b"k"}, "bad-request"),
@@ -194,11 +195,22 @@ def test_garbage_entries_do_not_raise(data):
     assert sm.revision == 0
 
 
-def test_limits_are_configurable():
-    sm = KVStateMachine(Limits(max_key=4, max_value=8))
-    assert put(sm, b"12345", b"v")["error"] == "too-large"
-    assert put(sm, b"1234", b"123456789")["error"] == "too-large"
-    assert put(sm, b"1234", b"12345678")["revision"] == 1
+def test_apply_does_not_depend_on_a_members_own_limits():
+    """Limits are admission control (the server checks them); apply checks only the
+    fixed ceiling, so replicas configured differently still agree."""
+    from meshraft.kv.state_machine import APPLY_MAX_KEY, APPLY_MAX_VALUE
+
+    small, default = KVStateMachine(Limits(max_key=4, max_value=8)), KVStateMachine()
+    for sm in (small, default):
+        assert put(sm, b"12345", b"v")["revision"] == 1
+        assert put(sm, b"1234", b"x" * 2_000_000)["revision"] == 2
+        assert put(sm, b"k" * (APPLY_MAX_KEY + 1), b"v")["error"] == "too-large"
+        assert put(sm, b"k", b"x" * (APPLY_MAX_VALUE + 1))["error"] == "too-large"
+    assert small.snapshot() == default.snapshot()
+    with pytest.raises(ValueError, match="max key size"):
+        Limits(max_key=APPLY_MAX_KEY + 1)
+    with pytest.raises(ValueError, match="max value size"):
+        Limits(max_value=-1)
 
 
 def test_noop_and_conf_change_entries_are_ignored():
