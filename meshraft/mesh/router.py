@@ -467,6 +467,11 @@ class Router:
             self._own_links_changed()
         elif link.established_at is None and link.outbound and link.target is not None:
             self._dial_failed(link.target, link.close_reason or "handshake failed")
+        elif (link.established_at is None and not self._stopped and link.close_reason
+              and link.close_reason.startswith("truncated frame")):
+            # A frame that fail() never saw (the peer hung up mid-frame): say so too.
+            self._log.info("connection %s ended in the handshake: %s", link.describe(),
+                           link.close_reason)
 
     def _own_links_changed(self) -> None:
         if self._stopped:

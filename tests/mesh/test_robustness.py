@@ -76,6 +76,18 @@ async def test_truncated_frame_at_eof_is_logged(mesh, caplog):
     assert "truncated frame" in caplog.text
 
 
+async def test_truncated_handshake_frame_is_logged(mesh, caplog):
+    caplog.set_level(logging.INFO, logger="meshraft.mesh")
+    a = await mesh("a")
+    raw = await RawPeer.connect(*a.address)
+    raw.send_raw(struct.pack(">I", 200) + b"half a hello")
+    await raw.writer.drain()
+    raw.close()
+    await eventually(lambda: "ended in the handshake: truncated frame" in caplog.text, 3,
+                     "the truncated handshake to be logged")
+    assert not a.links
+
+
 @pytest.mark.parametrize("msg, reason", [
     ([99], "unknown message kind"),
     ("not an array", "not a non-empty array"),
