@@ -607,6 +607,12 @@ class AsyncClient:
             if code in (p.TOO_LARGE,):
                 raise TooLarge(message)
             if code == p.BAD_REQUEST:
+                if maybe_applied and "seq" not in body:
+                    # Not deduplicated (a membership change): an earlier try of ours may
+                    # be what this one collides with ("already a learner").
+                    raise OutcomeUnknown(
+                        f"an earlier attempt may have been applied; retrying it was "
+                        f"refused: {message}")
                 raise BadRequest(message)
             if code == p.UNAUTHORIZED:
                 raise Unauthorized(message)

@@ -96,6 +96,9 @@ class FakeNode:
             raise ValueError(f"{node_id} is already a member")
         (self.learners if learner else self.voters).append(node_id)
         self.addresses[node_id] = address
+        if self.apply_then_timeout:
+            self.apply_then_timeout -= 1
+            raise Timeout("applied, but the answer is lost")
 
     async def promote_member(self, node_id: str, timeout: float = 5.0) -> None:
         if node_id not in self.learners:

@@ -539,6 +539,27 @@ async def test_membership_ops_and_their_bad_input():
         await srv.stop()
 
 
+async def test_a_retried_membership_change_that_collides_with_itself_is_outcome_unknown():
+    """A membership change is not deduplicated like a write: if the first try was
+    applied but its answer lost, the retry is refused ("already a member"). That is
+    not the user's mistake (exit 2); the outcome is unknown (exit 3)."""
+    sm = KVStateMachine()
+    node = FakeNode(sm)
+    srv = ks.KVServer(node, sm, member_address=lambda nid, addr: ("udp", addr))
+    await srv.start()
+    try:
+        async with kc.AsyncClient([ep(srv)], timeout=5, attempt_timeout=1) as c:
+            node.apply_then_timeout = 1
+            with pytest.raises(kc.OutcomeUnknown, match="earlier attempt may have been"):
+                await c.add_member("2", "127.0.0.1:7002", learner=True)
+            assert node.learners == ["2"]
+            # without a lost answer, the same refusal is the user's: BadRequest
+            with pytest.raises(kc.BadRequest, match="already a member"):
+                await c.add_member("2", "127.0.0.1:7002", learner=True)
+    finally:
+        await srv.stop()
+
+
 async def test_members_shows_the_addresses_the_embedder_maps_to():
     """With the mesh, Raft knows members by peer name; `members` shows HOST:PORT."""
     sm = KVStateMachine()
