@@ -20,7 +20,7 @@ import msgpack
 
 with _harness.instrumented():
     from meshraft.mesh import Router
-    from meshraft.mesh.connection import CLOSED, ESTABLISHED, MAGIC
+    from meshraft.mesh.connection import CLOSED, ESTABLISHED, MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
 logging.disable(logging.CRITICAL)  # every refused input is logged; millions of them
 
@@ -56,7 +56,8 @@ def frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-HELLO = frame(msgpack.packb({"magic": MAGIC, "min": 1, "max": 1, "pk": None}))
+HELLO = frame(msgpack.packb({"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX,
+                             "pk": None}))
 IDENT = frame(msgpack.packb(["fuzz-peer", 0xFEED, 1, 1, "127.0.0.1", 0]))
 loop = asyncio.new_event_loop()
 router: Router = loop.run_until_complete(Router.start("fuzz-self", connect_interval=3600.0))

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from meshraft.mesh.router import Router
 
 MAGIC = "meshraft-mesh"
-PROTOCOL_MIN = 1
-PROTOCOL_MAX = 1
+# 2: the password key is stretched with Argon2id (1 hashed it once): peers of
+# different versions would derive different keys, so they are told apart here.
+PROTOCOL_MIN = 2
+PROTOCOL_MAX = 2
 HANDSHAKE_FRAME_MAX = 4096
 
 # Message kinds after the handshake (first element of the body array).

@@ -4,15 +4,19 @@ Owns key agreement and the per-direction SecretBox ciphers.  It must never see
 sockets or frames' framing, and never reuse a (key, nonce) pair.
 
 Each link does an ephemeral X25519 exchange.  The session secret is
-BLAKE2b(shared secret || both public keys, keyed with a hash of the password),
-split into one key per direction, so a peer without the password derives other
-keys and every frame it sends or receives fails authentication.  Nonces are
+BLAKE2b(shared secret || both public keys, keyed with the password key), split
+into one key per direction, so a peer without the password derives other keys
+and every frame it sends or receives fails authentication.  The password key is
+Argon2id of the password (libsodium's interactive limits: ~50 ms and 64 MiB,
+once per process): a stranger who records one encrypted handshake frame and
+guesses passwords offline pays that for every guess, not one hash.  Nonces are
 implicit sequence numbers (0, 1, 2, ... per direction) that are never sent, so a
 replayed, reordered, dropped or truncated frame fails to decrypt.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import nacl.bindings as _nb
@@ -20,6 +24,7 @@ import nacl.encoding
 import nacl.exceptions
 import nacl.hash
 import nacl.public
+import nacl.pwhash
 
 PUBLIC_KEY_LEN = 32
 MAC_LEN = _nb.crypto_secretbox_MACBYTES
@@ -31,10 +36,16 @@ class AuthenticationError(Exception):
     """A frame failed to decrypt: wrong password, or a tampered/replayed frame."""
 
 
+# Peers share nothing before the handshake but the password, so the salt is fixed.
+PASSWORD_SALT = b"meshraft-mesh-pw"  # 16 bytes, Argon2id's salt size
+PASSWORD_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+PASSWORD_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+
+
+@functools.lru_cache(maxsize=8)  # one derivation per password per process
 def password_key(password: bytes) -> bytes:
-    return nacl.hash.blake2b(
-        password, digest_size=32, person=b"meshraft-pw", encoder=nacl.encoding.RawEncoder
-    )
+    return nacl.pwhash.argon2id.kdf(32, password, PASSWORD_SALT,
+                                    opslimit=PASSWORD_OPSLIMIT, memlimit=PASSWORD_MEMLIMIT)
 
 
 class Ephemeral:

@@ -9,7 +9,7 @@ import struct
 
 import msgpack
 
-from meshraft.mesh.connection import MAGIC
+from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 from meshraft.mesh.crypto import Ephemeral, password_key
 
 
@@ -42,7 +42,8 @@ class RawPeer:
         return body
 
     async def handshake(self, name: str = "raw", uid: int = 0xABCDEF, password: bytes | None = None,
-                        versions: tuple[int, int] = (1, 1), port: int = 0) -> list:
+                        versions: tuple[int, int] = (PROTOCOL_MIN, PROTOCOL_MAX),
+                        port: int = 0) -> list:
         eph = Ephemeral() if password is not None else None
         hello = {"magic": MAGIC, "min": versions[0], "max": versions[1],
                  "pk": eph.public if eph else None}

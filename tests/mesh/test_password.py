@@ -62,9 +62,9 @@ async def test_an_outsider_learns_nothing(mesh, password):
         try:
             import msgpack
 
-            from meshraft.mesh.connection import MAGIC
+            from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
-            hello = {"magic": MAGIC, "min": 1, "max": 1, "pk": None}
+            hello = {"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX, "pk": None}
             if password is not None:
                 from meshraft.mesh.crypto import Ephemeral
 
@@ -151,3 +151,19 @@ def test_password_file(tmp_path):
     p.write_bytes(b"\n")
     with pytest.raises(ValueError, match="empty"):
         read_password_file(str(p))
+
+
+def test_the_password_key_is_stretched_with_argon2id():
+    """A stranger who records an encrypted handshake frame must pay Argon2id (libsodium's
+    interactive limits) for each offline guess, not one fast hash."""
+    import nacl.hash
+    from nacl.pwhash import argon2id
+
+    from meshraft.mesh.crypto import password_key
+
+    want = argon2id.kdf(32, b"pw", b"meshraft-mesh-pw", opslimit=argon2id.OPSLIMIT_INTERACTIVE,
+                        memlimit=argon2id.MEMLIMIT_INTERACTIVE)
+    assert password_key(b"pw") == want
+    assert password_key(b"pw") != nacl.hash.blake2b(
+        b"pw", digest_size=32, person=b"meshraft-pw", encoder=nacl.encoding.RawEncoder)
+    assert password_key(b"pw2") != want

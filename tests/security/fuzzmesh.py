@@ -17,7 +17,7 @@ import msgpack
 from conftest import free_port
 
 from meshraft.mesh import Router
-from meshraft.mesh.connection import MAGIC
+from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 from meshraft.mesh.crypto import Ephemeral, password_key
 
 A, B = "fuzz-alpha", "fuzz-bravo"  # long names: fuzzed records will not collide with them
@@ -91,7 +91,8 @@ class Hostile:
 
     async def handshake(self, password: str | None) -> None:
         eph = Ephemeral() if password is not None else None
-        hello = {"magic": MAGIC, "min": 1, "max": 1, "pk": eph.public if eph else None}
+        hello = {"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX,
+                 "pk": eph.public if eph else None}
         self.writer.write(frame(msgpack.packb(hello)))
         theirs = msgpack.unpackb(await self.read_frame())
         if eph is not None:

@@ -66,13 +66,14 @@ async def test_a_recorded_link_replayed_is_refused(pair, caplog):
 async def test_an_altered_public_key_is_refused(pair, caplog):
     caplog.set_level(logging.INFO, logger="meshraft.mesh")
     h = await Hostile.connect(pair.a)
-    from meshraft.mesh.connection import MAGIC
+    from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
     from meshraft.mesh.crypto import Ephemeral, password_key
 
     eph = Ephemeral()
     pk = bytearray(eph.public)
     pk[5] ^= 0x01  # what a man in the middle would do to the cleartext HELLO
-    h.send_raw(frame(msgpack.packb({"magic": MAGIC, "min": 1, "max": 1, "pk": bytes(pk)})))
+    h.send_raw(frame(msgpack.packb({"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX,
+                                    "pk": bytes(pk)})))
     theirs = msgpack.unpackb(await h.read_frame())
     h.tx, h.rx = eph.session(theirs["pk"], password_key(PW.encode()))
     h.send(msgpack.packb([RAW, 0xFEED, 1, 1, "127.0.0.1", 0]))
