@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from meshtest import eventually, full_mesh, mesh_fixture, stable  # noqa: F401  (fixture)
@@ -81,3 +82,40 @@ async def test_peer_addresses_are_validated():
         await Router.start("x", peers=["no-port"])
     with pytest.raises(ValueError):
         await Router.start("bad name with spaces")
+
+
+async def test_topology_changes_arriving_together_go_out_as_one_update(mesh):
+    """Coalescing: six records merged in one read leave as one topology message to
+    each neighbour, not six."""
+    import msgpack
+    from mesh_rawpeer import RawPeer
+
+    a = await mesh("a", heartbeat=0.5, link_timeout=5.0)
+    obs, src = await RawPeer.connect(*a.address), await RawPeer.connect(*a.address)
+    try:
+        await obs.handshake(name="obs", uid=0x0B5)
+        await src.handshake(name="src", uid=0x5C)
+        await eventually(lambda: {"obs", "src"} <= set(a.links), 5, "both raw links")
+        fakes = [f"fake{i}" for i in range(5)]
+        # src's own record first (so the fakes are reachable), then one frame per fake
+        frames = [["src", 0x5C, 1, 99, "127.0.0.1", 0,
+                   [["a", a.uid]] + [[f, 1000 + i] for i, f in enumerate(fakes)]]]
+        frames += [[f, 1000 + i, 1, 1, "127.0.0.1", 0, [["src", 0x5C]]]
+                   for i, f in enumerate(fakes)]
+        src.writer.write(b"".join(
+            len(b).to_bytes(4, "big") + b
+            for b in (msgpack.packb([3, "_topology", "src", [rec]]) for rec in frames)))
+        await src.writer.drain()
+        updates = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.4):  # the flush comes ~2 ms after the merge
+                while True:
+                    msg = msgpack.unpackb(await obs.read_frame())
+                    if msg[:3] == [3, "_topology", "a"] and any(
+                            rec[0].startswith("fake") for rec in msg[3]):
+                        updates.append(sorted(rec[0] for rec in msg[3]))
+        assert len(updates) == 1, updates
+        assert {*fakes, "src"} <= set(updates[0]), updates
+    finally:
+        obs.close()
+        src.close()
