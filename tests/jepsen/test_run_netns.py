@@ -30,8 +30,14 @@ TRANSPORT = os.environ.get("JL_TEST_TRANSPORT", "mesh")
 def jl(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     if args and args[0] == "run":
         args = (*args, "--transport", TRANSPORT)
-    return subprocess.run([sys.executable, "-m", "jepsen_lite.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, "-m", "jepsen_lite.cli", *args],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # The runner was SIGKILLed and could not clean up: do it for it.
+        subprocess.run([sys.executable, "-m", "jepsen_lite.cli", "clean"],
+                       capture_output=True, timeout=60)
+        raise
 
 
 def leftovers(run_id: str) -> list[str]:
@@ -199,6 +205,7 @@ def test_clean_after_a_killed_runner(tmp_path):
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1500)  # 300 s of workload, the check, start-up and cleanup
 @pytest.mark.skipif(os.environ.get("MESHRAFT_SOAK") != "1",
                     reason="soak: run with MESHRAFT_SOAK=1 (CI runs the short runs above)")
 def test_soak_all_nemeses_five_minutes(tmp_path):
