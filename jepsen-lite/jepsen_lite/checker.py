@@ -854,7 +854,7 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
         counts[op.status] = counts.get(op.status, 0) + 1
     return CheckResult(valid=valid, model=m.name, keys=keys, elapsed=time.monotonic() - t0,
                        op_count=len(ops), ops_by_status=counts, ops=ops,
-                       partition={op.id: m.partition_key(op) for op in ops})
+                       partition={op.id: k for k, kops in by_key.items() for op in kops})
 
 
 _SHARED: dict[Any, list[Op]] = {}

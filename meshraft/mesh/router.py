@@ -625,10 +625,9 @@ class Router:
             records = [PeerRecord.decode(r) for r in payload]
         except ValueError as exc:
             raise ProtocolError(f"topology: {exc}") from None
-        refused_before = self.topology.refused
-        new, collisions = self.topology.merge(records)
-        if self.topology.refused != refused_before:
-            self._peers_refused(link, self.topology.refused - refused_before)
+        new, collisions, refused = self.topology.merge(records)
+        if refused:
+            self._peers_refused(link, refused)
         for c in collisions:
             self._log.warning("another peer claims our name: %s (we are uid %016x)", c, self.uid)
         for rec in new:

@@ -6,7 +6,7 @@ peers that are no longer reachable.  It must never touch links or sockets; the
 router feeds it records and reads the graph.
 
 The graph is bounded: past ``max_peers`` names, records of peers not yet known
-are refused (and counted in ``refused``), so a hostile or broken neighbour
+are refused (``merge`` says how many), so a hostile or broken neighbour
 cannot grow this peer's memory, routes and dial targets without limit.
 
 Edges: peer A's record lists B with B's uid.  An edge counts only while that uid
@@ -27,7 +27,6 @@ class Topology:
             raise ValueError("max_peers must be at least 1")
         self.own = own
         self.max_peers = max_peers
-        self.refused = 0  # records of new peers refused because the graph was full
         self.peers: dict[str, PeerRecord] = {own.name: own}
         self.generation = 0  # bumped on every change; caches of derived data key on it
 
@@ -42,11 +41,13 @@ class Topology:
         self._changed()
         return True
 
-    def merge(self, records: list[PeerRecord]) -> tuple[list[PeerRecord], list[str]]:
-        """Merge gossiped records.  Returns (records that were new here, collisions):
-        a collision is a record that claims our own name with another uid."""
+    def merge(self, records: list[PeerRecord]) -> tuple[list[PeerRecord], list[str], int]:
+        """Merge gossiped records.  Returns (records that were new here, collisions,
+        records of unknown peers refused because the graph is full): a collision is a
+        record that claims our own name with another uid."""
         new: list[PeerRecord] = []
         collisions: list[str] = []
+        refused = 0
         for rec in records:
             if rec.name == self.own.name:
                 if rec.uid != self.own.uid and rec.newer_than(self.own):
@@ -54,14 +55,14 @@ class Topology:
                 continue
             cur = self.peers.get(rec.name)
             if cur is None and len(self.peers) >= self.max_peers:
-                self.refused += 1
+                refused += 1
                 continue
             if cur is None or rec.newer_than(cur):
                 self.peers[rec.name] = rec
                 new.append(rec)
         if new:
             self._changed()
-        return new, collisions
+        return new, collisions, refused
 
     def note_direct(self, name: str, uid: int, incarnation: int, host: str, port: int) -> bool:
         """A link handshake told us a neighbour's current life.  Replace a record
