@@ -36,6 +36,12 @@ from typing import Any, NoReturn
 import click
 
 from meshraft import __version__
+from meshraft.kv.state_machine import (
+    APPLY_MAX_KEY,
+    APPLY_MAX_VALUE,
+    DEFAULT_MAX_KEY,
+    DEFAULT_MAX_VALUE,
+)
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -606,10 +612,11 @@ def setup_logging(level: str, node_id: str) -> None:
 @click.option("--client-token-file", type=click.Path(dir_okay=False, exists=True),
               help="Every client request must carry the token in this file (clients: "
                    "--token-file or MESHRAFT_TOKEN).")
-@click.option("--max-key-bytes", type=click.IntRange(1, 64 * 1024), default=1024,
-              show_default=True, help="Largest key this member accepts from clients.")
-@click.option("--max-value-bytes", type=click.IntRange(0, 32 * 1024 * 1024),
-              default=1024 * 1024, show_default=True,
+@click.option("--max-key-bytes", type=click.IntRange(1, APPLY_MAX_KEY),
+              default=DEFAULT_MAX_KEY, show_default=True,
+              help="Largest key this member accepts from clients.")
+@click.option("--max-value-bytes", type=click.IntRange(0, APPLY_MAX_VALUE),
+              default=DEFAULT_MAX_VALUE, show_default=True,
               help="Largest value this member accepts from clients.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
