@@ -27,9 +27,10 @@ FAMILIES = ["partition-halves", "partition-ring", "partition-bridge", "isolate-l
 TRANSPORT = os.environ.get("JL_TEST_TRANSPORT", "mesh")
 
 
-def jl(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def jl(*args: str, timeout: float = 240, transport: str = TRANSPORT
+       ) -> subprocess.CompletedProcess:
     if args and args[0] == "run":
-        args = (*args, "--transport", TRANSPORT)
+        args = (*args, "--transport", transport)
     try:
         return subprocess.run([sys.executable, "-m", "jepsen_lite.cli", *args],
                               capture_output=True, text=True, timeout=timeout)
@@ -89,12 +90,9 @@ def test_the_mix_and_the_udp_transport_stay_linearizable(nemesis, transport, tmp
     """`--nemesis all` (several families in one run) and Raft over plain UDP under a
     bridge partition (no mesh relaying: a minority node loses the leader)."""
     out = tmp_path / "out"
-    res = subprocess.run(
-        [sys.executable, "-m", "jepsen_lite.cli", "run", "--net", "netns", "--nodes", "5",
-         "--time", "18", "--quiet-period", "4", "--concurrency", "8", "--keys", "4",
-         "--rate", "150", "--nemesis", nemesis, "--seed", "11", "--out", str(out),
-         "--no-progress", "--transport", transport],
-        capture_output=True, text=True, timeout=240)
+    res = jl("run", "--net", "netns", "--nodes", "5", "--time", "18", "--quiet-period", "4",
+             "--concurrency", "8", "--keys", "4", "--rate", "150", "--nemesis", nemesis,
+             "--seed", "11", "--out", str(out), "--no-progress", transport=transport)
     results = json.loads((out / "results.json").read_text())
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{results.get('error')}"
     assert results["valid"] is True

@@ -102,6 +102,7 @@ async def test_topology_changes_arriving_together_go_out_as_one_update(mesh):
                    [["a", a.uid]] + [[f, 1000 + i] for i, f in enumerate(fakes)]]]
         frames += [[f, 1000 + i, 1, 1, "127.0.0.1", 0, [["src", 0x5C]]]
                    for i, f in enumerate(fakes)]
+        # one write, so that a reads (and merges) all six in one go
         src.writer.write(b"".join(
             len(b).to_bytes(4, "big") + b
             for b in (msgpack.packb([3, "_topology", "src", [rec]]) for rec in frames)))
