@@ -21,8 +21,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 from meshraft.ports import free_ports
+
+# Hypothesis profiles. "ci" (the default, so the README's test command is the same
+# run every time): derandomized, no example database, every regression an explicit
+# @example. "fuzz" (HYPOTHESIS_PROFILE=fuzz python -m pytest ...): random seeds and
+# FUZZ_FACTOR times the examples each test asks for, for a developer to run on demand
+# and report. A failure found by fuzzing becomes an @example, so CI keeps it.
+FUZZ_FACTOR = 20
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz", derandomize=False, deadline=None, print_blob=True, max_examples=2000,
+    phases=list(Phase), suppress_health_check=[HealthCheck.too_slow],
+)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the fuzz profile, multiply the examples a test pins with @settings
+    (a decorator's max_examples wins over any profile, so the profile alone would
+    leave those tests at their CI size)."""
+    if HYPOTHESIS_PROFILE != "fuzz":
+        return
+    for item in items:
+        test = getattr(item, "obj", None)
+        if test is None or not hasattr(test, "hypothesis"):
+            continue
+        # Hypothesis reads this attribute when the test runs; it is how @settings
+        # attaches itself to a @given test.
+        pinned = getattr(test, "_hypothesis_internal_use_settings", None)
+        if pinned is not None:
+            test._hypothesis_internal_use_settings = settings(
+                pinned, max_examples=pinned.max_examples * FUZZ_FACTOR,
+                derandomize=False, database=None)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # MESHRAFT_TEST_PRETEND_NONROOT=1 lets the foundation tests check the marker's
