@@ -24,7 +24,7 @@ from meshraft.raft.messages import (
     encode_message,
 )
 from meshraft.raft.progress import ProgressState
-from meshraft.raft.scenario import Cluster
+from meshraft.raft.rafttest.scenario import Cluster
 
 MT = MessageType
 

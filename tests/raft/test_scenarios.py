@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meshraft.raft.scenario import run_file
+from meshraft.raft.rafttest.scenario import run_file
 
 DIR = Path(__file__).parent / "scenarios"
 FILES = sorted(DIR.glob("*.txt"))

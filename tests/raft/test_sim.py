@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from jepsen_lite.checker import check_history
 
 from meshraft.raft import core as core_mod
 from meshraft.raft import log as log_mod
-from meshraft.raft import sim
+from meshraft.raft.rafttest import sim
 
 
 def _run(start: int, n: int, nodes: int, ticks: int) -> list[sim.SimResult]:
-    return [sim.run_seed(s, nodes, ticks) for s in range(start, start + n)]
+    return [sim.run_seed(s, nodes, ticks, checker=check_history)
+            for s in range(start, start + n)]
 
 
 @pytest.mark.parametrize(
@@ -75,14 +77,12 @@ def test_a_disk_that_loses_acknowledged_entries_is_caught(monkeypatch):
 
 
 def test_reads_without_a_quorum_check_are_caught_by_the_linearizability_checker(monkeypatch):
-    pytest.importorskip("jepsen_lite.checker")
-
     def unsafe_read(self, ctx, frm):  # serve at once: a deposed leader answers stale
         self._release_read(self.log.committed, ctx, frm)
 
     monkeypatch.setattr(core_mod.RaftCore, "_leader_read", unsafe_read)
     for seed in range(100):  # stale reads need a paused or deposed leader: not every seed
-        r = sim.run_seed(seed, 3, 300)
+        r = sim.run_seed(seed, 3, 300, checker=check_history)
         if not r.ok:
             assert "not linearizable" in r.error
             return
@@ -103,7 +103,8 @@ def test_cli_reports_a_failing_seed_with_its_replay_command(monkeypatch, capsys)
     assert sim.main(["--seeds", "2", "--start", "7", "--ticks", "50"]) == 1
     err = capsys.readouterr().err
     assert "seed 7 FAILED" in err and "seed 8 FAILED" in err
-    assert "python -m meshraft.raft.sim --seeds 1 --start 7 --nodes 3 --ticks 50" in err
+    assert ("python -m meshraft.raft.rafttest.sim --seeds 1 --start 7 --nodes 3 --ticks 50"
+            in err)
 
 
 @pytest.mark.soak
@@ -111,7 +112,8 @@ def test_cli_reports_a_failing_seed_with_its_replay_command(monkeypatch, capsys)
                     reason="soak: run with MESHRAFT_SOAK=1 (CI runs the 1000 seeds above)")
 @pytest.mark.timeout(7200)
 def test_soak_many_long_seeds():
-    # Same as: python -m meshraft.raft.sim --seeds N --start 100000 --ticks 600 [--nodes 5]
+    # Same as: python -m meshraft.raft.rafttest.sim --seeds N --start 100000 --ticks 600
+    #          --checker jepsen_lite.checker:check_history [--nodes 5]
     n = int(os.environ.get("MESHRAFT_SIM_SOAK_SEEDS", "2000"))
     for nodes in (3, 5):
         bad = [r for r in _run(100_000, n, nodes, 600) if not r.ok]

@@ -7,7 +7,8 @@ persisted; clients that write, cas and read with ReadIndex) and the checkers.
 It must never read a clock, do IO other than printing its result, or use global
 randomness: everything comes from the seed, so a failing seed replays exactly.
 
-    python -m meshraft.raft.sim --seeds 1000 [--start 0] [--nodes 3] [--ticks 300] [-v]
+    python -m meshraft.raft.rafttest.sim --seeds 1000 [--start 0] [--nodes 3] [--ticks 300] \
+        [--checker jepsen_lite.checker:check_history] [-v]
 
 Checked while running: Election Safety (one leader per term), Log Matching (an
 (index, term) pair names one entry and one predecessor term, on every node),
@@ -15,24 +16,28 @@ Leader Completeness (a new leader holds every committed entry), State Machine
 Safety (every node applies the same entry at an index, and only committed ones),
 no committed command lost (after healing, every node converges on a log that
 holds every committed entry and every acknowledged write), and the clients'
-history is linearizable (jepsen-lite's checker, when installed).
+history is linearizable (by the checker the caller hands in: the tests pass
+jepsen-lite's ``check_history``; this package never imports it).
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import importlib
 import logging
 import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
-from .core import ProposalDropped, RaftConfig, RaftCore
-from .messages import (
+from ..core import ProposalDropped, RaftConfig, RaftCore
+from ..messages import (
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -44,6 +49,12 @@ from .messages import (
     encode_message,
 )
 from .scenario import Disk
+
+# A linearizability checker: called as ``checker(history, "cas-register", time_limit=...,
+# workers=1, explain=False)`` with the clients' history (a list of jepsen-style event
+# dicts); returns an object whose ``valid`` is True, False or "unknown" (the signature
+# of ``jepsen_lite.checker.check_history``).
+HistoryChecker = Callable[..., Any]
 
 STEPS_PER_TICK = 4  # the network runs at a finer grain than the Raft clock
 
@@ -131,8 +142,10 @@ class SimResult:
 
 
 class Simulation:
-    def __init__(self, seed: int, params: SimParams | None = None, verbose: bool = False) -> None:
+    def __init__(self, seed: int, params: SimParams | None = None, verbose: bool = False,
+                 checker: HistoryChecker | None = None) -> None:
         self.seed = seed
+        self.checker = checker  # None: the history is not checked (linearizable None)
         self.p = params or SimParams()
         self.verbose = verbose
         self.rng = random.Random(seed)
@@ -743,12 +756,10 @@ class Simulation:
                     self.fail(f"acknowledged {ev['f']} of {v} is not in the committed log")
 
     def check_linearizable(self) -> object:
-        try:
-            from jepsen_lite.checker import check_history
-        except ImportError:
+        if self.checker is None:
             return None
-        r = check_history(self.history, "cas-register", time_limit=10.0, workers=1,
-                          explain=False)
+        r = self.checker(self.history, "cas-register", time_limit=10.0, workers=1,
+                         explain=False)
         return r.valid
 
     def describe(self) -> str:
@@ -759,28 +770,48 @@ class Simulation:
 
 
 def run_seed(seed: int, nodes: int = 3, ticks: int = 300, verbose: bool = False,
-             linearizable: bool = True) -> SimResult:
+             linearizable: bool = True, checker: HistoryChecker | None = None) -> SimResult:
+    """Run one seed; with ``checker``, the clients' history must be linearizable."""
     p = SimParams(nodes=nodes, ticks=ticks, check_linearizable=linearizable)
-    return Simulation(seed, p, verbose).run()
+    return Simulation(seed, p, verbose, checker=checker).run()
 
 
 def replay_command(seed: int, nodes: int, ticks: int) -> str:
     extra = f" --ticks {ticks}" if ticks != SimParams.ticks else ""
-    return f"python -m meshraft.raft.sim --seeds 1 --start {seed} --nodes {nodes}{extra} -v"
+    return (f"python -m meshraft.raft.rafttest.sim --seeds 1 --start {seed} --nodes {nodes}"
+            f"{extra} --checker {DEFAULT_CHECKER} -v")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m meshraft.raft.sim",
+# What --checker names by default in a replay command (loaded only when asked for).
+DEFAULT_CHECKER = "jepsen_lite.checker:check_history"
+
+
+def load_checker(spec: str) -> HistoryChecker:
+    """``module:function`` -> the function (the CLI's --checker)."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"--checker takes MODULE:FUNCTION, not {spec!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None, checker: HistoryChecker | None = None) -> int:
+    """The simulator's command line; ``checker`` (or --checker MODULE:FUNCTION) checks
+    each history for linearizability."""
+    ap = argparse.ArgumentParser(prog="python -m meshraft.raft.rafttest.sim",
                                  description="Simulate Raft clusters, one per seed.")
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--ticks", type=int, default=SimParams.ticks)
     ap.add_argument("--no-linearizability", action="store_true")
+    ap.add_argument("--checker", metavar="MODULE:FUNCTION",
+                    help=f"linearizability checker, e.g. {DEFAULT_CHECKER}")
     ap.add_argument("-v", "--verbose", action="store_true", help="trace every event")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.CRITICAL,
                         format="    %(message)s")
+    if a.checker:
+        checker = load_checker(a.checker)
     t0 = time.perf_counter()
     failed: list[SimResult] = []
     worst = 0
@@ -789,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     elections: list[int] = []
     lin_unknown: list[int] = []
     for s in range(a.start, a.start + a.seeds):
-        r = run_seed(s, a.nodes, a.ticks, a.verbose, not a.no_linearizability)
+        r = run_seed(s, a.nodes, a.ticks, a.verbose, not a.no_linearizability, checker)
         commits += r.commits
         conf += r.conf_changes
         ops += r.ops_total

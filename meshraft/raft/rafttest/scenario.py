@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import ProposalDropped, RaftConfig, RaftCore
-from .messages import (
+from ..core import ProposalDropped, RaftConfig, RaftCore
+from ..messages import (
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -619,11 +619,11 @@ def run_file(path: Path, rewrite: bool = False) -> list[tuple[str, str, str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m meshraft.raft.scenario FILE... [--rewrite]``: run scenario scripts and
+    """``python -m meshraft.raft.rafttest.scenario FILE... [--rewrite]``: run scenario scripts and
     print their output (with --rewrite, store it in the files)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m meshraft.raft.scenario")
+    ap = argparse.ArgumentParser(prog="python -m meshraft.raft.rafttest.scenario")
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--rewrite", action="store_true")
     a = ap.parse_args(argv)
