@@ -7,9 +7,16 @@ sequence number per write, retried with the same number). It never reports a
 write whose outcome it does not know as failed: that is ``OutcomeUnknown``.
 
 ``AsyncClient`` is the asyncio client (jepsen-lite, applications);
-``Client`` is a thin synchronous wrapper (the CLI, scripts).
+``Client`` is a thin synchronous wrapper (the CLI, scripts). What follows a
+failed try (retry here, elsewhere, or raise) is decided by the pure policy in
+``meshraft.kv.retry``; this module only carries it out.
 
-Errors (all subclasses of ``MeshraftError``):
+Why this module is over 600 lines: a connection (framing, request ids, TLS
+diagnosis), the asyncio client (leader discovery, exactly-once writes, the retry
+loop) and its synchronous twin share private state and are one unit to read;
+the pieces that stand alone (errors, retry policy) have their own modules.
+
+Errors (all subclasses of ``MeshraftError``, defined in ``meshraft.kv.errors``):
 
 - ``BadRequest`` (``TooLarge``): the request is invalid; retrying will not help.
 - ``Unavailable`` (``Busy``): the request certainly did not take effect.
@@ -45,8 +52,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshraft.kv import protocol as p
+from meshraft.kv import retry
+from meshraft.kv.errors import (
+    BadRequest,
+    Busy,
+    MeshraftError,
+    OutcomeUnknown,
+    ProtocolViolation,
+    TLSFailure,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from meshraft.kv.retry import Action, Backoff, Event
 from meshraft.kv.state_machine import APPLY_MAX_KEY, APPLY_MAX_VALUE
 from meshraft.kv.tls import client_context
+
+__all__ = [
+    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "DeleteResult", "KeyValue",
+    "MeshraftError", "OutcomeUnknown", "ProtocolViolation", "PutResult", "TLSFailure",
+    "TooLarge", "Unauthorized", "Unavailable", "parse_endpoint", "parse_endpoints",
+]
 
 log = logging.getLogger("meshraft.kv.client")
 
@@ -59,57 +85,6 @@ MAX_REPLY_FRAME = max(4 * p.DEFAULT_MAX_FRAME,
                       p.max_frame_for(APPLY_MAX_KEY, APPLY_MAX_VALUE))
 # Writes one client id may have in flight: the state machine keeps answers for these.
 MAX_WRITES_IN_FLIGHT = 64
-
-
-class MeshraftError(Exception):
-    """Base class of every error this client raises. ``code`` is the protocol's code."""
-
-    code = p.INTERNAL
-
-    def __init__(self, message: str, code: str | None = None, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details
-
-
-class BadRequest(MeshraftError):
-    code = p.BAD_REQUEST
-
-
-class TooLarge(BadRequest):
-    code = p.TOO_LARGE
-
-
-class Unauthorized(MeshraftError):
-    code = p.UNAUTHORIZED
-
-
-class TLSFailure(MeshraftError):
-    """TLS could not be set up with any endpoint: a configuration problem, not an outage."""
-
-    code = "tls"
-
-
-class Unavailable(MeshraftError):
-    """The request certainly did not take effect (no endpoint, no leader, no quorum)."""
-
-    code = p.UNAVAILABLE
-
-
-class Busy(Unavailable):
-    code = p.BUSY
-
-
-class OutcomeUnknown(MeshraftError):
-    """The write was sent but no answer came back in time: it may or may not take effect."""
-
-    code = p.TIMEOUT
-
-
-class ProtocolViolation(MeshraftError):
-    """The server answered something that is not the protocol."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +152,13 @@ def _as_bytes(x: bytes | str, what: str) -> bytes:
 
 
 class _ConnectionLost(Exception):
-    """The connection ended; ``sent`` tells whether the request had been written."""
+    """The connection ended; ``sent`` tells whether the request had been written,
+    ``code`` the error code the server gave for ending it (if it gave one)."""
 
-    def __init__(self, message: str, sent: bool) -> None:
+    def __init__(self, message: str, sent: bool, code: str | None = None) -> None:
         super().__init__(message)
         self.sent = sent
+        self.code = code
 
 
 class _Connection:
@@ -231,9 +208,10 @@ class _Connection:
                     # A connection-level error from the server (it is about to close).
                     # busy here means the connection was refused before any request was
                     # read; anything else may have followed requests it did serve.
+                    code = body.get("error")
                     error = _ConnectionLost(
-                        f"server error: {body.get('error')}: {body.get('message')}",
-                        body.get("error") != p.BUSY)
+                        f"server error: {code}: {body.get('message')}", code != p.BUSY,
+                        code if isinstance(code, str) else None)
                     continue
                 fut = self.waiters.pop(rid, None)
                 if fut is not None and not fut.done():
@@ -287,10 +265,6 @@ class _Connection:
             self.reader_task.cancel()
             with contextlib.suppress(BaseException):
                 await self.reader_task
-
-
-_WRITE_RETRY = {p.BUSY, p.UNAVAILABLE, p.NOT_LEADER, p.TIMEOUT}
-_READ_RETRY = {p.BUSY, p.UNAVAILABLE, p.NOT_LEADER, p.TIMEOUT}
 
 
 class AsyncClient:
@@ -526,10 +500,13 @@ class AsyncClient:
 
     async def _call(self, body: dict[str, Any], timeout: float | None, *, write: bool,
                     answers: tuple[str, ...]) -> dict[str, Any]:
+        """Try ``body`` on the endpoints until it is answered, fails for good, or its
+        time runs out. What follows each failed try is ``retry.decide``'s choice."""
         total = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + total
         maybe_applied = False  # some attempt of this write may have reached the log
         last = "no endpoint answered"
+        last_code: str | None = None
         attempt = 0
         tls_failed: set[tuple[str, int]] = set()
         refused: set[tuple[str, int]] = set()
@@ -543,109 +520,90 @@ class AsyncClient:
             per_try = min(self.attempt_timeout, remaining)
             try:
                 conn = await self._connection(endpoint)
-            except (_ssl.SSLError, ConnectionResetError) as exc:
-                if not isinstance(exc, _ssl.SSLError) and self.ssl is None:
-                    last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc}"
-                    self._rotate()
-                    attempt += 1
-                    continue
-                # Not an outage: retrying the same handshake will fail the same way.
-                # (A reset in the handshake: the server refused it without an alert.)
-                tls_failed.add(endpoint)
-                reason = _tls_reason(exc) if isinstance(exc, _ssl.SSLError) else (
-                    "the server ended the handshake: it may require a client certificate "
-                    "signed by its --trusted-ca (give --cert and --key), or not trust ours")
-                last = f"TLS with {endpoint[0]}:{endpoint[1]} failed: {reason}"
-                if len(tls_failed) >= len(self.endpoints):
-                    raise TLSFailure(last) from None
-                self._rotate()
-                attempt += 1
-                continue
-            except (OSError, TimeoutError) as exc:
-                last = f"cannot connect to {endpoint[0]}:{endpoint[1]}: {exc or 'timed out'}"
-                if isinstance(exc, ConnectionRefusedError):
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                event, last = self._connect_failure(endpoint, exc)
+                everywhere = False
+                if event is Event.TLS_FAILED:
+                    tls_failed.add(endpoint)
+                    everywhere = len(tls_failed) >= len(self.endpoints)
+                elif event is Event.CONNECT_REFUSED:
                     refused.add(endpoint)
-                    if not self.retry_refused and len(refused) >= len(self.endpoints):
-                        raise Unavailable(f"{last} (nothing listens there: is the member "
-                                          "running, and is this its client address?)") from None
+                    everywhere = len(refused) >= len(self.endpoints)
+                last_code = event
+                d = retry.decide(event, last, write=write, maybe_applied=maybe_applied,
+                                 everywhere=everywhere, retry_refused=self.retry_refused)
+            else:
+                if write and "seq" in body:
+                    # The ack floor lets the server forget answers this client has seen.
+                    body["ack"] = min(self._outstanding) if self._outstanding else body["seq"]
+                # The server gets a little less time than we wait, so its answer can arrive.
+                req = {**body, "timeout": max(0.05, per_try - 0.05)}
+                if self.token is not None:
+                    req["token"] = self.token
+                try:
+                    reply = await conn.request(req, per_try + 0.25)
+                except _ConnectionLost as exc:
+                    await conn.close()
+                    event = Event.LOST_SENT if exc.sent else Event.LOST_UNSENT
+                    last = f"{endpoint[0]}:{endpoint[1]}: {exc}"
+                    last_code = exc.code or event
+                    d = retry.decide(event, last, write=write, maybe_applied=maybe_applied)
+                except TimeoutError:
+                    last = f"{endpoint[0]}:{endpoint[1]} did not answer in {per_try:.1f}s"
+                    last_code = Event.NO_ANSWER
+                    d = retry.decide(Event.NO_ANSWER, last, write=write,
+                                     maybe_applied=maybe_applied)
+                else:
+                    self._learn(endpoint, reply)
+                    if reply.get("ok"):
+                        return reply
+                    code = reply.get("error")
+                    if not isinstance(code, str):
+                        code = str(code)
+                    message = str(reply.get("message", ""))
+                    leader = reply.get("leader")
+                    if not isinstance(leader, str) or not leader:
+                        leader = None
+                    d = retry.decide(
+                        code, message, write=write, maybe_applied=maybe_applied,
+                        deduplicated="seq" in body, answers=answers, leader=leader,
+                        leader_elsewhere=leader is not None and self._unknown_leader(leader))
+                    if d.action is Action.RETURN:
+                        return reply
+                    last = f"{endpoint[0]}:{endpoint[1]}: {code}: {message}"
+                    last_code = code
+            maybe_applied = d.maybe_applied
+            if d.action is Action.RAISE:
+                raise d.exception() from None
+            if d.action is Action.RETRY_NEXT:
                 self._rotate()
-                attempt += 1
-                if attempt % len(self.endpoints) == 0:
-                    await self._backoff(attempt // len(self.endpoints), deadline)
-                continue
-            if write and "seq" in body:
-                # The ack floor lets the server forget answers this client has seen.
-                body["ack"] = min(self._outstanding) if self._outstanding else body["seq"]
-            # The server gets a little less time than we wait, so its answer can arrive.
-            req = {**body, "timeout": max(0.05, per_try - 0.05)}
-            if self.token is not None:
-                req["token"] = self.token
-            try:
-                reply = await conn.request(req, per_try + 0.25)
-            except _ConnectionLost as exc:
-                maybe_applied |= write and exc.sent
-                last = f"{endpoint[0]}:{endpoint[1]}: {exc}"
-                await conn.close()
-                self._rotate()
-                attempt += 1
+            attempt += 1
+            if d.backoff is Backoff.ATTEMPT:
                 await self._backoff(attempt, deadline)
-                continue
-            except TimeoutError:
-                maybe_applied |= write
-                last = f"{endpoint[0]}:{endpoint[1]} did not answer in {per_try:.1f}s"
-                # The next try goes elsewhere; the connection stays for what else is on it.
-                self._rotate()
-                attempt += 1
-                continue
-            self._learn(endpoint, reply)
-            if reply.get("ok"):
-                return reply
-            code = reply.get("error")
-            message = str(reply.get("message", ""))
-            if code in answers:
-                return reply
-            if code in (p.TOO_LARGE,):
-                raise TooLarge(message)
-            if code == p.BAD_REQUEST:
-                if maybe_applied and "seq" not in body:
-                    # Not deduplicated (a membership change): an earlier try of ours may
-                    # be what this one collides with ("already a learner").
-                    raise OutcomeUnknown(
-                        f"an earlier attempt may have been applied; retrying it was "
-                        f"refused: {message}")
-                raise BadRequest(message)
-            if code == p.UNAUTHORIZED:
-                raise Unauthorized(message)
-            if code == p.STALE:
-                # Our earlier try was applied and its answer is gone.
-                raise OutcomeUnknown(f"the write was applied but its answer was lost: {message}")
-            if code == p.NOT_LEADER:
-                leader = reply.get("leader")
-                if (isinstance(leader, str) and leader and leader not in self._ids
-                        and all(e in self._ids.values() for e in self.endpoints)):
-                    # Only the leader can do this, and no endpoint we were given is it:
-                    # retrying until the timeout would only hide that.
-                    raise Unavailable(
-                        f"{message or 'not the leader'}; the leader, member {leader}, is not "
-                        "among the endpoints given (add its client address to --endpoints)",
-                        code=p.NOT_LEADER, leader=leader)
-            if code in (_WRITE_RETRY if write else _READ_RETRY):
-                if code == p.TIMEOUT:
-                    maybe_applied |= write
-                last = f"{endpoint[0]}:{endpoint[1]}: {code}: {message}"
-                if code != p.BUSY:
-                    self._rotate()
-                attempt += 1
-                await self._backoff(attempt, deadline)
-                continue
-            raise MeshraftError(f"{code}: {message}", code=str(code))
-        if maybe_applied:
-            raise OutcomeUnknown(
-                f"no answer within {total:g}s; the write may or may not have been applied "
-                f"(last: {last})")
-        if "busy" in last:
-            raise Busy(f"cluster busy for {total:g}s (last: {last})")
-        raise Unavailable(f"unavailable for {total:g}s (last: {last})")
+            elif d.backoff is Backoff.ROUND and attempt % len(self.endpoints) == 0:
+                await self._backoff(attempt // len(self.endpoints), deadline)
+        raise retry.give_up(total, last, maybe_applied=maybe_applied, last_code=last_code)
+
+    def _unknown_leader(self, leader: str) -> bool:
+        """``leader`` is a member that none of the endpoints is (every endpoint known)."""
+        return leader not in self._ids and all(e in self._ids.values() for e in self.endpoints)
+
+    def _connect_failure(self, endpoint: tuple[str, int],
+                         exc: BaseException) -> tuple[Event, str]:
+        """A failed connect as a retry event, and what to tell the user about it."""
+        where = f"{endpoint[0]}:{endpoint[1]}"
+        if isinstance(exc, _ssl.SSLError) or (isinstance(exc, ConnectionResetError)
+                                               and self.ssl is not None):
+            # (A reset in the handshake: the server refused it without an alert.)
+            reason = _tls_reason(exc) if isinstance(exc, _ssl.SSLError) else (
+                "the server ended the handshake: it may require a client certificate "
+                "signed by its --trusted-ca (give --cert and --key), or not trust ours")
+            return Event.TLS_FAILED, f"TLS with {where} failed: {reason}"
+        if isinstance(exc, ConnectionResetError):
+            return Event.CONNECT_RESET, f"cannot connect to {where}: {exc}"
+        event = (Event.CONNECT_REFUSED if isinstance(exc, ConnectionRefusedError)
+                 else Event.CONNECT_FAILED)
+        return event, f"cannot connect to {where}: {exc or 'timed out'}"
 
 
 def _tls_reason(exc: _ssl.SSLError) -> str:
