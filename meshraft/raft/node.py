@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -54,15 +53,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgpack
-
 from meshraft.raft.core import RaftConfig, RaftCore
+from meshraft.raft.envelope import (
+    decode_member_context,
+    decode_snapshot_envelope_full,
+    encode_member_context,
+    encode_snapshot_envelope,
+    norm_addr,
+)
 from meshraft.raft.errors import (
     Busy,
     NotLeader,
     RaftError,
     Removed,
-    StorageError,
     StorageFailed,
     Timeout,
     Unavailable,
@@ -80,7 +83,22 @@ from meshraft.raft.messages import (
     decode_message,
     encode_message,
 )
-from meshraft.raft.storage import DiskIO, Storage, StorageOptions
+from meshraft.raft.notices import (
+    REMOVED_NOTICE_EVERY,
+    RemovedNotice,
+    decode_removed_notice,
+    encode_removed_notice,
+    is_control,
+)
+from meshraft.raft.storage import (
+    REMOVED_MARKER,
+    DiskIO,
+    Storage,
+    StorageOptions,
+    check_data_dir_identity,
+    mark_removed,
+    write_member_id,
+)
 
 log = logging.getLogger("meshraft.raft.node")
 
@@ -114,68 +132,10 @@ TransportFactory = Callable[[ProtocolFactory], Awaitable[tuple[asyncio.DatagramT
 
 _TAG = 0xA7  # first byte of a node-tagged proposal
 _TAG_HDR = struct.Struct("<BQQB")  # tag, incarnation, seq, len(origin)
-# First byte of a node-to-node control datagram (0xc1 is never used by msgpack, so
-# it cannot be a Raft message): "you were removed at index N".
-_CTL = 0xC1
-_CTL_REMOVED_EVERY = 0.5  # seconds between notices to the same removed member
-REMOVED_MARKER = "REMOVED"  # in the data dir of a member that was removed
-MEMBER_ID_FILE = "MEMBER_ID"  # the id the data dir belongs to
 
 
 class MembershipRefused(ValueError):
     """A membership change that cannot succeed as asked (nothing was proposed)."""
-
-
-class RemovedMemberDataDir(StorageError):
-    """The data dir belongs to a member that was removed; it must be wiped."""
-
-
-def check_data_dir_identity(data_dir: str | os.PathLike, node_id: str) -> None:
-    """Refuse a data dir marked REMOVED, or one that belongs to another id."""
-    d = Path(data_dir)
-    marker = d / REMOVED_MARKER
-    if marker.exists():
-        try:
-            info = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            info = {}
-        raise RemovedMemberDataDir(
-            f"data dir {d} belongs to member {info.get('id', '?')}, which was removed from "
-            f"the cluster (at log index {info.get('index', '?')}); a removed member cannot "
-            f"come back with its old data: wipe {d} (rm -r {d}) and join with a new id "
-            "(ids are never reused)")
-    idf = d / MEMBER_ID_FILE
-    if idf.exists():
-        try:
-            owner = idf.read_text().strip()
-        except OSError as exc:
-            raise StorageError(f"cannot read {idf}: {exc}") from None
-        if owner != node_id:
-            raise StorageError(
-                f"data dir {d} belongs to member {owner}, not {node_id}: start it with "
-                f"--id {owner}, or wipe {d} to use it for a new member")
-
-
-def _write_small_file(path: Path, text: str) -> None:
-    """Write, fsync, rename, fsync the directory: the marker survives a crash."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _norm_addr(addr: Any) -> Any:
-    """Addresses travel through msgpack (lists) and come back from sockets (tuples)."""
-    if isinstance(addr, list):
-        return tuple(addr)
-    return addr
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -196,42 +156,6 @@ class _RaftProtocol(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             self.node.log.warning("transport lost: %s", exc)
-
-
-def encode_snapshot_envelope(addresses: dict[str, Any], data: bytes,
-                             removed: dict[str, int] | None = None) -> bytes:
-    """Version 1: [1, addresses, data]; version 2 adds the removed ids (and their
-    removal index) — written only once an id was removed."""
-    addrs = {k: v for k, v in addresses.items()}
-    if not removed:
-        return msgpack.packb([1, addrs, data], use_bin_type=True)
-    return msgpack.packb([2, addrs, data, dict(removed)], use_bin_type=True)
-
-
-def decode_snapshot_envelope_full(blob: bytes) -> tuple[dict[str, Any], bytes, dict[str, int]]:
-    """(addresses, the state machine's data, removed id -> index of its removal)."""
-    if not blob:
-        return {}, b"", {}
-    # A snapshot arrives from the leader over the network: strict limits, no ext types.
-    obj = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_str_len=1024,
-                          max_array_len=1 << 16, max_map_len=1 << 16, max_ext_len=0)
-    if not (isinstance(obj, list) and len(obj) in (3, 4) and isinstance(obj[1], dict)
-            and isinstance(obj[2], bytes)):
-        raise ValueError("not a snapshot envelope")
-    version = obj[0]
-    if version not in (1, 2) or len(obj) != version + 2:
-        raise ValueError(f"unknown snapshot envelope version {version}")
-    removed: dict[str, int] = {}
-    if version == 2:
-        if not isinstance(obj[3], dict) or not all(isinstance(v, int) for v in obj[3].values()):
-            raise ValueError("not a snapshot envelope (removed ids)")
-        removed = {str(k): int(v) for k, v in obj[3].items()}
-    return {str(k): _norm_addr(v) for k, v in obj[1].items()}, obj[2], removed
-
-
-def decode_snapshot_envelope(blob: bytes) -> tuple[dict[str, Any], bytes]:
-    addrs, data, _ = decode_snapshot_envelope_full(blob)
-    return addrs, data
 
 
 class RaftNode:
@@ -263,7 +187,7 @@ class RaftNode:
         self._rng = rng or random.Random()
         self._sm = state_machine
         self._loop = asyncio.get_running_loop()
-        self._addresses = {str(k): _norm_addr(v) for k, v in peers.items()}
+        self._addresses = {str(k): norm_addr(v) for k, v in peers.items()}
         # Addresses the operator gave win over ones learned from the log or a snapshot.
         self._given = frozenset(self._addresses)
         self._incarnation = random.SystemRandom().getrandbits(63)
@@ -304,9 +228,7 @@ class RaftNode:
             Storage.open, data_dir, options=StorageOptions(segment_bytes=self.config.segment_bytes),
             io=disk_io, logger=self.log)
         try:
-            idf = self._data_dir / MEMBER_ID_FILE
-            if not idf.exists():
-                await asyncio.to_thread(_write_small_file, idf, self.node_id + "\n")
+            await asyncio.to_thread(write_member_id, self._data_dir, self.node_id)
             snap = self.storage.snapshot()
             if snap.meta.index > 0:
                 addrs, sm_data, removed = decode_snapshot_envelope_full(snap.data)
@@ -614,7 +536,7 @@ class RaftNode:
         seq, fut = self._new_waiter()
         if cc_type is ConfChangeType.REMOVE and str(node_id) == self.node_id:
             self._own_removal = seq
-        ctx = msgpack.packb([address, self._tag(seq)], use_bin_type=True)
+        ctx = encode_member_context(address, self._tag(seq))
         try:
             self._core.propose_conf_change(ConfChange(cc_type, str(node_id), ctx))
         except Exception as exc:
@@ -666,7 +588,7 @@ class RaftNode:
         second removal of a non-member, so it takes effect once."""
         seq, fut = self._new_waiter()
         self._own_removal = seq
-        ctx = msgpack.packb([None, self._tag(seq)], use_bin_type=True)
+        ctx = encode_member_context(None, self._tag(seq))
         cc = ConfChange(ConfChangeType.REMOVE, self.node_id, ctx)
         try:
             while not fut.done():
@@ -734,7 +656,7 @@ class RaftNode:
         if len(data) > self.config.max_datagram + 1024:
             self._count("oversize", f"{len(data)} bytes from {addr!r}")
             return
-        if data[:1] == bytes([_CTL]):
+        if is_control(data):
             self._on_control(data, addr)
             return
         try:
@@ -754,9 +676,9 @@ class RaftNode:
             core = self._core
             member = m.frm in core.voters or m.frm in core.learners
             if member or (not core.voters and len(self._addresses) < 256):
-                self._addresses[m.frm] = _norm_addr(addr)
+                self._addresses[m.frm] = norm_addr(addr)
                 self.log.info("learned address %r for member %s", addr, m.frm)
-        elif _norm_addr(addr) != known:
+        elif norm_addr(addr) != known:
             self._count("address_mismatch", f"{m.frm!r} claims {addr!r}, known as {known!r}")
             return
         if m.frm in self._removed_ids and not self._removed:
@@ -953,7 +875,7 @@ class RaftNode:
     def _learn_addresses(self, addrs: dict[str, Any]) -> None:
         for k, v in addrs.items():
             if k not in self._given:
-                self._addresses[k] = _norm_addr(v)
+                self._addresses[k] = norm_addr(v)
 
     def _apply_conf_change(self, e: Entry) -> None:
         try:
@@ -961,21 +883,18 @@ class RaftNode:
         except DecodeError as exc:
             self.log.error("undecodable conf change at %d: %s", e.index, exc)
             return
-        address, tag = None, b""
-        if cc.context:
-            try:
-                address, tag = msgpack.unpackb(cc.context, raw=False, max_str_len=1024,
-                                               max_array_len=16, max_map_len=16,
-                                               max_ext_len=0)
-            except Exception:
-                address, tag = None, b""
+        try:
+            address, tag = decode_member_context(cc.context)
+        except ValueError as exc:
+            self.log.warning("conf change at %d carries a bad context: %s", e.index, exc)
+            address, tag = None, b""
         # The core itself applies the change to its configuration at advance().
         if address is not None and cc.type in (ConfChangeType.ADD_VOTER,
                                                ConfChangeType.ADD_LEARNER):
             self._learn_addresses({cc.node_id: address})
         self.log.info("membership: %s %s (%s) at %d", cc.type.name, cc.node_id,
                       address, e.index)
-        parsed = self._untag(tag) if isinstance(tag, bytes) else None
+        parsed = self._untag(tag)
         if parsed is not None:
             origin, inc, seq, _ = parsed
             if origin == self.node_id and inc == self._incarnation:
@@ -999,8 +918,7 @@ class RaftNode:
                          "serves nothing more: wipe %s before using it for a new member",
                          index, why, self._data_dir)
         try:
-            _write_small_file(self._data_dir / REMOVED_MARKER, json.dumps(
-                {"id": self.node_id, "index": index, "time": time.time()}) + "\n")
+            mark_removed(self._data_dir, self.node_id, index)
         except OSError as exc:
             self.log.error("cannot write the %s marker: %s", REMOVED_MARKER, exc)
         # Our own request to be removed did what it asked, however we learned it.
@@ -1012,14 +930,13 @@ class RaftNode:
     def _notify_removed(self, nid: str) -> None:
         """Tell member ``nid`` it was removed (a committed fact: ids are never reused)."""
         now = self._loop.time()
-        if now - self._removed_notice_at.get(nid, -1e9) < _CTL_REMOVED_EVERY:
+        if now - self._removed_notice_at.get(nid, -1e9) < REMOVED_NOTICE_EVERY:
             return
         addr = self._addresses.get(nid)
         if addr is None or self._transport is None:
             return
         self._removed_notice_at[nid] = now
-        data = bytes([_CTL]) + msgpack.packb(
-            ["removed", nid, self.node_id, self._removed_ids[nid]], use_bin_type=True)
+        data = encode_removed_notice(RemovedNotice(nid, self.node_id, self._removed_ids[nid]))
         try:
             self._transport.sendto(data, addr)
         except (OSError, ValueError) as exc:
@@ -1027,20 +944,15 @@ class RaftNode:
 
     def _on_control(self, data: bytes, addr: Any) -> None:
         try:
-            obj = msgpack.unpackb(data[1:], raw=False, max_str_len=256, max_bin_len=0,
-                                  max_array_len=8, max_map_len=0, max_ext_len=0)
-            kind, to, frm, index = obj
-            ok = (kind == "removed" and isinstance(to, str) and isinstance(frm, str)
-                  and isinstance(index, int))
-        except Exception:
-            ok = False
-        if not ok:
-            self._count("malformed", f"control datagram from {addr!r}")
+            notice = decode_removed_notice(data)
+        except ValueError as exc:
+            self._count("malformed", f"control datagram from {addr!r}: {exc}")
             return
+        to, frm, index = notice.to, notice.frm, notice.index
         core = self._core
         # Only from a member we know, at the address we know it by.
         if (to != self.node_id or frm not in core.voters | core.learners
-                or self._addresses.get(frm) != _norm_addr(addr)):
+                or self._addresses.get(frm) != norm_addr(addr)):
             self._count("rejected", f"removed notice from {frm!r} at {addr!r}")
             return
         self._mark_removed(index, f"told by member {frm}")

@@ -11,6 +11,8 @@ Data dir layout (this text is also in the README)::
 
     DATA_DIR/
       LOCK                         flock()ed by the one process using the dir; holds its pid
+      MEMBER_ID                    the member id the dir belongs to   } identity markers:
+      REMOVED                      present once that member was removed } see ``datadir``
       wal/
         0000000000000001.wal       WAL segments, numbered in the order they were written;
         0000000000000002.wal       only the highest is appended to. A new segment is cut
@@ -76,6 +78,15 @@ from typing import Any
 
 import msgpack
 
+# The data dir's identity markers live beside the WAL; offered from here as well.
+from meshraft.raft.datadir import (  # noqa: F401
+    MEMBER_ID_FILE,
+    REMOVED_MARKER,
+    RemovedMemberDataDir,
+    check_data_dir_identity,
+    mark_removed,
+    write_member_id,
+)
 from meshraft.raft.errors import (
     CorruptSnapshot,
     CorruptWAL,

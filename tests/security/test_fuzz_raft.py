@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 
 import msgpack
-from hypothesis import HealthCheck, event, given, settings
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from meshraft.raft.core import RaftCore
@@ -179,18 +180,85 @@ envelopes = st.builds(
     st.binary(max_size=16), st.dictionaries(st.text(max_size=3), values, max_size=3))
 
 
+def is_address(a: object) -> bool:
+    """A transport address: a non-empty str, or a (host, port[, flow, scope]) tuple."""
+    if isinstance(a, str):
+        return bool(a)
+    return (isinstance(a, tuple) and len(a) in (2, 4) and isinstance(a[0], str)
+            and all(type(x) is int and x >= 0 for x in a[1:]))
+
+
 @FAST
 @given(st.binary(max_size=300) | values.map(lambda v: msgpack.packb(v, use_bin_type=True))
        | envelopes.map(lambda v: msgpack.packb(v, use_bin_type=True)))
+# Regressions found by hypothesis: a NaN float accepted as a member's address.
+@example(b"\x93\x01\x81\xa0\xcb\x7f\xf1\x00\x00\x00\x00\x00\x00\xc4\x00")
+@example(msgpack.packb([1, {"1": float("nan")}, b""], use_bin_type=True))
+@example(msgpack.packb([2, {"1": ["h", 1]}, b"", {"2": True}], use_bin_type=True))
+@example(msgpack.packb([1, {"1": ["h", -1]}, b""], use_bin_type=True))
 def test_snapshot_envelope_decode_only_raises_value_error(data: bytes) -> None:
     """A snapshot arrives from the leader over the network: its envelope (addresses,
-    removed ids, the state machine's bytes) decodes or raises ValueError."""
-    from meshraft.raft.node import decode_snapshot_envelope_full, encode_snapshot_envelope
+    removed ids, the state machine's bytes) decodes or raises ValueError, and what it
+    returns has the types its caller expects."""
+    from meshraft.raft.envelope import decode_snapshot_envelope_full, encode_snapshot_envelope
 
     try:
         addrs, sm_data, removed = decode_snapshot_envelope_full(data)
     except ValueError:
         return
     assert isinstance(sm_data, bytes) and all(isinstance(v, int) for v in removed.values())
+    assert all(type(v) is int and v >= 0 for v in removed.values()), removed
+    assert all(isinstance(k, str) and k for k in [*addrs, *removed]), (addrs, removed)
+    assert all(is_address(a) for a in addrs.values()), addrs
     again = decode_snapshot_envelope_full(encode_snapshot_envelope(addrs, sm_data, removed))
     assert again == (addrs, sm_data, removed)
+
+
+def test_the_nan_address_envelope_is_refused() -> None:
+    from meshraft.raft.envelope import decode_snapshot_envelope_full
+
+    for blob in (b"\x93\x01\x81\xa0\xcb\x7f\xf1\x00\x00\x00\x00\x00\x00\xc4\x00",
+                 msgpack.packb([1, {"1": float("nan")}, b""], use_bin_type=True)):
+        with pytest.raises(ValueError):
+            decode_snapshot_envelope_full(blob)
+
+
+@FAST
+@given(st.binary(max_size=100) | values.map(lambda v: msgpack.packb(v, use_bin_type=True))
+       | st.tuples(scalars, scalars, scalars).map(
+           lambda t: b"\xc1" + msgpack.packb(["removed", *t], use_bin_type=True)))
+@example(b"\xc1" + msgpack.packb(["removed", "1", "2", True], use_bin_type=True))
+@example(b"\xc1" + msgpack.packb(["removed", "1", "2", -1], use_bin_type=True))
+@example(b"\xc1" + msgpack.packb(["removed", "", "2", 1], use_bin_type=True))
+def test_removal_notice_decode_only_raises_value_error(data: bytes) -> None:
+    """A removal notice comes from the network: it decodes to ids (non-empty str) and
+    a non-negative int index, or raises ValueError."""
+    from meshraft.raft.notices import RemovedNotice, decode_removed_notice, encode_removed_notice
+
+    try:
+        n = decode_removed_notice(data)
+    except ValueError:
+        return
+    assert isinstance(n, RemovedNotice)
+    assert isinstance(n.to, str) and n.to and isinstance(n.frm, str) and n.frm
+    assert type(n.index) is int and n.index >= 0
+    assert decode_removed_notice(encode_removed_notice(n)) == n
+
+
+@FAST
+@given(st.binary(max_size=100) | values.map(lambda v: msgpack.packb(v, use_bin_type=True))
+       | st.tuples(values, st.binary(max_size=8)).map(
+           lambda t: msgpack.packb(list(t), use_bin_type=True)))
+@example(msgpack.packb([float("nan"), b"t"], use_bin_type=True))
+@example(msgpack.packb([["h", 1.5], b"t"], use_bin_type=True))
+def test_member_change_context_decode_only_raises_value_error(data: bytes) -> None:
+    """A membership change's context (the new member's address, the proposer's tag)
+    comes from the log: an address or None and bytes, or ValueError."""
+    from meshraft.raft.envelope import decode_member_context, encode_member_context
+
+    try:
+        address, tag = decode_member_context(data)
+    except ValueError:
+        return
+    assert isinstance(tag, bytes) and (address is None or is_address(address)), address
+    assert decode_member_context(encode_member_context(address, tag)) == (address, tag)
