@@ -1,4 +1,5 @@
-"""History: the JSON-lines event format of DESIGN.md, its validation, and the writer.
+"""History: the JSON-lines event format (docs/architecture.md#jepsen-lite), its
+validation, and the writer.
 
 This module owns reading, validating and writing histories, and pairing client
 events into operations. It knows nothing of models or of how a history is checked,
@@ -20,7 +21,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -329,10 +330,6 @@ class HistoryWriter:
              error: str | None = None, **extra: Any) -> dict[str, Any]:
         return self.append(process, "info", f, value, key=key, error=error, **extra)
 
-    @property
-    def next_index(self) -> int:
-        return self._next
-
     def close(self) -> None:
         with self._lock:
             if self._owns and not self._fh.closed:
@@ -351,13 +348,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def iter_client_events(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Only the events of integer (client) processes."""
-    for ev in events:
-        if _is_int(ev.get("process")):
-            yield ev
 
 
 def write_history(path: str | os.PathLike[str], events: Iterable[dict[str, Any]]) -> None:

@@ -2,8 +2,8 @@
 
 A model is a small object with ``init``, ``step``, ``partition_key`` and ``describe``
 (plus ``validate`` and ``read_only`` hints). This module owns the two models of
-DESIGN.md — ``cas-register`` and ``kv`` — and the registry of models by name. A
-model never searches, never reads files and never keeps state between calls:
+docs/architecture.md#jepsen-lite — ``cas-register`` and ``kv`` — and the registry of
+models by name. A model never searches, never reads files and never keeps state between calls:
 states are immutable, hashable values, so the checker can intern and memoise them.
 
 To add a model, subclass :class:`Model` (module-level, so it pickles into worker
