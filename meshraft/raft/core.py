@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -59,7 +59,9 @@ from .messages import (
 from .progress import Progress, ProgressState
 
 __all__ = [
+    "ConfChangeOutcome",
     "ConfChangeRejected",
+    "ConfChangeVerdict",
     "LogSafetyError",
     "ProposalDropped",
     "RaftConfig",
@@ -83,6 +85,29 @@ class ProposalDropped(Unavailable):
 class ConfChangeRejected(ProposalDropped):
     """A membership change the leader refuses now (one pending, no-op not yet
     committed, learner not caught up) or at all (invalid for the configuration)."""
+
+
+class ConfChangeOutcome(Enum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"  # can never succeed as asked (for this configuration)
+    BUSY = "busy"  # must wait: the leader's no-op, or another change, is not applied yet
+    NOT_LEADER = "not_leader"  # allowed by the configuration, but only the leader proposes
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChangeVerdict:
+    """Whether a membership change may be proposed now, and why not."""
+
+    outcome: ConfChangeOutcome
+    reason: str = ""
+    leader: str | None = None  # with NOT_LEADER: the leader this member knows, if any
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is ConfChangeOutcome.ALLOWED
+
+
+_ALLOWED = ConfChangeVerdict(ConfChangeOutcome.ALLOWED)
 
 
 class Role(Enum):
@@ -310,13 +335,67 @@ class RaftCore:
         return self._propose_entry(EntryType.NORMAL, bytes(data))
 
     def propose_conf_change(self, cc: ConfChange) -> int | None:
-        """Propose a single-server membership change (see ConfChangeRejected)."""
+        """Propose a single-server membership change. The leader raises
+        ConfChangeRejected with the reason when :meth:`check_conf_change` does not
+        allow it; a follower forwards it (the leader judges it again)."""
         data = cc.encode()
         if self.role is Role.LEADER:
-            reason = self._conf_change_refusal(cc)
-            if reason:
-                raise ConfChangeRejected(reason)
+            verdict = self.check_conf_change(cc.type, cc.node_id)
+            if not verdict.allowed:
+                raise ConfChangeRejected(verdict.reason)
         return self._propose_entry(EntryType.CONF_CHANGE, data)
+
+    def check_conf_change(self, cc_type: ConfChangeType, node_id: str,
+                          removed: Mapping[str, int] | None = None) -> ConfChangeVerdict:
+        """The one place that decides whether a single-server membership change may
+        be proposed here now. ``removed`` maps ids removed from the cluster (never
+        to be reused) to the index of their removal, as the driver keeps them.
+
+        On the leader: BUSY while its no-op of this term or another change is not
+        applied; REFUSED for what the configuration can never take (an id already
+        in it, one removed before, a non-member, the last voter, a learner too far
+        behind to promote); else ALLOWED. On a follower, whose configuration is
+        current once it passed a read barrier: REFUSED as above (except the
+        learner's lag, which only the leader knows), else NOT_LEADER with the
+        leader it knows. The reasons are the messages callers show."""
+        n = node_id
+        leader = self.role is Role.LEADER
+        if leader:
+            if self.log.term(self.log.committed) != self.term:
+                # Before judging the configuration: a new leader may not have applied it.
+                return ConfChangeVerdict(
+                    ConfChangeOutcome.BUSY,
+                    "busy: the leader's no-op of its term has not committed yet; retry")
+            if self.pending_conf_index > self.log.applied:
+                return ConfChangeVerdict(
+                    ConfChangeOutcome.BUSY,
+                    "busy: another membership change is pending, still in progress; "
+                    "retry when it has been applied")
+        refusal = self._conf_change_refusal(cc_type, n, removed or {})
+        if refusal:
+            return ConfChangeVerdict(ConfChangeOutcome.REFUSED, refusal)
+        if not leader:
+            if self.lead is None:
+                return ConfChangeVerdict(
+                    ConfChangeOutcome.NOT_LEADER,
+                    "no leader known: membership changes need one; retry")
+            return ConfChangeVerdict(
+                ConfChangeOutcome.NOT_LEADER,
+                f"membership changes go through the leader, member {self.lead}", self.lead)
+        if cc_type is ConfChangeType.PROMOTE:
+            pr = self.prs.get(n)
+            match = pr.match if pr is not None else 0
+            last = self.log.last_index()
+            lag = self.cfg.promote_max_lag
+            # Caught up: it has acknowledged entries (it runs and takes our log) and its
+            # match index is within promote_max_lag entries of our last index.
+            if match == 0 or match + lag < last:
+                return ConfChangeVerdict(
+                    ConfChangeOutcome.REFUSED,
+                    f"learner {n} has not caught up: its match index is {match}, the "
+                    f"leader's last index {last}; it can be promoted once it is within "
+                    f"{lag} entries (see `member list`), retry then")
+        return _ALLOWED
 
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read point. A ReadState with ``ctx`` appears in a
@@ -498,6 +577,11 @@ class RaftCore:
     @property
     def commit(self) -> int:
         return self.log.committed
+
+    @property
+    def persisted_index(self) -> int:
+        """The last index the driver said is on disk (advance() of a saved Ready)."""
+        return self.log.persisted
 
     def status(self) -> dict:
         st = {
@@ -1055,7 +1139,8 @@ class RaftCore:
                     continue
                 if e.type == EntryType.CONF_CHANGE:
                     try:
-                        reason = self._conf_change_refusal(ConfChange.decode(e.data))
+                        cc = ConfChange.decode(e.data)
+                        reason = self.check_conf_change(cc.type, cc.node_id).reason
                     except DecodeError as err:
                         reason = str(err)
                     if reason:
@@ -1137,29 +1222,41 @@ class RaftCore:
             self._send_append(to)
 
     # ---- membership -----------------------------------------------------------------
-    def _conf_change_refusal(self, cc: ConfChange) -> str | None:
-        if self.log.term(self.log.committed) != self.term:
-            return "the leader's no-op of this term is not committed yet"
-        if self.pending_conf_index > self.log.applied:
-            return "another membership change is still pending"
-        n = cc.node_id
-        t = cc.type
-        if t is ConfChangeType.ADD_VOTER and n in self.voters:
-            return f"{n} is already a voter"
-        if t is ConfChangeType.ADD_LEARNER and (n in self.voters or n in self.learners):
-            return f"{n} is already a member"
+    def _conf_change_refusal(self, t: ConfChangeType, n: str,
+                             removed: Mapping[str, int]) -> str | None:
+        """Why the configuration can never take this change (None: it can)."""
+        adding = t in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER)
+        if adding and n in removed:
+            return (f"member id {n} was removed from the cluster (at index {removed[n]}) "
+                    "and ids are never reused: add the new member under a new id, with an "
+                    "empty data dir")
+        voters, learners = self.voters, self.learners
+        if adding and (n in voters or n in learners):
+            return f"{n} is already a {'voter' if n in voters else 'learner'}"
         if t is ConfChangeType.PROMOTE:
-            if n not in self.learners:
-                return f"{n} is not a learner"
-            pr = self.prs.get(n)
-            if pr is None or pr.match + self.cfg.promote_max_lag < self.log.last_index():
-                return f"learner {n} has not caught up yet"
+            if n in voters:
+                return f"{n} is already a voter"
+            if n not in learners:
+                return (f"{n} is not a member: add it as a learner first "
+                        f"(`member add {n} HOST:PORT --learner`)")
         if t is ConfChangeType.REMOVE:
-            if n not in self.voters and n not in self.learners:
-                return f"{n} is not a member"
-            if self.voters == {n}:
+            if n not in voters and n not in learners:
+                extra = f" (it was removed at index {removed[n]})" if n in removed else ""
+                return f"{n} is not a member{extra}"
+            if voters == {n}:
                 return "cannot remove the last voter"
         return None
+
+    def transfer_candidate(self, exclude: str) -> str | None:
+        """The most caught-up voter other than ``exclude`` (lowest id on a tie), as
+        this leader knows it; None if there is none or this member does not lead."""
+        if self.role is not Role.LEADER:
+            return None
+        prs = self.prs
+        others = [v for v in self.voters if v != exclude]
+        if not others:
+            return None
+        return min(others, key=lambda v: (-(prs[v].match if v in prs else 0), v))
 
     def _apply_conf_entry(self, e: Entry) -> None:
         self.conf_applied_index = e.index

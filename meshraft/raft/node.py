@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshraft.raft.core import RaftConfig, RaftCore
+from meshraft.raft.core import ConfChangeOutcome, RaftConfig, RaftCore
 from meshraft.raft.envelope import (
     decode_member_context,
     decode_snapshot_envelope_full,
@@ -263,6 +263,7 @@ class RaftNode:
             max_committed_bytes_per_ready=self.config.apply_batch_bytes,
             **self.config.extra,
         )
+        self._max_entry_bytes = cfg.max_entry_bytes
         entries = self.storage.entries(self.storage.first_index(), self.storage.last_index() + 1)
         # The core bootstraps only a brand-new member (no state at all) from the
         # initial voters; on restart the configuration comes from the snapshot and log.
@@ -295,7 +296,7 @@ class RaftNode:
     @property
     def max_proposal_bytes(self) -> int:
         """The largest ``data`` :meth:`propose` takes (one entry must fit a datagram)."""
-        return self._core.cfg.max_entry_bytes - len(self._tag(0))
+        return self._max_entry_bytes - len(self._tag(0))
 
     def status(self) -> dict:
         """Plain, JSON-serialisable facts about this member."""
@@ -468,66 +469,27 @@ class RaftNode:
     async def _membership_check(self, cc_type: ConfChangeType, n: str,
                                 timeout: float) -> None:
         """Refuse at once what cannot succeed (MembershipRefused), what needs the leader
-        (NotLeader) and what must wait (Busy); the core checks again when proposing.
-        A follower judges the configuration only after a read barrier (it has applied
+        (NotLeader) and what must wait (Busy): the core decides, this maps its verdict
+        to errors. A follower has it judged only after a read barrier (it has applied
         everything committed before the request: it may not have applied the add a
         promote follows), then sends the caller to the leader."""
-        core = self._core
-        leader = core.role_name == "leader"
-        if not leader:
+        if self._core.role_name != "leader":
             try:
                 await self.read_barrier(timeout=timeout)
             except Timeout:
                 raise Unavailable("could not confirm the configuration with the leader in "
                                   "time; retry") from None
-        elif core.log.term(core.log.committed) != core.term:
-            # Before judging the configuration: a new leader may not have applied it yet.
-            raise Busy("busy: the leader's no-op of its term has not committed yet; retry")
-        elif core.pending_conf_index > core.log.applied:
-            raise Busy("busy: another membership change is still in progress; retry when "
-                       "it has been applied")
-        adding = cc_type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER)
-        if adding and n in self._removed_ids:
-            raise MembershipRefused(
-                f"member id {n} was removed from the cluster (at index {self._removed_ids[n]}) "
-                "and ids are never reused: add the new member under a new id, with an empty "
-                "data dir")
-        voters, learners = set(core.voters), set(core.learners)
-        if adding and (n in voters or n in learners):
-            raise MembershipRefused(
-                f"{n} is already a {'voter' if n in voters else 'learner'}")
-        if cc_type is ConfChangeType.PROMOTE:
-            if n in voters:
-                raise MembershipRefused(f"{n} is already a voter")
-            if n not in learners:
-                raise MembershipRefused(
-                    f"{n} is not a member: add it as a learner first "
-                    f"(`member add {n} HOST:PORT --learner`)")
-        if cc_type is ConfChangeType.REMOVE:
-            if n not in voters and n not in learners:
-                extra = (f" (it was removed at index {self._removed_ids[n]})"
-                         if n in self._removed_ids else "")
-                raise MembershipRefused(f"{n} is not a member{extra}")
-            if voters == {n}:
-                raise MembershipRefused("cannot remove the last voter")
-        if core.role_name != "leader":
-            lead = core.lead
-            if lead is None:
-                raise Unavailable("no leader known: membership changes need one; retry")
-            raise NotLeader(f"membership changes go through the leader, member {lead}",
-                            leader_id=lead)
-        if cc_type is ConfChangeType.PROMOTE:
-            pr = core.prs.get(n)
-            match = pr.match if pr is not None else 0
-            last = core.log.last_index()
-            lag = core.cfg.promote_max_lag
-            # Caught up: it has acknowledged entries (it runs and takes our log) and its
-            # match index is within promote_max_lag entries of our last index.
-            if match == 0 or match + lag < last:
-                raise MembershipRefused(
-                    f"learner {n} has not caught up: its match index is {match}, the "
-                    f"leader's last index {last}; it can be promoted once it is within {lag} "
-                    "entries (see `member list`), retry then")
+        verdict = self._core.check_conf_change(cc_type, n, self._removed_ids)
+        outcome = verdict.outcome
+        if outcome is ConfChangeOutcome.ALLOWED:
+            return
+        if outcome is ConfChangeOutcome.REFUSED:
+            raise MembershipRefused(verdict.reason)
+        if outcome is ConfChangeOutcome.BUSY:
+            raise Busy(verdict.reason)
+        if verdict.leader is None:
+            raise Unavailable(verdict.reason)
+        raise NotLeader(verdict.reason, leader_id=verdict.leader)
 
     async def _conf_change(self, cc_type: ConfChangeType, node_id: str, address: Any,
                            timeout: float) -> None:
@@ -567,9 +529,9 @@ class RaftNode:
         self._check_writable()
         await self._membership_check(ConfChangeType.REMOVE, n, timeout)  # before a hand-over
         deadline = self._loop.time() + timeout
-        prs = core.prs
-        target = min((v for v in core.voters if v != n),
-                     key=lambda v: (-(prs[v].match if v in prs else 0), v))
+        target = core.transfer_candidate(exclude=n)
+        if target is None:  # (the check above refuses removing the last voter)
+            raise Unavailable("no other voter to hand leadership to; retry")
         try:
             await self.transfer_leadership(target, timeout=min(2.0, timeout / 2))
         except RaftError as exc:
@@ -760,7 +722,7 @@ class RaftNode:
             # so a member never applies past what its own log holds.
             save = asyncio.ensure_future(
                 self.storage.save(rd.hard_state, rd.entries, rd.snapshot))
-            on_disk = self._core.log.persisted
+            on_disk = self._core.persisted_index
             n_early = 0
             if rd.snapshot is None or rd.snapshot.meta.index == 0:
                 while n_early < len(committed) and committed[n_early].index <= on_disk:
