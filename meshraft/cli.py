@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -42,6 +42,9 @@ from meshraft.kv.state_machine import (
     DEFAULT_MAX_KEY,
     DEFAULT_MAX_VALUE,
 )
+
+if TYPE_CHECKING:
+    from meshraft.member import MemberConfig
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -110,14 +113,6 @@ def parse_hostport(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise click.BadParameter(f"{what} {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
-def parse_hostport_plain(text: str) -> tuple[str, int]:
-    """HOST:PORT -> (host, port); ValueError otherwise (for code outside click)."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
 
 
@@ -659,18 +654,19 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
     except OSError as exc:
         fail(f"cannot create --data-dir {data_dir}: {exc}", EXIT_USAGE)
     setup_logging(log_level, node_id)
+    from meshraft.member import MemberConfig, StartupError
+
+    config = MemberConfig(
+        node_id=node_id, peers=peers, listen=listen_addr, client=client, data_dir=data_dir,
+        transport=transport, password=password, join=join, snapshot_entries=snapshot_entries,
+        client_tls=client_tls, client_token=client_token,
+        limits=(max_key_bytes, max_value_bytes))
     try:
-        asyncio.run(_serve(node_id, peers, listen_addr, client, data_dir, transport, password,
-                           join, snapshot_entries, client_tls, client_token,
-                           limits=(max_key_bytes, max_value_bytes)))
+        asyncio.run(run_member(config))
     except KeyboardInterrupt:
         pass
     except StartupError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-
-
-class StartupError(Exception):
-    pass
 
 
 def _client_security(cert: str | None, key: str | None, trusted_ca: str | None,
@@ -700,118 +696,21 @@ def _client_security(cert: str | None, key: str | None, trusted_ca: str | None,
     return ctx, token
 
 
-async def _serve(node_id: str, peers: dict[str, tuple[str, int]], listen: tuple[str, int],
-                 client: tuple[str, int], data_dir: Path, transport: str,
-                 password: bytes | None, join: bool, snapshot_entries: int | None = None,
-                 client_tls: Any = None, client_token: bytes | None = None,
-                 limits: tuple[int, int] | None = None) -> None:
-    from meshraft.kv.server import KVServer
-    from meshraft.kv.state_machine import KVStateMachine, Limits
-    from meshraft.raft import errors
-    from meshraft.raft.node import NodeConfig, RaftNode
+async def run_member(config: MemberConfig) -> None:
+    """Run one member until SIGTERM or SIGINT (the wiring is meshraft.member's)."""
+    from meshraft.member import Member
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    if transport == "mesh":
-        try:
-            from meshraft.mesh import Router
-            from meshraft.meshconn import create_mesh_endpoint
-        except ImportError as exc:
-            raise StartupError(f"the mesh transport is not available: {exc}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Take the client port first: a member that cannot serve clients should not join Raft.
-    try:
-        client_sock = socket.create_server(client, reuse_port=False)
-    except OSError as exc:
-        raise StartupError(f"cannot listen for clients on {client[0]}:{client[1]}: "
-                           f"{exc.strerror or exc}") from None
-    sm = KVStateMachine(Limits(*limits) if limits else None)
-    router = None
-    status_extra: Callable[[], dict[str, Any]]
-    member_addresses: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    node = None
-    server = None
-    try:
-        if transport == "mesh":
-            others = [f"{h}:{p}" for pid, (h, p) in peers.items() if pid != node_id]
-            try:
-                router = await Router.start(name=node_id, listen=listen, peers=others,
-                                            password=password)
-            except OSError as exc:
-                raise StartupError(f"cannot listen on {listen[0]}:{listen[1]}: {exc}") from None
-            mesh = router
-
-            async def transport_factory(protocol_factory):
-                return await create_mesh_endpoint(mesh, protocol_factory, channel="raft")
-
-            raft_peers: dict[str, Any] = {pid: pid for pid in peers}
-
-            def status_extra() -> dict[str, Any]:
-                return {"transport": "mesh", "mesh": mesh.status()}
-
-            def member_address(nid: str, addr: str) -> Any:
-                # Raft addresses members by mesh name; the new member dials in (--join)
-                # and the mesh learns its address from gossip.
-                parse_hostport_plain(addr)
-                return nid
-
-            def mesh_member_addresses(names: dict[str, Any]) -> dict[str, Any]:
-                # Raft knows members by mesh name: show the peer address the mesh has
-                # learned for each (None while a member is not in the mesh).
-                known = {peer.get("name"): peer.get("address")
-                         for peer in mesh.status().get("peers", []) if isinstance(peer, dict)}
-                return {nid: known.get(nid) for nid in names}
-
-            member_addresses = mesh_member_addresses
-        else:
-            from meshraft.raft.udp import udp_transport_factory
-
-            udp = udp_transport_factory(listen)
-
-            async def transport_factory(protocol_factory):
-                try:
-                    return await udp(protocol_factory)
-                except OSError as exc:
-                    raise StartupError(
-                        f"cannot bind UDP {listen[0]}:{listen[1]}: {exc}") from None
-
-            raft_peers = dict(peers)
-
-            def status_extra() -> dict[str, Any]:
-                return {"transport": "udp", "mesh": {"peers": [], "routes": {}}}
-
-            def member_address(nid: str, addr: str) -> Any:
-                return parse_hostport_plain(addr)
-
-        try:
-            config = NodeConfig()
-            if snapshot_entries is not None:
-                config.snapshot_entries = snapshot_entries
-                config.compaction_margin = min(config.compaction_margin, snapshot_entries)
-            node = await RaftNode.start(node_id=node_id, peers=raft_peers,
-                                        transport_factory=transport_factory, data_dir=data_dir,
-                                        state_machine=sm, join=join, config=config)
-        except errors.StorageError as exc:
-            raise StartupError(str(exc)) from None
-        server = KVServer(node, sm, host=client[0], port=client[1], status_extra=status_extra,
-                          member_address=member_address, member_addresses=member_addresses,
-                          ssl=client_tls, token=client_token)
-        await server.start(sock=client_sock)
-        click.echo(f"meshraft node {node_id}: clients on {server.host}:{server.port}, "
-                   f"peers on {listen[0]}:{listen[1]} ({transport}), data in {data_dir}",
-                   err=False)
+    async with Member(config) as m:
+        click.echo(f"meshraft node {config.node_id}: clients on {m.client_endpoint}, "
+                   f"peers on {config.listen[0]}:{config.listen[1]} ({config.transport}), "
+                   f"data in {config.data_dir}", err=False)
         sys.stdout.flush()
         await stop.wait()
         log.info("stopping")
-    finally:
-        if server is not None:
-            await server.stop()
-        if node is not None:
-            await node.stop()
-        if router is not None:
-            await router.stop()
-        client_sock.close()
     log.info("stopped")
 
 
