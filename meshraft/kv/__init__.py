@@ -1,6 +1,84 @@
-"""The key-value service: the replicated state machine (``state_machine``), the
-client protocol (``protocol``), the TCP server in front of a Raft node
-(``server``) and the Python client (``client``).
+"""The key-value service: a linearizable, replicated key-value store on a Raft node.
 
-kv builds on ``meshraft.raft.node``'s public API only and knows nothing of the
-mesh or the CLI."""
+What the package offers (import it from here)::
+
+    from meshraft.kv import Client            # blocking client (scripts)
+    from meshraft.kv import AsyncClient       # asyncio client (applications)
+
+    with Client("127.0.0.1:2379,127.0.0.1:2381") as c:
+        c.put("greeting", "hello")
+        c.get("greeting").value               # b"hello"; None if absent
+
+- ``Client`` / ``AsyncClient``: put, get, delete, cas, list, status, members and
+  membership changes, with retries across endpoints and exactly-once writes;
+  results are ``KeyValue``, ``PutResult``, ``DeleteResult``, ``CasResult``.
+- Errors, all ``MeshraftError`` with a protocol ``code``: ``BadRequest``
+  (``TooLarge``), ``Unauthorized``, ``TLSFailure``, ``Unavailable`` (``Busy``:
+  certainly not applied), ``OutcomeUnknown`` (a write that may or may not apply),
+  ``ProtocolViolation``.
+- ``KVServer``: the client protocol in front of a ``meshraft.raft.node.RaftNode``;
+  ``KVStateMachine`` (with ``Limits``): the replicated state it serves.
+
+Modules: ``state_machine`` (the replicated state), ``protocol`` (the wire format
+and error codes), ``server``, ``client``, ``retry`` (the client's retry policy),
+``errors``, ``tls``. kv builds on ``meshraft.raft.node``'s public API only and
+knows nothing of the mesh or the CLI. Names are imported on first use, so
+importing one module of the package does not load the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "DeleteResult", "KVServer",
+    "KVStateMachine", "KeyValue", "Limits", "MeshraftError", "OutcomeUnknown",
+    "ProtocolViolation", "PutResult", "TLSFailure", "TooLarge", "Unauthorized", "Unavailable",
+]
+
+_HOME = {
+    **dict.fromkeys(["AsyncClient", "CasResult", "Client", "DeleteResult", "KeyValue",
+                     "PutResult"], "meshraft.kv.client"),
+    **dict.fromkeys(["BadRequest", "Busy", "MeshraftError", "OutcomeUnknown",
+                     "ProtocolViolation", "TLSFailure", "TooLarge", "Unauthorized",
+                     "Unavailable"], "meshraft.kv.errors"),
+    "KVServer": "meshraft.kv.server",
+    **dict.fromkeys(["KVStateMachine", "Limits"], "meshraft.kv.state_machine"),
+}
+
+if TYPE_CHECKING:
+    from meshraft.kv.client import (
+        AsyncClient,
+        CasResult,
+        Client,
+        DeleteResult,
+        KeyValue,
+        PutResult,
+    )
+    from meshraft.kv.errors import (
+        BadRequest,
+        Busy,
+        MeshraftError,
+        OutcomeUnknown,
+        ProtocolViolation,
+        TLSFailure,
+        TooLarge,
+        Unauthorized,
+        Unavailable,
+    )
+    from meshraft.kv.server import KVServer
+    from meshraft.kv.state_machine import KVStateMachine, Limits
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -84,7 +84,6 @@ __all__ = [
 HEADER = struct.Struct(">I")
 # Room around the largest key + value for the request's other fields.
 FRAME_OVERHEAD = 64 * 1024
-READ_OPS = ("get", "list", "status", "ping")
 
 
 def max_frame_for(max_key: int = DEFAULT_MAX_KEY, max_value: int = DEFAULT_MAX_VALUE) -> int:
