@@ -21,14 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from meshraft.bench import (  # noqa: E402
+from meshraft.bench import (
     LoadSpec,
     LocalCluster,
     cpu_seconds,

@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+# Siblings in benchmarks/: a script's own dir is on sys.path, and pytest adds
+# benchmarks/ (pyproject's pythonpath) for the tests that import them.
+import etcd_driver
+import pysyncobj_frontend
 
-import etcd_driver  # noqa: E402
-import pysyncobj_frontend  # noqa: E402
-
-from meshraft.bench import (  # noqa: E402
+from meshraft.bench import (
     BenchError,
     BenchResult,
     LoadSpec,
@@ -48,6 +46,7 @@ from meshraft.bench import (  # noqa: E402
 )
 
 log = logging.getLogger("bench.compare")
+HERE = Path(__file__).resolve().parent
 
 SYSTEMS = ("meshraft-mesh", "meshraft-udp", "etcd", "pysyncobj")
 WORKLOADS = {

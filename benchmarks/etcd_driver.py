@@ -32,16 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshraft.bench import (
-    BenchError,
-    ClusterContext,
-    LocalProcess,
-    free_ports,
-    make_tempdir,
-    remove_tree,
-    spawn,
-    stop_all,
-)
+from meshraft.bench import BenchError, make_tempdir, remove_tree
+from meshraft.localcluster import ClusterContext, MemberProcess, start_process, stop_processes
+from meshraft.ports import free_ports
 
 log = logging.getLogger("bench.etcd")
 
@@ -264,7 +257,7 @@ class EtcdCluster(ClusterContext):
     binary: str = "etcd"
     host: str = "127.0.0.1"
     root: Path | None = None
-    procs: list[LocalProcess] = field(default_factory=list)
+    procs: list[MemberProcess] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
     version: str = ""
 
@@ -296,7 +289,7 @@ class EtcdCluster(ClusterContext):
                 "--initial-cluster-state", "new",
                 "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
             ]
-            self.procs.append(spawn(name, argv, self.root))
+            self.procs.append(start_process(name, argv, self.root / f"{name}.log"))
         await self._wait_ready(ready_within)
 
     async def _wait_ready(self, ready_within: float) -> None:
@@ -334,7 +327,7 @@ class EtcdCluster(ClusterContext):
         raise BenchError("no etcd leader found")
 
     def stop(self) -> None:
-        stop_all(self.procs)
+        stop_processes(self.procs)
         self.procs.clear()
         remove_tree(self.root)
         self.root = None

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kv_cluster import LocalCluster
-
 from meshraft.kv.client import AsyncClient, MeshraftError
+from meshraft.localcluster import LocalCluster, plan_members
 
 
 async def one_round(cl: LocalCluster, rnd: int) -> tuple[float, float]:
-    leader = cl.wait_leader()
+    leader = await cl.wait_leader()
     survivors = [i for i in cl.ids if i != leader]
     acked_after_kill: list[float] = []
     killed_at: list[float] = []
@@ -51,7 +48,7 @@ async def one_round(cl: LocalCluster, rnd: int) -> tuple[float, float]:
         while True:
             for i in survivors:
                 try:
-                    async with AsyncClient([cl.client[i]], timeout=0.3,
+                    async with AsyncClient([cl.member(i).client], timeout=0.3,
                                            connect_timeout=0.2) as c:
                         st = await c.status()
                 except MeshraftError:
@@ -73,18 +70,24 @@ async def one_round(cl: LocalCluster, rnd: int) -> tuple[float, float]:
 
 
 async def run(rounds: int, transport: str) -> None:
-    with LocalCluster(3, transport) as cl:
-        cl.wait_leader()
-        elect, ack = [], []
-        for r in range(rounds):
-            e, a = await one_round(cl, r)
-            elect.append(e)
-            ack.append(a)
-            print(f"round {r + 1}: new leader after {e:.2f} s, first acknowledged write "
-                  f"after {a:.2f} s", flush=True)
-        print(f"median of {rounds}: new leader {statistics.median(elect):.2f} s, first "
-              f"acknowledged write {statistics.median(ack):.2f} s (max {max(ack):.2f} s, "
-              f"{transport})")
+    with (tempfile.TemporaryDirectory(prefix="meshraft-bench-", ignore_cleanup_errors=True) as root,
+          LocalCluster(plan_members(3), Path(root), transport=transport,
+                       extra_args=["--log-level", "warning"], new_session=False) as cl):
+        await rounds_on(cl, rounds, transport)
+
+
+async def rounds_on(cl: LocalCluster, rounds: int, transport: str) -> None:
+    await cl.wait_leader()
+    elect, ack = [], []
+    for r in range(rounds):
+        e, a = await one_round(cl, r)
+        elect.append(e)
+        ack.append(a)
+        print(f"round {r + 1}: new leader after {e:.2f} s, first acknowledged write "
+              f"after {a:.2f} s", flush=True)
+    print(f"median of {rounds}: new leader {statistics.median(elect):.2f} s, first "
+          f"acknowledged write {statistics.median(ack):.2f} s (max {max(ack):.2f} s, "
+          f"{transport})")
 
 
 def main() -> None:

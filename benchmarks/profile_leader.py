@@ -25,10 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from meshraft.bench import (  # noqa: E402
+from meshraft.bench import (
     BenchError,
     LoadSpec,
     LocalCluster,
@@ -41,6 +38,7 @@ from meshraft.bench import (  # noqa: E402
     run_load,
 )
 
+HERE = Path(__file__).resolve().parent
 _FRAME_LINE = re.compile(r":\d+\)$")
 
 

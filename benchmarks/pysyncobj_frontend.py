@@ -38,20 +38,11 @@ from typing import Any
 
 import msgpack
 
-_THIS = Path(__file__).resolve()
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(_THIS.parent.parent))
+from meshraft.bench import BenchError, make_tempdir, remove_tree
+from meshraft.localcluster import ClusterContext, MemberProcess, start_process, stop_processes
+from meshraft.ports import free_ports
 
-from meshraft.bench import (  # noqa: E402
-    BenchError,
-    ClusterContext,
-    LocalProcess,
-    free_ports,
-    make_tempdir,
-    remove_tree,
-    spawn,
-    stop_all,
-)
+_THIS = Path(__file__).resolve()
 
 log = logging.getLogger("bench.pysyncobj")
 
@@ -241,7 +232,7 @@ class PySyncObjCluster(ClusterContext):
     batch: bool = False
     host: str = "127.0.0.1"
     root: Path | None = None
-    procs: list[LocalProcess] = field(default_factory=list)
+    procs: list[MemberProcess] = field(default_factory=list)
     front_ports: list[int] = field(default_factory=list)
     version: str = ""
 
@@ -266,7 +257,7 @@ class PySyncObjCluster(ClusterContext):
                     "--data-dir", str(self.root / f"n{i + 1}")]
             if self.batch:
                 argv.append("--batch")
-            self.procs.append(spawn(f"pso{i + 1}", argv, self.root))
+            self.procs.append(start_process(f"pso{i + 1}", argv, self.root / f"pso{i + 1}.log"))
         await self._wait_ready(ready_within)
 
     async def _wait_ready(self, ready_within: float) -> None:
@@ -298,7 +289,7 @@ class PySyncObjCluster(ClusterContext):
             await asyncio.sleep(0.2)
 
     def stop(self) -> None:
-        stop_all(self.procs)
+        stop_processes(self.procs)
         self.procs.clear()
         remove_tree(self.root)
         self.root = None

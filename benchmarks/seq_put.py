@@ -9,16 +9,22 @@ Each run starts a new cluster, warms up with 50 puts, then times --puts puts of 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kv_cluster import LocalCluster, percentile
-
 from meshraft.kv.client import Client
+from meshraft.localcluster import LocalCluster, plan_members
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]
 
 
 def measure(endpoint: str, n: int, prefix: str) -> list[float]:
@@ -42,11 +48,14 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, list[tuple[float, float]]] = {"leader": [], "follower": []}
     for run in range(args.runs):
-        with LocalCluster(3, args.transport) as cl:
-            leader = cl.wait_leader()
+        with (tempfile.TemporaryDirectory(prefix="meshraft-bench-",
+                                          ignore_cleanup_errors=True) as root,
+              LocalCluster(plan_members(3), Path(root), transport=args.transport,
+                           extra_args=["--log-level", "warning"], new_session=False) as cl):
+            leader = asyncio.run(cl.wait_leader())
             follower = next(i for i in cl.ids if i != leader)
             for kind, node in (("leader", leader), ("follower", follower)):
-                lat = measure(cl.client[node], args.puts, f"{kind}{run}")
+                lat = measure(cl.member(node).client, args.puts, f"{kind}{run}")
                 p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
                 results[kind].append((p50, p99))
                 print(f"run {run + 1}: {args.puts} sequential puts via the {kind}: "

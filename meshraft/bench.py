@@ -28,7 +28,6 @@ import platform
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +36,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self, TextIO
+from typing import Any, Protocol, TextIO
 
 import click
+from tqdm import tqdm
 
-from meshraft.ports import free_ports  # re-exported: benchmarks/ import it from here
+from meshraft import localcluster
+from meshraft.localcluster import ClusterContext, ClusterNotReady, MemberProcess, stop_processes
 
 log = logging.getLogger("meshraft.bench")
 
@@ -171,38 +172,60 @@ def percentile(sorted_values: Sequence[int | float], q: float) -> float:
 
 
 class Progress:
-    """A one-line progress bar on a terminal (or periodic lines when not a tty)."""
+    """The run's progress on stderr: a tqdm bar redrawn in place on a terminal, a
+    line every 5 s (and at the end) in a log. The runner calls :meth:`update` from
+    its 4-per-second monitor loop, never per operation, so the bar costs the load
+    nothing."""
+
+    BAR_FORMAT = "{desc} [{bar:30}] {n:5.1f}/{total:.0f}s {status}"
 
     def __init__(self, total_s: float, label: str, stream: TextIO | None = None,
-                 enabled: bool = True, width: int = 30) -> None:
+                 enabled: bool = True) -> None:
         self.total_s = total_s
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
-        self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_line = 0.0
+        self._bar: _StatusBar | None = None
+        if enabled and self.tty:
+            self._bar = _StatusBar(total=total_s, desc=label, file=self.stream,
+                                   bar_format=self.BAR_FORMAT, ascii=".#", delay=1e-9,
+                                   mininterval=0, miniters=0, dynamic_ncols=False)
 
     def update(self, elapsed: float, ops: int, rate: float, phase: str) -> None:
         if not self.enabled:
             return
-        frac = min(1.0, max(0.0, elapsed / self.total_s)) if self.total_s > 0 else 1.0
-        filled = int(frac * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        line = (f"{self.label} [{bar}] {elapsed:5.1f}/{self.total_s:.0f}s {phase:7s} "
-                f"{ops:>9,} ops {rate:>9,.0f} ops/s")
-        if self.tty:
-            self.stream.write("\r" + line)
-            self.stream.flush()
-        elif elapsed - self._last_line >= 5.0 or frac >= 1.0:
+        elapsed = min(max(0.0, elapsed), self.total_s)
+        status = f"{phase:7s} {ops:>9,} ops {rate:>9,.0f} ops/s"
+        if self._bar is not None:
+            self._bar.status = status
+            self._bar.n = elapsed
+            self._bar.refresh()
+        elif elapsed - self._last_line >= 5.0 or elapsed >= self.total_s:
             self._last_line = elapsed
-            self.stream.write(line + "\n")
+            self.stream.write(_StatusBar.format_meter(
+                elapsed, self.total_s, 0, prefix=self.label, ascii=".#",
+                bar_format=self.BAR_FORMAT, status=status) + "\n")
             self.stream.flush()
 
     def done(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _StatusBar(tqdm):
+    """tqdm with a ``{status}`` field of our own in its ``bar_format`` (tqdm's
+    ``{postfix}`` would prepend a comma)."""
+
+    status = ""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d = super().format_dict
+        d["status"] = self.status
+        return d
 
 
 class _Recorder:
@@ -478,80 +501,8 @@ def machine_description() -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Local processes: ports from the OS, stopped by PID.
+# Process helpers: SIGTERM as an unwind, temp dirs.
 # --------------------------------------------------------------------------------------
-
-
-
-@dataclass
-class LocalProcess:
-    """A child process this module started, with its log file."""
-
-    name: str
-    popen: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; only this PID."""
-        if not self.alive():
-            return
-        try:
-            os.kill(self.popen.pid, signal.SIGCONT)
-            os.kill(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait(5)
-
-
-def stop_all(procs: Sequence[LocalProcess], timeout: float = 10.0) -> None:
-    """SIGTERM every process first, then wait for each (SIGKILL after ``timeout``), so
-    members shut down in parallel; only these PIDs."""
-    for p in procs:
-        if p.alive():
-            try:
-                os.kill(p.pid, signal.SIGCONT)
-                os.kill(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.stop(timeout=0.1)
-
-
-def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> LocalProcess:
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as logf:
-        popen = subprocess.Popen(
-            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=cwd,
-            start_new_session=True,  # a Ctrl-C at the terminal reaches us, not the cluster
-        )
-    return LocalProcess(name, popen, log_path)
-
 
 def exit_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C (SystemExit), so the ``finally`` blocks and
@@ -575,32 +526,11 @@ def remove_tree(path: Path | None) -> None:
 # meshraft: a local cluster of `meshraft serve` processes, and the kv client adapter.
 # --------------------------------------------------------------------------------------
 
-class ClusterContext:
-    """``async with`` for a cluster with ``start()`` and ``stop()``: a cluster that
-    fails half-way through starting is stopped too, so no process is left behind."""
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop()
-
-
 @dataclass
 class LocalCluster(ClusterContext):
-    """``nodes`` members of ``meshraft serve`` on loopback ports from the OS, with
-    data in ``data_dir`` (a temp dir, removed on stop, unless one is given).
+    """A throw-away cluster for a run: ``nodes`` members of ``meshraft serve`` on
+    loopback ports from the OS (:mod:`meshraft.localcluster`), with data in
+    ``data_dir`` (a temp dir, removed on stop, unless one is given).
     ``wrap(id, argv)`` may rewrite a member's command line (to run it under a profiler)."""
 
     nodes: int = 3
@@ -612,16 +542,14 @@ class LocalCluster(ClusterContext):
     # Run the members from another source tree (A/B experiments): its root goes on
     # PYTHONPATH and becomes the working dir, so `python -m meshraft.cli` imports it.
     source_tree: Path | None = None
-    procs: list[LocalProcess] = field(default_factory=list)
+    procs: list[MemberProcess] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
-    _own_dir: bool = False
+    own_dir: bool = False
+    cluster: localcluster.LocalCluster | None = None
 
     @property
     def endpoints(self) -> list[tuple[str, int]]:
         return [(self.host, p) for p in self.client_ports]
-
-    def endpoints_text(self) -> str:
-        return ",".join(f"{h}:{p}" for h, p in self.endpoints)
 
     async def start(self, ready_within: float = 60.0) -> None:
         if not 1 <= self.nodes <= 9:
@@ -630,72 +558,49 @@ class LocalCluster(ClusterContext):
             raise BenchError(f"--transport must be mesh or udp, got {self.transport!r}")
         if self.data_dir is None:
             self.data_dir = make_tempdir("meshraft-bench-")
-            self._own_dir = True
+            self.own_dir = True
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(2 * self.nodes, self.host)
-        peer_ports, self.client_ports = ports[: self.nodes], ports[self.nodes:]
-        peers = ",".join(f"{i + 1}={self.host}:{p}" for i, p in enumerate(peer_ports))
-        for i in range(self.nodes):
-            argv = [sys.executable, "-m", "meshraft.cli", "serve", "--id", str(i + 1),
-                    "--peers", peers, "--client", f"{self.host}:{self.client_ports[i]}",
-                    "--data-dir", str(self.data_dir / f"n{i + 1}"),
-                    "--transport", self.transport, *self.extra_args]
-            if self.wrap is not None:
-                argv = self.wrap(i + 1, argv)
-            env = None
-            if self.source_tree is not None:
-                env = {"PYTHONPATH": str(self.source_tree)}
-            self.procs.append(spawn(f"node{i + 1}", argv, self.data_dir, env=env,
-                                    cwd=self.source_tree))
+        root = self.data_dir
+        members = localcluster.plan_members(self.nodes, self.host)
+        self.client_ports = [int(m.client.rsplit(":", 1)[1]) for m in members]
+        wrap = self.wrap
+        cl = self.cluster = localcluster.LocalCluster(
+            members, root, transport=self.transport, extra_args=self.extra_args,
+            data_dir_of=lambda m: root / f"n{m}", log_of=lambda m: root / f"node{m}.log",
+            wrap=(lambda m, argv: wrap(int(m), argv)) if wrap is not None else None,
+            env={"PYTHONPATH": str(self.source_tree)} if self.source_tree is not None else None,
+            cwd=self.source_tree, append_logs=False)
+        for m in cl.ids:
+            self.procs.append(cl.start(m))
         await self._wait_ready(ready_within)
 
     async def _wait_ready(self, ready_within: float) -> None:
         """Every member answers, one is leader, and a write commits through each."""
-        from meshraft.kv.client import AsyncClient
-
-        deadline = time.monotonic() + ready_within
-        pending = list(self.endpoints)
-        last: object = None
-        while pending:
-            for p in self.procs:
-                if not p.alive():
-                    raise BenchUnavailable(
-                        f"{p.name} exited ({p.popen.returncode}):\n{p.log_tail()}")
-            if time.monotonic() > deadline:
-                raise BenchUnavailable(f"cluster not ready after {ready_within:g}s: {last}")
-            c = AsyncClient([pending[0]], timeout=2.0, attempt_timeout=1.0)
-            try:
-                await c.put(b"bench-ready", b"1")
-                pending.pop(0)
-            except Exception as exc:  # still electing, still binding
-                last = repr(exc)
-                await asyncio.sleep(0.2)
-            finally:
-                await c.close()
+        assert self.cluster is not None
+        try:
+            await self.cluster.wait_ready(ready_within, write_key=b"bench-ready",
+                                          through_each=True, poll=0.2)
+        except ClusterNotReady as exc:
+            if exc.exited:
+                p = self.cluster.procs[exc.exited[0]]
+                raise BenchUnavailable(
+                    f"{p.name} exited ({p.returncode}):\n{p.log_tail()}") from None
+            raise BenchUnavailable(
+                f"cluster not ready after {ready_within:g}s: {exc.last or None}") from None
 
     async def leader_index(self) -> int | None:
         """Index (0-based) of the member that says it is leader."""
-        from meshraft.kv.client import AsyncClient
-
-        for i, ep in enumerate(self.endpoints):
-            c = AsyncClient([ep], timeout=2.0)
-            try:
-                st = await c.status()
-                if st.get("role") == "leader":
-                    return i
-            except Exception:
-                continue
-            finally:
-                await c.close()
-        return None
+        if self.cluster is None:
+            return None
+        leader = await self.cluster.find_leader(hearsay=False, wait=2.0)
+        return None if leader is None else self.cluster.ids.index(leader)
 
     def stop(self) -> None:
-        stop_all(self.procs)
-        if self._own_dir:
+        stop_processes(self.procs)
+        if self.own_dir:
             remove_tree(self.data_dir)
             self.data_dir = None
-
 
 
 class MeshraftBenchClient:
