@@ -46,6 +46,7 @@ from .messages import (
     Entry,
     EntryType,
     HardState,
+    InvalidMessage,
     Message,
     MessageType,
     ReadState,
@@ -55,6 +56,7 @@ from .messages import (
     SnapshotMeta,
     SoftState,
     entry_wire_size,
+    validate_message,
 )
 from .progress import Progress, ProgressState
 
@@ -62,6 +64,7 @@ __all__ = [
     "ConfChangeOutcome",
     "ConfChangeRejected",
     "ConfChangeVerdict",
+    "InvalidMessage",
     "LogSafetyError",
     "ProposalDropped",
     "RaftConfig",
@@ -279,9 +282,12 @@ class RaftCore:
             self._tick_election()
 
     def step(self, m: Message) -> None:
-        """Handle one message from a peer. Stale, duplicated and reordered messages are fine."""
+        """Handle one message from a peer. Stale, duplicated and reordered messages are
+        fine. A message whose fields contradict each other raises InvalidMessage before
+        anything changes; any other exception is a bug (the driver must stop)."""
         if m.frm == self.id or m.to != self.id:
             return
+        validate_message(m)
         if m.type in (MessageType.PROP, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER):
             self._step_termless(m)
             return
@@ -828,15 +834,8 @@ class RaftCore:
                 self.read_states.append(ReadState(m.index, m.context))
 
     def _handle_append(self, m: Message) -> None:
-        # A well-formed append carries contiguous entries after ``index``, with terms
-        # that never decrease and never exceed the sender's term. Anything else is
-        # from a broken peer: drop it before it touches the log.
-        prev_t = m.log_term
-        for k, e in enumerate(m.entries):
-            if e.index != m.index + 1 + k or e.term < prev_t or e.term > m.term:
-                self.logger.warning("%s drops a malformed append from %s", self.id, m.frm)
-                return
-            prev_t = e.term
+        # A well-formed append (contiguous entries after ``index``, terms that never
+        # decrease nor exceed the sender's) was checked by step(): validate_message.
         if m.index < self.log.committed:
             self._send(Message(MessageType.APP_RESP, m.frm, self.id, index=self.log.committed))
             return

@@ -12,6 +12,8 @@ Promises to callers:
 - ``StorageFailed``: the node's disk failed (fsync error, ENOSPC); the node no
   longer accepts writes, but everything it acknowledged before is on disk.
 - ``Removed``: this node was removed from the cluster.
+- ``NodeFailed``: an internal error (a bug) stopped this node (fail-stop): it
+  serves nothing more until it is restarted; ``status()["failed"]`` says why.
 - ``StorageError`` and its subclasses are raised on start when a data dir cannot
   be used (corrupt WAL or snapshot, locked by another process).
 """
@@ -49,6 +51,13 @@ class StorageFailed(RaftError):
 
 class Removed(RaftError):
     """This node was removed from the cluster."""
+
+
+class NodeFailed(RaftError):
+    """An internal error (a bug) stopped this node: it may have left the Raft state
+    half-changed, so the node serves nothing more (fail-stop) until restarted from its
+    data dir. A request made after that certainly did not take effect here; one in
+    flight when it happened gets Timeout (the others may still apply it)."""
 
 
 class StorageError(RaftError):

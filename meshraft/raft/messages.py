@@ -124,17 +124,6 @@ class MessageType(IntEnum):
 
 _MSG_TYPES = {int(t) for t in MessageType}
 
-# Responses: a message of one of these types is a reply to a request of ours.
-RESPONSE_TYPES = frozenset(
-    {
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.PRE_VOTE_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.SNAP_RESP,
-        MessageType.READ_INDEX_RESP,
-    }
-)
 
 
 @dataclass(slots=True)
@@ -224,6 +213,27 @@ class Ready:
 
 class DecodeError(ValueError):
     """Bytes that are not a valid encoded message."""
+
+
+class InvalidMessage(ValueError):
+    """A message that decoded but that the core cannot take: its fields contradict
+    each other (e.g. an append whose entries are not contiguous after its index, go
+    back in term, or carry a term beyond the sender's). Only a broken or forged peer
+    sends one; the core raises this before it changes anything, and the driver counts
+    it as rejected input. Any other exception out of the core is a bug."""
+
+
+def validate_message(m: Message) -> None:
+    """Raise InvalidMessage if ``m`` cannot be taken as it is (see InvalidMessage).
+    The decoder checked each field's type; this checks how they fit together."""
+    if m.type is MessageType.APP and m.entries:
+        prev_t = m.log_term
+        for k, e in enumerate(m.entries):
+            if e.index != m.index + 1 + k or e.term < prev_t or e.term > m.term:
+                raise InvalidMessage(
+                    f"{m.type.name} from {m.frm}: entry {k} ({e.index}, term {e.term}) does "
+                    f"not follow ({m.index}, term {prev_t}) within term {m.term}")
+            prev_t = e.term
 
 
 MAX_WIRE_BYTES = 1 << 20  # hard cap for one encoded message (far above any datagram)

@@ -48,6 +48,7 @@ import os
 import random
 import struct
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ from meshraft.raft.envelope import (
 )
 from meshraft.raft.errors import (
     Busy,
+    NodeFailed,
     NotLeader,
     RaftError,
     Removed,
@@ -77,6 +79,7 @@ from meshraft.raft.messages import (
     DecodeError,
     Entry,
     EntryType,
+    InvalidMessage,
     Message,
     Ready,
     Snapshot,
@@ -200,7 +203,10 @@ class RaftNode:
         self._proposed_at: dict[int, int] = {}
         self._counters: dict[str, int] = {}
         self._last_error: str | None = None
+        # Why this member stopped serving (a failed disk, or a bug: fail-stop), and the
+        # error every request gets from then on.
         self._failed: str | None = None
+        self._fail_cls: type[RaftError] = StorageFailed
         self._removed = False
         # Ids removed from the cluster (never to be reused) -> index of the removal.
         self._removed_ids: dict[str, int] = {}
@@ -327,6 +333,9 @@ class RaftNode:
             "stats": dict(self.stats),
             "dropped": dict(self._counters),
             "last_error": self._failed or self._last_error,
+            # None while this member serves; else why it stopped (a failed disk, or a
+            # bug: the exception and where it was raised; the full traceback is in the log)
+            "failed": self._failed,
             "removed": self._removed,
             "removed_ids": dict(sorted(self._removed_ids.items())),
         }
@@ -335,7 +344,7 @@ class RaftNode:
 
     def _check_writable(self) -> None:
         if self._failed is not None:
-            raise StorageFailed(self._failed)
+            raise self._fail_cls(self._failed)
         if self._removed:
             raise Removed(f"node {self.node_id} was removed from the cluster")
         if self._stopping:
@@ -387,7 +396,7 @@ class RaftNode:
             index = self._core.propose(self._tag(seq) + bytes(data))
         except Exception as exc:
             self._waiters.pop(seq, None)
-            raise self._map_core_error(exc) from exc
+            raise self._map_core_error(exc, "core.propose") from exc
         if index is not None:  # we lead: we know where it must land
             self._proposed_at[index] = seq
         self.stats["proposals"] += 1
@@ -414,7 +423,7 @@ class RaftNode:
             self._core.read_index(ctx)
         except Exception as exc:
             self._read_waiters.pop(ctx, None)
-            raise self._map_core_error(exc) from exc
+            raise self._map_core_error(exc, "core.read_index") from exc
         self._wake.set()
         fut.add_done_callback(lambda _f: self._read_waiters.pop(ctx, None))
         return fut
@@ -443,6 +452,8 @@ class RaftNode:
         """Wait until this member applied ``index``."""
         if self._applied >= index:
             return
+        if self._failed is not None:
+            raise self._fail_cls(self._failed)
         fut = self._loop.create_future()
         waiter = (index, fut)
         self._apply_waiters.append(waiter)
@@ -458,7 +469,7 @@ class RaftNode:
         try:
             self._core.transfer_leadership(str(to))
         except Exception as exc:
-            raise self._map_core_error(exc) from exc
+            raise self._map_core_error(exc, "core.transfer_leadership") from exc
         self._wake.set()
         deadline = self._loop.time() + timeout
         while self._core.lead != str(to):
@@ -503,7 +514,7 @@ class RaftNode:
             self._core.propose_conf_change(ConfChange(cc_type, str(node_id), ctx))
         except Exception as exc:
             self._waiters.pop(seq, None)
-            raise self._map_core_error(exc) from exc
+            raise self._map_core_error(exc, "core.propose_conf_change") from exc
         self._wake.set()
         await self._bounded(fut, timeout, f"membership change {cc_type.name} {node_id} not "
                             f"applied within {timeout}s (outcome unknown)")
@@ -559,21 +570,44 @@ class RaftNode:
                                   "(outcome unknown)")
                 core = self._core
                 if core.lead is not None:  # (led again? then it appends it, once)
-                    with contextlib.suppress(RaftError):
+                    try:
                         core.propose_conf_change(cc)
                         self._wake.set()
+                    except RaftError:
+                        pass
+                    except Exception as exc:
+                        raise self._map_core_error(exc, "core.propose_conf_change") from exc
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), 5 * self.config.tick_interval)
             return fut.result()
         finally:
             self._waiters.pop(seq, None)
 
-    def _map_core_error(self, exc: Exception) -> Exception:
+    def _map_core_error(self, exc: Exception, where: str) -> Exception:
         """The core raises ProposalDropped (an Unavailable) when it certainly did not
-        take the request, ValueError for a request that can never succeed."""
+        take the request, ValueError for a request that can never succeed. Anything
+        else is a bug in the core: this member stops (fail-stop) and the caller gets
+        NodeFailed."""
         if isinstance(exc, RaftError | ValueError):
             return exc
-        return Unavailable(f"{type(exc).__name__}: {exc} (leader: {self._core.lead})")
+        return self._fail_stop(where, exc)
+
+    def _fail_stop(self, where: str, exc: BaseException) -> NodeFailed:
+        """A bug inside the core (or the apply path) may have left the Raft state
+        half-changed: stop serving, as etcd does, rather than carry on. The traceback
+        goes to the log, a summary to status()["failed"]; every waiting and later
+        request fails with NodeFailed."""
+        frames = traceback.extract_tb(exc.__traceback__)[-4:]
+        at = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+                         for f in reversed(frames))
+        reason = (f"internal error, this member stopped serving (fail-stop; restart it): "
+                  f"{where}: {type(exc).__name__}: {exc}" + (f" [at {at}]" if at else ""))
+        if self._failed is None:
+            self.log.error("BUG: %s raised; this member stops serving (fail-stop)\n%s", where,
+                           "".join(traceback.format_exception(exc)).rstrip())
+            self._halt(reason, NodeFailed)
+            self._wake.set()
+        return NodeFailed(self._failed or reason)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop ticking and receiving, let the write in progress finish, close the
@@ -647,8 +681,11 @@ class RaftNode:
             self._notify_removed(m.frm)  # it has not learned yet (down or behind then)
         try:
             self._core.step(m)
-        except Exception as exc:  # the core rejects what it cannot take; never crash on input
-            self._count("rejected", f"{type(exc).__name__}: {exc} ({m.type.name} from {m.frm})")
+        except InvalidMessage as exc:  # input the core cannot take: counted, dropped
+            self._count("rejected", f"{exc} ({m.type.name} from {m.frm})")
+            return
+        except Exception as exc:  # anything else is a bug in the core: fail-stop
+            self._fail_stop(f"core.step({m.type.name} from {m.frm})", exc)
             return
         self._wake.set()
 
@@ -659,7 +696,10 @@ class RaftNode:
             await asyncio.sleep(max(0.0, next_at - self._loop.time()))
             # A removed member neither campaigns nor heartbeats.
             if self._failed is None and not self._removed:
-                self._core.tick()
+                try:
+                    self._core.tick()
+                except Exception as exc:  # a bug in the core: fail-stop
+                    self._fail_stop("core.tick", exc)
                 self._wake.set()
             now = self._loop.time()
             # Do not replay missed ticks after a stall: that would fire an election at once.
@@ -675,20 +715,20 @@ class RaftNode:
                 self._maybe_snapshot()
         except StorageFailed as exc:
             self._on_storage_failed(str(exc))
-        except Exception as exc:  # e.g. the state machine's restore() raised
-            self.log.exception("ready loop crashed")
-            self._halt(f"internal error, this member stopped: {exc!r}")
-            raise
+        except Exception as exc:  # e.g. the core, or the state machine's restore(): a bug
+            self._fail_stop("the ready loop", exc)
 
     def _on_storage_failed(self, reason: str) -> None:
         self.log.error("storage failed; this member accepts no more writes and sends "
                        "nothing that depends on unsynced state: %s", reason)
         self._halt(reason)
 
-    def _halt(self, reason: str) -> None:
-        """Freeze: no ticks, no input, no output; status() and callers say why."""
+    def _halt(self, reason: str, cls: type[RaftError] = StorageFailed) -> None:
+        """Freeze: no ticks, no input, no output; status() and callers say why (every
+        request from now on raises ``cls(reason)``)."""
         self._failed = reason
-        self._fail_all(StorageFailed(reason))
+        self._fail_cls = cls
+        self._fail_all(cls(reason))
 
     def _fail_all(self, exc: RaftError) -> None:
         """End every wait with ``exc``. Proposals already handed to Raft may still

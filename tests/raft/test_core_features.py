@@ -10,13 +10,20 @@ import random
 import pytest
 from corehelp import PAPER, cfg, drain, make, make_leader, msg
 
-from meshraft.raft.core import ConfChangeRejected, ProposalDropped, RaftCore, Role
+from meshraft.raft.core import (
+    ConfChangeOutcome,
+    ConfChangeRejected,
+    ProposalDropped,
+    RaftCore,
+    Role,
+)
 from meshraft.raft.messages import (
     ConfChange,
     ConfChangeType,
     ConfState,
     Entry,
     HardState,
+    InvalidMessage,
     MessageType,
     Snapshot,
     SnapshotChunk,
@@ -343,6 +350,51 @@ def test_membership_changes_wait_for_the_noop_and_one_at_a_time():
     assert all(c.nodes[n].voters == {"1", "2", "3", "4"} for n in c.nodes)
 
 
+def test_the_core_alone_judges_a_membership_change_and_says_why():
+    CT, Out = ConfChangeType, ConfChangeOutcome
+    c = cluster()
+    c.nodes["1"].campaign()
+    for _ in range(4):
+        for n in ("1", "2", "3"):
+            c.process(n, log=False)
+        c.deliver(log=False)
+    ld = c.nodes["1"]
+    v = ld.check_conf_change(CT.ADD_LEARNER, "4")
+    assert v.outcome is Out.BUSY and "no-op" in v.reason and "busy" in v.reason
+    c.stabilize(log=False)
+    c.add_node("4")
+    removed = {"7": 12}
+    cases = {
+        (CT.ADD_LEARNER, "4"): (Out.ALLOWED, ""),
+        (CT.ADD_VOTER, "2"): (Out.REFUSED, "2 is already a voter"),
+        (CT.ADD_LEARNER, "7"): (Out.REFUSED, "ids are never reused"),
+        (CT.PROMOTE, "3"): (Out.REFUSED, "3 is already a voter"),
+        (CT.PROMOTE, "9"): (Out.REFUSED, "9 is not a member: add it as a learner first"),
+        (CT.REMOVE, "9"): (Out.REFUSED, "9 is not a member"),
+        (CT.REMOVE, "7"): (Out.REFUSED, "7 is not a member (it was removed at index 12)"),
+        (CT.REMOVE, "3"): (Out.ALLOWED, ""),
+    }
+    for (t, n), (outcome, why) in cases.items():
+        v = ld.check_conf_change(t, n, removed)
+        assert v.outcome is outcome and why in v.reason, (t, n, v)
+        assert v.allowed is (outcome is Out.ALLOWED)
+    # a follower judges the configuration the same way, then names the leader
+    f = c.nodes["2"]
+    assert f.check_conf_change(CT.ADD_VOTER, "3").outcome is Out.REFUSED
+    v = f.check_conf_change(CT.ADD_LEARNER, "4")
+    assert v.outcome is Out.NOT_LEADER and v.leader == "1" and "member 1" in v.reason
+    ld.propose_conf_change(ConfChange(CT.ADD_LEARNER, "4"))
+    v = ld.check_conf_change(CT.REMOVE, "3")
+    assert v.outcome is Out.BUSY and "another membership change" in v.reason
+    c.stabilize(log=False)
+    # the learner has acknowledged entries now; a learner that never did is refused
+    assert ld.check_conf_change(CT.PROMOTE, "4").allowed
+    one = cluster(1)
+    elect(one)
+    v = one.nodes["1"].check_conf_change(CT.REMOVE, "1")
+    assert v.outcome is Out.REFUSED and v.reason == "cannot remove the last voter"
+
+
 def test_learners_never_campaign_and_their_votes_do_not_count():
     c = Cluster(["1", "2", "3"], ["4"], config=cfg())
     c.stabilize(log=False)
@@ -492,7 +544,8 @@ def test_constructor_bootstraps_a_fresh_cluster_identically_on_every_member():
 def test_a_malformed_append_from_a_broken_peer_changes_nothing(ents):
     f = make("2", terms=[1], term=2, commit=1)
     drain(f)
-    f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=ents, commit=3))
+    with pytest.raises(InvalidMessage):  # rejected by validation, for the driver to count
+        f.step(msg(MT.APP, "1", "2", 2, index=1, log_term=1, entries=ents, commit=3))
     assert f.log.last_index() == 1 and f.commit == 1
 
 

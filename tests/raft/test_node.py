@@ -16,16 +16,24 @@ import msgpack
 import pytest
 from conftest import free_ports
 
+from meshraft.raft.core import RaftCore
 from meshraft.raft.errors import (
     Busy,
     CorruptWAL,
     DataDirLocked,
+    NodeFailed,
     Removed,
     StorageFailed,
     Timeout,
     Unavailable,
 )
-from meshraft.raft.messages import Entry, Message, MessageType, encode_message
+from meshraft.raft.messages import (
+    Entry,
+    InvalidMessage,
+    Message,
+    MessageType,
+    encode_message,
+)
 from meshraft.raft.node import NodeConfig, RaftNode
 from meshraft.raft.storage import DiskIO
 from meshraft.raft.udp import udp_transport_factory
@@ -219,6 +227,82 @@ async def test_failing_disk_stops_writes_and_loses_nothing(cluster: Cluster, mod
     sm = cluster.sms["1"]
     await cluster.wait(lambda: b"still-works" in sm.items, what="member 1 to catch up")
     assert sm.items[:20] == [b"x%d" % k for k in range(20)]
+
+
+async def test_a_bug_in_the_core_stops_the_member_and_status_says_why(
+        cluster: Cluster, monkeypatch, caplog) -> None:
+    """Fail-stop: an exception out of core.step other than InvalidMessage is a bug that
+    may have left Raft's state half-changed. The member stops serving (as etcd does):
+    waiting and later requests fail, status() says why, the others carry on."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    sick = next(n for n in cluster.nodes.values() if n is not leader)
+    await sick.propose(b"before")
+    step = RaftCore.step
+    invalid_once = [True]
+
+    def buggy_step(self, m):
+        if self.id == sick.node_id:
+            if invalid_once:  # input the core refuses is counted, not a bug
+                invalid_once.clear()
+                raise InvalidMessage("forged append")
+            raise RuntimeError("injected bug")
+        return step(self, m)
+
+    monkeypatch.setattr(RaftCore, "step", buggy_step)
+    # Made before any datagram reaches the patched core (no await in between).
+    pending_read = sick.read_index_future()
+    pending_write = sick.propose_future(b"in flight")
+    await cluster.wait(lambda: sick.status()["failed"] is not None, what="the fail-stop")
+    st = sick.status()
+    assert st["dropped"].get("rejected") == 1, st["dropped"]
+    failed = st["failed"]
+    assert "RuntimeError: injected bug" in failed and "core.step" in failed, failed
+    assert "buggy_step" in failed  # where it was raised
+    assert st["last_error"] == failed and st["role"] == "follower" and st["leader"] is None
+    with pytest.raises(NodeFailed, match="injected bug"):
+        await pending_read
+    with pytest.raises(Timeout, match="outcome unknown"):  # the others may still apply it
+        await pending_write
+    with pytest.raises(NodeFailed, match="injected bug"):
+        await sick.propose(b"after")
+    with pytest.raises(NodeFailed):
+        await sick.read_barrier()
+    with pytest.raises(NodeFailed):
+        await sick.wait_applied(10**6)
+    # It stays stopped: nothing it receives is stepped any more.
+    received = st["stats"]["received"]
+    await asyncio.sleep(0.3)
+    assert sick.status()["stats"]["received"] == received
+    # The log has the traceback, with the member id.
+    bugs = [r for r in caplog.records if "fail-stop" in r.getMessage()]
+    assert bugs and f"[node {sick.node_id}]" in bugs[0].getMessage()
+    assert "Traceback" in bugs[0].getMessage() and "injected bug" in bugs[0].getMessage()
+    # The others go on without it.
+    monkeypatch.setattr(RaftCore, "step", step)
+    assert leader.role == "leader"
+    await leader.propose(b"still-works")
+
+
+async def test_a_bug_in_the_core_tick_also_stops_the_member(cluster: Cluster,
+                                                            monkeypatch) -> None:
+    await cluster.start_all()
+    leader = await cluster.leader()
+    sick = next(n for n in cluster.nodes.values() if n is not leader)
+    tick = RaftCore.tick
+
+    def buggy_tick(self):
+        if self.id == sick.node_id:
+            raise KeyError("injected")
+        return tick(self)
+
+    monkeypatch.setattr(RaftCore, "tick", buggy_tick)
+    await cluster.wait(lambda: sick.status()["failed"] is not None, what="the fail-stop")
+    assert "core.tick: KeyError" in sick.status()["failed"]
+    with pytest.raises(NodeFailed):
+        await sick.propose(b"x")
+    monkeypatch.setattr(RaftCore, "tick", tick)
+    await leader.propose(b"still-works")
 
 
 async def test_hostile_datagrams_are_counted_and_dropped(cluster: Cluster) -> None:

@@ -3,7 +3,8 @@
 decode_message and ConfChange.decode only ever return a value or raise
 DecodeError, whatever the bytes; valid messages round-trip. A RaftCore stepping
 random messages that passed the decoder (random types, terms, indices, entries,
-snapshot chunks, senders) interleaved with ticks never raises, and its local
+snapshot chunks, senders) interleaved with ticks raises nothing but InvalidMessage
+(input it refuses before changing anything; anything else would be a bug), and its local
 invariants hold after every Ready: term and commit never go back, a vote is never
 changed within a term, committed entries are handed out once, in order, and never
 change afterwards."""
@@ -24,6 +25,7 @@ from meshraft.raft.messages import (
     DecodeError,
     Entry,
     EntryType,
+    InvalidMessage,
     Message,
     MessageType,
     SnapshotChunk,
@@ -167,7 +169,10 @@ def test_core_stepping_hostile_messages_keeps_its_invariants(data, seed: int) ->
                 m.entries = [Entry(e.term, m.index + 1 + i, e.type, e.data)
                              for i, e in enumerate(m.entries)]
             # only what survived the wire: the decoder is the core's gatekeeper
-            core.step(decode_message(encode_message(m)))
+            try:
+                core.step(decode_message(encode_message(m)))
+            except InvalidMessage:
+                event("rejected as invalid")
         drain()
     # (shown by --hypothesis-show-statistics: the fuzz reaches the interesting states)
     event(f"role {core.role.name.lower()}")
