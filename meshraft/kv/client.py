@@ -522,16 +522,13 @@ class AsyncClient:
                 conn = await self._connection(endpoint)
             except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 event, last = self._connect_failure(endpoint, exc)
-                everywhere = False
-                if event is Event.TLS_FAILED:
-                    tls_failed.add(endpoint)
-                    everywhere = len(tls_failed) >= len(self.endpoints)
-                elif event is Event.CONNECT_REFUSED:
-                    refused.add(endpoint)
-                    everywhere = len(refused) >= len(self.endpoints)
+                failed_at = tls_failed if event is Event.TLS_FAILED else (
+                    refused if event is Event.CONNECT_REFUSED else set())
+                failed_at.add(endpoint)
                 last_code = event
                 d = retry.decide(event, last, write=write, maybe_applied=maybe_applied,
-                                 everywhere=everywhere, retry_refused=self.retry_refused)
+                                 everywhere=len(failed_at) >= len(self.endpoints),
+                                 retry_refused=self.retry_refused)
             else:
                 if write and "seq" in body:
                     # The ack floor lets the server forget answers this client has seen.
@@ -557,21 +554,12 @@ class AsyncClient:
                     self._learn(endpoint, reply)
                     if reply.get("ok"):
                         return reply
-                    code = reply.get("error")
-                    if not isinstance(code, str):
-                        code = str(code)
-                    message = str(reply.get("message", ""))
-                    leader = reply.get("leader")
-                    if not isinstance(leader, str) or not leader:
-                        leader = None
-                    d = retry.decide(
-                        code, message, write=write, maybe_applied=maybe_applied,
-                        deduplicated="seq" in body, answers=answers, leader=leader,
-                        leader_elsewhere=leader is not None and self._unknown_leader(leader))
+                    d, last_code, message = self._reply_decision(
+                        reply, write=write, maybe_applied=maybe_applied,
+                        deduplicated="seq" in body, answers=answers)
                     if d.action is Action.RETURN:
                         return reply
-                    last = f"{endpoint[0]}:{endpoint[1]}: {code}: {message}"
-                    last_code = code
+                    last = f"{endpoint[0]}:{endpoint[1]}: {last_code}: {message}"
             maybe_applied = d.maybe_applied
             if d.action is Action.RAISE:
                 raise d.exception() from None
@@ -584,9 +572,24 @@ class AsyncClient:
                 await self._backoff(attempt // len(self.endpoints), deadline)
         raise retry.give_up(total, last, maybe_applied=maybe_applied, last_code=last_code)
 
-    def _unknown_leader(self, leader: str) -> bool:
-        """``leader`` is a member that none of the endpoints is (every endpoint known)."""
-        return leader not in self._ids and all(e in self._ids.values() for e in self.endpoints)
+    def _reply_decision(self, reply: dict[str, Any], *, write: bool, maybe_applied: bool,
+                        deduplicated: bool,
+                        answers: tuple[str, ...]) -> tuple[retry.Decision, str, str]:
+        """An error reply's decision, code and message."""
+        code = reply.get("error")
+        if not isinstance(code, str):
+            code = str(code)
+        message = str(reply.get("message", ""))
+        leader = reply.get("leader")
+        if not isinstance(leader, str) or not leader:
+            leader = None
+        # A leader that none of the endpoints is (and every endpoint is known).
+        elsewhere = leader is not None and leader not in self._ids and all(
+            e in self._ids.values() for e in self.endpoints)
+        d = retry.decide(code, message, write=write, maybe_applied=maybe_applied,
+                         deduplicated=deduplicated, answers=answers, leader=leader,
+                         leader_elsewhere=elsewhere)
+        return d, code, message
 
     def _connect_failure(self, endpoint: tuple[str, int],
                          exc: BaseException) -> tuple[Event, str]:
