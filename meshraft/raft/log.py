@@ -151,9 +151,6 @@ class RaftLog:
         lo = max(self.applied + 1, self.first_index())
         return self.slice(lo, self.committed + 1, max_bytes) if self.committed >= lo else []
 
-    def has_next_committed(self) -> bool:
-        return self.committed > max(self.applied, self.offset)
-
     def compact_to(self, i: int) -> None:
         """Drop entries up to and including ``i`` (they are in a snapshot)."""
         if i <= self.offset:

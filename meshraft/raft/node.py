@@ -961,26 +961,25 @@ class RaftNode:
         self._wake.set()
 
     def _release_applied(self) -> None:
+        """Answer the reads and waits whose index is applied now."""
         if self._pending_reads:
-            keep = []
-            for idx, fut in self._pending_reads:
-                if fut.done():
-                    continue
-                if self._applied >= idx:
-                    fut.set_result(None)
-                else:
-                    keep.append((idx, fut))
-            self._pending_reads = keep
+            self._pending_reads = self._release_upto(self._pending_reads)
         if self._apply_waiters:
-            keep = []
-            for idx, fut in self._apply_waiters:
-                if fut.done():
-                    continue
-                if self._applied >= idx:
-                    fut.set_result(None)
-                else:
-                    keep.append((idx, fut))
-            self._apply_waiters = keep
+            self._apply_waiters = self._release_upto(self._apply_waiters)
+
+    def _release_upto(self, waiters: list[tuple[int, asyncio.Future]]
+                      ) -> list[tuple[int, asyncio.Future]]:
+        """Resolve the waiters at or below the applied index; return the others."""
+        applied = self._applied
+        keep = []
+        for idx, fut in waiters:
+            if fut.done():
+                continue
+            if applied >= idx:
+                fut.set_result(None)
+            else:
+                keep.append((idx, fut))
+        return keep
 
     # ------------------------------------------------------------------------ snapshots
 
