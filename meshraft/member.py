@@ -17,7 +17,7 @@ It uses only the public APIs of the layers it wires (``meshraft.mesh.Router``,
 ``meshraft.meshconn.create_mesh_endpoint``, ``meshraft.raft.udp``,
 ``meshraft.raft.node``, ``meshraft.kv``), never parses command lines, prints
 or exits: a member that cannot start raises ``StartupError`` with a one-line
-reason, and the CLI decides what the user sees (see docs/architecture.md, the
+reason, and the CLI decides what the user sees (see docs/architecture.md#layers, the
 layers and the composition root).
 """
 

@@ -12,7 +12,8 @@ hot path of an ``ok`` reply.
 
 Why a write's outcome matters: a write that timed out, or whose connection was
 lost after it was sent, may still be applied; the client then never reports it
-as failed, only as ``OutcomeUnknown`` (see docs/architecture.md, the client).
+as failed, only as ``OutcomeUnknown`` (see
+docs/architecture.md#a-put-from-the-command-line-to-the-wal-and-back).
 """
 
 from __future__ import annotations

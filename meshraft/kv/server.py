@@ -19,6 +19,11 @@ Security: with ``ssl`` the port speaks only TLS (a context from
 ``token`` every request must carry it (``"token"``), compared in constant time;
 a missing or wrong one gets ``unauthorized`` and nothing else happens. Listening
 on a non-loopback address without a token is logged as a WARNING at start.
+
+Why this module is over 600 lines: connection handling (TLS, bounds, framing) and
+the translation of each request into node calls (leader-change retries, large
+commands' fragments, membership) share the server's limits, counters and
+shutdown state; split apart, each half would reach into the other's.
 """
 
 # ruff: noqa: ASYNC109  (a per-call timeout argument is part of the node's and client's API)
