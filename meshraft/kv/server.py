@@ -20,6 +20,11 @@ Security: with ``ssl`` the port speaks only TLS (a context from
 a missing or wrong one gets ``unauthorized`` and nothing else happens. Listening
 on a non-loopback address without a token is logged as a WARNING at start.
 
+A node that stopped on an internal error (fail-stop, ``raft.errors.NodeFailed``)
+may hold half-changed state: from then on every request but status, ping and
+members gets ``unavailable`` with the node's reason at once, serializable reads
+included (a client with other endpoints moves on to them).
+
 Why this module is over 600 lines: connection handling (TLS, bounds, framing) and
 the translation of each request into node calls (leader-change retries, large
 commands' fragments, membership) share the server's limits, counters and
@@ -37,6 +42,7 @@ import math
 import os
 import socket
 import ssl as _ssl
+import time
 from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
@@ -67,6 +73,11 @@ MAX_REQUEST_TIMEOUT = 60.0
 PARTIAL_FRAME_TIMEOUT = 30.0
 LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
+# Requests a member that stopped serving still answers (they describe it).
+ALWAYS_OPS = ("status", "ping", "members")
+# How often (at most) a member asks its node whether it stopped on an internal error
+# that no request has run into yet (a serializable read does not touch the node).
+FAILURE_CHECK_INTERVAL = 0.2
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -160,6 +171,9 @@ class KVServer:
         self._conn_tasks: set[asyncio.Task] = set()
         self._requests: set[asyncio.Task] = set()
         self._stopping = False
+        # Why the node stopped serving (fail-stop on an internal error), once known.
+        self._node_failed: str | None = None
+        self._failure_checked = -math.inf
         self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -430,7 +444,11 @@ class KVServer:
         timeout = self._timeout(body)
         if self._stopping:
             return p.error_reply(rid, p.UNAVAILABLE, "this member is shutting down")
-        if op not in ("status", "ping", "members") and getattr(self.node, "role", "") == "removed":
+        if op not in ALWAYS_OPS and self._failure() is not None:
+            return p.error_reply(rid, p.UNAVAILABLE,
+                                 f"node {getattr(self.node, 'node_id', '?')}: "
+                                 f"{self._node_failed}; ask another member")
+        if op not in ALWAYS_OPS and getattr(self.node, "role", "") == "removed":
             # Not even a serializable read: its copy stops at its removal.
             return p.error_reply(rid, p.UNAVAILABLE,
                                  f"node {getattr(self.node, 'node_id', '?')} was removed from "
@@ -454,6 +472,31 @@ class KVServer:
             return await self._member(rid, op, body, timeout)
         return p.error_reply(rid, p.BAD_REQUEST, f"unknown operation {op[:64]!r}")
 
+    def _failure(self) -> str | None:
+        """Why the node stopped serving after an internal error (fail-stop), or None.
+        Learned from the node's NodeFailed, or from its status at most every
+        FAILURE_CHECK_INTERVAL seconds (a failed disk is not a fail-stop: its member
+        still serves serializable reads, as before)."""
+        if self._node_failed is None:
+            now = time.monotonic()
+            if now - self._failure_checked >= FAILURE_CHECK_INTERVAL:
+                self._failure_checked = now
+                try:
+                    st = self.node.status()
+                except Exception:  # a node that cannot say is asked again later
+                    return None
+                failed = st.get("failed")
+                storage = st.get("storage")
+                if failed and not (isinstance(storage, dict) and storage.get("failed")):
+                    self._note_failure(errors.NodeFailed(str(failed)))
+        return self._node_failed
+
+    def _note_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, errors.NodeFailed) and self._node_failed is None:
+            self._node_failed = str(exc)
+            self.log.error("the node stopped serving; every request but status now gets "
+                           "unavailable: %s", exc)
+
     async def _barrier(self, body: dict[str, Any], timeout: float) -> None:
         serializable = body.get("serializable", False)
         if not isinstance(serializable, bool):
@@ -466,6 +509,7 @@ class KVServer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self._note_failure(exc)
             kind = _error_kind(exc)
             if kind == p.INTERNAL:
                 raise
@@ -657,6 +701,7 @@ class KVServer:
         return result
 
     def _propose_error(self, rid: Any, exc: Exception) -> dict[str, Any]:
+        self._note_failure(exc)
         if isinstance(exc, ValueError):  # the node refuses an entry it cannot carry
             return p.error_reply(rid, p.TOO_LARGE, f"command refused by raft: {exc}")
         kind = _error_kind(exc)

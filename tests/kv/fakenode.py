@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from meshraft.raft.errors import Busy, NotLeader, Timeout, Unavailable
+from meshraft.raft.errors import Busy, NodeFailed, NotLeader, Timeout, Unavailable
 from meshraft.raft.messages import Entry
 
-__all__ = ["Busy", "FakeNode", "NotLeader", "Timeout", "Unavailable"]
+__all__ = ["Busy", "FakeNode", "NodeFailed", "NotLeader", "Timeout", "Unavailable"]
 
 
 class FakeNode:
@@ -37,6 +37,8 @@ class FakeNode:
         self.voters: list[str] = [node_id]
         self.learners: list[str] = []
         self.addresses: dict[str, object] = {node_id: "self"}
+        self.failed: str | None = None  # status()["failed"]: why it stopped serving
+        self.storage_failed: str | None = None  # status()["storage"]["failed"]
 
     @property
     def leader_id(self) -> str | None:
@@ -117,4 +119,6 @@ class FakeNode:
         return {"id": self.node_id, "role": self.role, "term": 1, "leader": self.leader_id,
                 "commit_index": self.index, "applied_index": self.index,
                 "progress": {"2": 0}, "voters": list(self.voters),
-                "learners": list(self.learners), "addresses": dict(self.addresses)}
+                "learners": list(self.learners), "addresses": dict(self.addresses),
+                "failed": self.failed, "last_error": self.failed,
+                "storage": {"failed": self.storage_failed}}

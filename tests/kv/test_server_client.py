@@ -8,7 +8,7 @@ import struct
 import kvfixtures
 import msgpack
 import pytest
-from fakenode import Busy, FakeNode, NotLeader, Timeout, Unavailable
+from fakenode import Busy, FakeNode, NodeFailed, NotLeader, Timeout, Unavailable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -577,3 +577,59 @@ async def test_members_shows_the_addresses_the_embedder_maps_to():
             assert (await c.members())["addresses"]["2"] == "127.0.0.1:7002"
     finally:
         await srv.stop()
+
+
+# -- a node that stopped serving (fail-stop) ----------------------------------------------------
+
+FAIL_STOP = ("internal error, this member stopped serving (fail-stop; restart it): "
+             "core.step: RuntimeError: injected")
+
+
+@pytest.mark.parametrize("request_body", [
+    {"op": "put", "key": b"k", "value": b"v"},
+    {"op": "get", "key": b"k"},
+    {"op": "get", "key": b"k", "serializable": True},
+    {"op": "list", "serializable": True},
+    {"op": "member_remove", "member": "2"},
+])
+async def test_a_failed_node_answers_every_request_with_its_reason_at_once(served, request_body):
+    srv, node, sm = served
+    sm_revision = sm.revision
+    node.failed = FAIL_STOP  # as the node's status says after a fail-stop
+    r, w = await raw(srv)
+    await send(w, {"id": 1, **request_body})
+    reply = await recv(r)  # at once: recv gives up after 5 s
+    assert reply["ok"] is False and reply["error"] == p.UNAVAILABLE
+    assert "node 1: " + FAIL_STOP in reply["message"]
+    assert node.proposals == 0 and node.barriers == 0 and sm.revision == sm_revision
+    # status, ping and members still answer, and status says why
+    for i, op in enumerate(["status", "ping", "members"], start=2):
+        await send(w, {"id": i, "op": op})
+        assert (await recv(r))["ok"] is True
+    w.close()
+    async with kc.AsyncClient([ep(srv)], timeout=0.3, backoff=(0.01, 0.02)) as c:
+        assert (await c.status())["failed"] == FAIL_STOP
+        with pytest.raises(kc.Unavailable, match="fail-stop"):
+            await c.get("k", serializable=True)
+
+
+async def test_a_node_failure_met_by_a_request_stops_serializable_reads_too(served):
+    srv, node, _sm = served
+    async with kc.AsyncClient([ep(srv)], timeout=0.3, backoff=(0.01, 0.02)) as c:
+        await c.put("k", "v")
+        assert (await c.get("k", serializable=True)).value == b"v"
+        # the node raises NodeFailed; its status never says so here
+        node.fail_with = NodeFailed(FAIL_STOP)
+        with pytest.raises(kc.Unavailable, match="fail-stop"):
+            await c.put("k", "w")
+        node.fail_with = None
+        with pytest.raises(kc.Unavailable, match="fail-stop"):
+            await c.get("k", serializable=True)
+
+
+async def test_a_failed_disk_is_not_a_fail_stop_serializable_reads_go_on(served):
+    srv, node, _sm = served
+    async with kc.AsyncClient([ep(srv)], timeout=0.3, backoff=(0.01, 0.02)) as c:
+        await c.put("k", "v")
+        node.failed = node.storage_failed = "fsync failed: EIO"
+        assert (await c.get("k", serializable=True)).value == b"v"
