@@ -36,6 +36,14 @@ that applied it) marks its data dir REMOVED, stops ticking and refuses every
 request; a data dir marked so, or one that belongs to another id, refuses to start.
 """
 
+# Why this module is over 600 lines: it is the one place where Raft meets time, IO
+# and callers, and the Ready loop (persist, send, apply, advance), the waiters of
+# proposals and reads, membership requests and stopping all touch the same waiter
+# tables and must stay in step. What is not the loop lives in its own modules: the
+# rules (core.py), the disk (storage.py, datadir.py), the snapshot envelope
+# (envelope.py), the removal notices (notices.py). See docs/architecture.md#layers and
+# docs/architecture.md#failure-and-fail-stop.
+
 # The node API takes `timeout=` arguments by contract (kv and the CLI call it so).
 # ruff: noqa: ASYNC109
 
@@ -183,6 +191,9 @@ class RaftNode:
         an address book (a joining member starts with no configuration and waits
         for a leader to add it with ``add_member``). Addresses of members added
         later travel in the membership change itself and in snapshots."""
+        # Over 80 lines: it declares every field of the node in one place and opens
+        # the data dir, the state machine and the transport in the order a crash-safe
+        # start needs (close the data dir again if anything after it fails).
         self = object.__new__(cls)
         self.node_id = str(node_id)
         self.config = config or NodeConfig()

@@ -59,6 +59,12 @@ makes the storage refuse every later write with :class:`StorageFailed`; nothing
 acknowledged is lost, because nothing is acknowledged before its fsync returned.
 """
 
+# Why this module is over 600 lines: the WAL's writer and its recovery reader must
+# agree byte for byte on the record format, segment headers and snapshot files, and
+# crash-recovery rules (a torn tail vs. corruption) need both sides in view; keeping
+# them in one module keeps that contract in one place. The identity markers are in
+# datadir.py. See docs/architecture.md#a-put-from-the-command-line-to-the-wal-and-back.
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,9 @@ CheckQuorum and leader stickiness, ReadIndex, leadership transfer, proposal
 forwarding, membership, progress and flow control, compaction and snapshots,
 restart from storage, and the Ready contract."""
 
+# Over 600 lines: one test module per layer of the core's features (the paper's rules
+# are in test_paper_*.py); each test is short, and they share the helpers above.
+
 from __future__ import annotations
 
 import random

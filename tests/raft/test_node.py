@@ -2,6 +2,9 @@
 any member, ReadIndex barriers, restart from the data dir, a failing disk,
 hostile datagrams, membership changes and leadership transfer."""
 
+# Over 600 lines: the node's behaviours share one real-socket cluster fixture; each
+# test is one behaviour through the public API.
+
 # ruff: noqa: ASYNC109
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ them (and rewrites them when asked). Commands::
     expect-read ID CTX [INDEX|none] | expect-leader IDS...
 """
 
+# Why this module is over 600 lines: the scenario language is one command table over
+# one in-memory cluster; each command is a few lines, and there are many of them.
+# It is test support, not library.
+
 from __future__ import annotations
 
 import random

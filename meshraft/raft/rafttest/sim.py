@@ -20,6 +20,10 @@ history is linearizable (by the checker the caller hands in: the tests pass
 jepsen-lite's ``check_history``; this package never imports it).
 """
 
+# Why this module is over 600 lines: the simulated world (network, disks, crashes,
+# clients) and the safety checkers observe the same run step by step; split apart,
+# every checker would need the world's internals. It is test support, not library.
+
 from __future__ import annotations
 
 import argparse
