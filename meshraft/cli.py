@@ -1,10 +1,14 @@
 """The ``meshraft`` command: serve a member, run a local cluster, and talk to one.
 
-This module owns argument parsing, output formatting and exit codes, and the
-wiring of one member (mesh router or UDP socket, Raft node, kv server). It
-never reaches into raft or mesh internals beyond starting and stopping them
-through their public APIs, and it never prints a traceback for a user error:
-errors are one line on stderr.
+This module owns the commands: argument parsing, output formatting and exit
+codes. The wiring of a member (mesh router or UDP socket, Raft node, kv server)
+is ``meshraft.member``'s; ``serve`` turns its flags into a ``MemberConfig`` and
+runs it. It never reaches into raft, mesh or kv internals, and it never prints a
+traceback for a user error: errors are one line on stderr.
+
+Why this module is over 600 lines: it is the one place every command, flag and
+exit code is declared (click decorators and help texts are most of it); each
+command is short and its logic lives in the layer it drives.
 
 Exit codes: 0 ok, 1 the operation's own "no" (key absent, cas mismatch),
 2 usage or input error (also: unauthorized, TLS misconfigured), 3 unavailable
@@ -25,8 +29,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -42,6 +44,7 @@ from meshraft.kv.state_machine import (
     DEFAULT_MAX_KEY,
     DEFAULT_MAX_VALUE,
 )
+from meshraft.localcluster import ClusterNotReady, LocalCluster, MemberAddr, plan_members
 
 if TYPE_CHECKING:
     from meshraft.member import MemberConfig
@@ -392,12 +395,13 @@ def list_(prefix: str, serializable: bool, keys_only: bool, endpoints: str | Non
 
 
 def normalise_status(st: dict[str, Any]) -> dict[str, Any]:
-    """The fields DESIGN.md promises for `status --json`, whatever else the node adds."""
+    """The fields `status --json` promises (docs/architecture.md, "status"), whatever else
+    the node adds."""
     out = dict(st)
     out.setdefault("id", st.get("node_id"))
     for k in ("role", "term", "leader", "commit_index", "applied_index"):
         out.setdefault(k, None)
-    if out["role"] == "pre-candidate":  # DESIGN's roles: leader, follower, candidate, learner
+    if out["role"] == "pre-candidate":  # the documented roles: leader, follower, candidate, learner
         out["role"], out["raft_role"] = "candidate", "pre-candidate"
     mesh = out.get("mesh")
     if not isinstance(mesh, dict):
@@ -412,6 +416,10 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"id:             {st['id']}",
         f"role:           {st['role']}",
+    ]
+    if st.get("failed"):  # fail-stop (a bug) or a failed disk: it serves no more
+        lines.append(f"FAILED:         {st['failed']}")
+    lines += [
         f"term:           {st['term']}",
         f"leader:         {st['leader'] if st['leader'] is not None else '(none)'}",
         f"commit index:   {st['commit_index']}",
@@ -435,7 +443,7 @@ def format_status(st: dict[str, Any]) -> str:
     routes = mesh.get("routes") or {}
     lines.append("mesh routes:    " + (", ".join(
         f"{dst} via {hop}" for dst, hop in sorted(routes.items())) or "(none)"))
-    if st.get("last_error"):
+    if st.get("last_error") and st.get("last_error") != st.get("failed"):
         lines.append(f"last error:     {st['last_error']}")
     return "\n".join(lines)
 
@@ -717,33 +725,6 @@ async def run_member(config: MemberConfig) -> None:
 # -- cluster ------------------------------------------------------------------------------------
 
 
-def _free_port_pair(taken: set[int]) -> int:
-    """A port free for both TCP and UDP right now (the peer port serves either transport)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            if port in taken:
-                continue
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise click.ClickException("could not find free ports")
-
-
-def _free_port(taken: set[int]) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            return port
-    raise click.ClickException("could not find free ports")
-
-
 def plan_cluster(data_dir: Path, nodes: int, base_port: int | None,
                  transport: str) -> dict[str, Any]:
     """The cluster's members and ports: as saved in the data dir, or new ones (then saved)."""
@@ -765,17 +746,17 @@ def plan_cluster(data_dir: Path, nodes: int, base_port: int | None,
                  EXIT_USAGE)
         return plan
     members = []
-    taken: set[int] = set()
+    # without --base-port: ports from the OS, all distinct (meshraft.localcluster)
+    free = [] if base_port is not None else [
+        int(port) for m in plan_members(nodes) for port in (m.peer.rsplit(":", 1)[1],
+                                                          m.client.rsplit(":", 1)[1])]
     for i in range(1, nodes + 1):
         if base_port is not None:
             peer_port, client_port = base_port + 2 * (i - 1), base_port + 2 * (i - 1) + 1
             if client_port > 65535:
                 fail("--base-port is too high for that many nodes", EXIT_USAGE)
         else:
-            peer_port = _free_port_pair(taken)
-            taken.add(peer_port)
-            client_port = _free_port(taken)
-            taken.add(client_port)
+            peer_port, client_port = free[2 * (i - 1)], free[2 * (i - 1) + 1]
         members.append({"id": str(i), "peer": f"127.0.0.1:{peer_port}",
                         "client": f"127.0.0.1:{client_port}"})
     plan = {"nodes": nodes, "base_port": base_port, "transport": transport, "members": members}
@@ -784,14 +765,6 @@ def plan_cluster(data_dir: Path, nodes: int, base_port: int | None,
     tmp.write_text(json.dumps(plan, indent=2) + "\n")
     os.replace(tmp, path)
     return plan
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the member if the cluster process dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @main.command()
@@ -808,10 +781,12 @@ def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -
 
     Run it again with the same --data-dir and it resumes with the same data."""
     plan = plan_cluster(data_dir, nodes, base_port, transport)
-    members = plan["members"]
-    peers = ",".join(f"{m['id']}={m['peer']}" for m in members)
-    endpoints = ",".join(m["client"] for m in members)
-    children: list[tuple[dict[str, Any], subprocess.Popen]] = []
+    members = [MemberAddr(m["id"], m["peer"], m["client"]) for m in plan["members"]]
+    endpoints = ",".join(m.client for m in members)
+    # No session of their own: a Ctrl-C at the terminal reaches the members too. They
+    # get SIGTERM if this process dies without stopping them (PR_SET_PDEATHSIG).
+    local = LocalCluster(members, data_dir, transport=transport, new_session=False,
+                         pdeathsig=signal.SIGTERM)
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -824,20 +799,16 @@ def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -
                f"({transport}), data in {data_dir}")
     try:
         for m in members:
-            node_dir = data_dir / f"node-{m['id']}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            logf = open(data_dir / f"node-{m['id']}.log", "ab")
-            argv = [sys.executable, "-m", "meshraft.cli", "serve", "--id", m["id"],
-                    "--peers", peers, "--client", m["client"], "--data-dir", str(node_dir),
-                    "--transport", transport]
-            child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-            logf.close()
-            children.append((m, child))
-            click.echo(f"  node {m['id']}: client {m['client']}  peer {m['peer']}  "
-                       f"log {data_dir / ('node-' + m['id'] + '.log')}")
+            local.start(m.id)
+            click.echo(f"  node {m.id}: client {m.client}  peer {m.peer}  "
+                       f"log {local.log_path(m.id)}")
         click.echo(f"endpoints: {endpoints}")
-        ready = _wait_ready(endpoints, lambda: stopping, children)
+        try:
+            ready = asyncio.run(local.wait_ready(30.0, fail_on_exit=False,
+                                                 stopping=lambda: stopping,
+                                                 status_timeout=0.5, poll=0.2))
+        except ClusterNotReady:
+            ready = None
         if ready is not None:
             click.echo(f"cluster ready: leader is node {ready}")
         else:
@@ -851,53 +822,18 @@ def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -
         reported: set[str] = set()
         while not stopping:
             time.sleep(0.2)
-            for m, child in children:
-                if child.poll() is not None and m["id"] not in reported:
-                    reported.add(m["id"])
-                    click.echo(f"node {m['id']} exited with code {child.returncode}; see "
-                               f"{data_dir / ('node-' + m['id'] + '.log')}", err=True)
-            if len(reported) == len(children):
+            for m in local.exited():
+                if m not in reported:
+                    reported.add(m)
+                    click.echo(f"node {m} exited with code {local.procs[m].returncode}; see "
+                               f"{local.log_path(m)}", err=True)
+            if len(reported) == len(members):
                 fail("every member exited", EXIT_UNAVAILABLE)
     finally:
         click.echo("stopping the cluster ...")
-        for _m, child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for m, child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                click.echo(f"node {m['id']} did not stop in time; killing it", err=True)
-                child.kill()
-                child.wait()
+        local.stop(10.0, on_kill=lambda p: click.echo(
+            f"node {p.name.removeprefix('node')} did not stop in time; killing it", err=True))
         click.echo("stopped.")
-
-
-def _wait_ready(endpoints: str, stopping: Callable[[], bool],
-                children: list[tuple[dict[str, Any], subprocess.Popen]],
-                timeout: float = 30.0) -> str | None:
-    """Wait until a member reports a leader; return its id (None if not in time)."""
-    from meshraft.kv import client as kc
-
-    async def ask() -> str | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stopping():
-            if all(child.poll() is not None for _m, child in children):
-                return None
-            for ep in endpoints.split(","):
-                try:
-                    async with kc.AsyncClient([ep], timeout=0.5, connect_timeout=0.3) as c:
-                        st = await c.status()
-                    if st.get("leader") is not None:
-                        return str(st["leader"])
-                except kc.MeshraftError:
-                    pass
-            await asyncio.sleep(0.2)
-        return None
-
-    return asyncio.run(ask())
 
 
 # `meshraft bench`: the load generator and report live in meshraft.bench.
