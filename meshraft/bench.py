@@ -171,42 +171,48 @@ def percentile(sorted_values: Sequence[int | float], q: float) -> float:
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
-class Progress:
-    """The run's progress on stderr: a tqdm bar redrawn in place on a terminal, a
-    line every 5 s (and at the end) in a log. The runner calls :meth:`update` from
-    its 4-per-second monitor loop, never per operation, so the bar costs the load
-    nothing."""
+class TimeProgress:
+    """Progress through a run of ``total_s`` seconds on a stream (stderr): a tqdm
+    bar redrawn in place on a terminal; in a log, a line every ``log_every``
+    seconds of the run (the first at once with ``log_first``) and one at the end
+    (or when ``force``d) unless the last line said just that. ``bar_format`` is
+    tqdm's, with ``{status}`` for the caller's text. Callers update it from a
+    monitor loop a few times a second, never per operation, so it costs the load
+    nothing. Also used by jepsen-lite."""
 
-    BAR_FORMAT = "{desc} [{bar:30}] {n:5.1f}/{total:.0f}s {status}"
-
-    def __init__(self, total_s: float, label: str, stream: TextIO | None = None,
-                 enabled: bool = True) -> None:
+    def __init__(self, total_s: float, label: str, bar_format: str, *,
+                 stream: TextIO | None = None, enabled: bool = True,
+                 log_every: float = 5.0, log_first: bool = False) -> None:
         self.total_s = total_s
         self.label = label
+        self.bar_format = bar_format
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
+        self.log_every = log_every
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_line = 0.0
+        self._last_line = -math.inf if log_first else 0.0
+        self._last_status = ""
         self._bar: _StatusBar | None = None
         if enabled and self.tty:
             self._bar = _StatusBar(total=total_s, desc=label, file=self.stream,
-                                   bar_format=self.BAR_FORMAT, ascii=".#", delay=1e-9,
+                                   bar_format=bar_format, ascii=".#", delay=1e-9,
                                    mininterval=0, miniters=0, dynamic_ncols=False)
 
-    def update(self, elapsed: float, ops: int, rate: float, phase: str) -> None:
+    def update(self, elapsed: float, status: str, force: bool = False) -> None:
         if not self.enabled:
             return
         elapsed = min(max(0.0, elapsed), self.total_s)
-        status = f"{phase:7s} {ops:>9,} ops {rate:>9,.0f} ops/s"
         if self._bar is not None:
             self._bar.status = status
             self._bar.n = elapsed
             self._bar.refresh()
-        elif elapsed - self._last_line >= 5.0 or elapsed >= self.total_s:
-            self._last_line = elapsed
+        elif (elapsed - self._last_line >= self.log_every
+              or ((force or elapsed >= self.total_s)
+                  and (elapsed, status) != (self._last_line, self._last_status))):
+            self._last_line, self._last_status = elapsed, status
             self.stream.write(_StatusBar.format_meter(
                 elapsed, self.total_s, 0, prefix=self.label, ascii=".#",
-                bar_format=self.BAR_FORMAT, status=status) + "\n")
+                bar_format=self.bar_format, status=status) + "\n")
             self.stream.flush()
 
     def done(self) -> None:
@@ -226,6 +232,21 @@ class _StatusBar(tqdm):
         d = super().format_dict
         d["status"] = self.status
         return d
+
+
+class Progress(TimeProgress):
+    """``meshraft bench``'s progress: phase, operations and rate; a line every 5 s
+    in a log."""
+
+    def __init__(self, total_s: float, label: str, stream: TextIO | None = None,
+                 enabled: bool = True) -> None:
+        super().__init__(total_s, label, "{desc} [{bar:30}] {n:5.1f}/{total:.0f}s {status}",
+                         stream=stream, enabled=enabled)
+
+    def update(self, elapsed: float, ops: int, rate: float,  # type: ignore[override]
+               phase: str) -> None:
+        if self.enabled:
+            super().update(elapsed, f"{phase:7s} {ops:>9,} ops {rate:>9,.0f} ops/s")
 
 
 class _Recorder:

@@ -303,9 +303,10 @@ class LocalCluster:
     ``root``: where data dirs and logs go by default (``node-ID`` and
     ``node-ID.log``); ``data_dir_of``/``log_of`` place them elsewhere. ``wrap(id,
     argv)`` rewrites a member's command (``ip netns exec``, a profiler).
-    ``append_logs``/``log_header``: a restarted member appends to its log after a
-    line saying which start it is. ``on_spawn`` sees every process started (a run
-    registry records its PID). ``with`` starts every member and stops them all."""
+    ``append_logs``: a restarted member appends to its log; ``log_header`` (who
+    starts it, e.g. "jepsen-lite"): after a line saying which start it is.
+    ``on_spawn`` sees every process started (a run registry records its PID).
+    ``with`` starts every member and stops them all."""
 
     members: list[MemberAddr]
     root: Path
@@ -318,7 +319,7 @@ class LocalCluster:
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
     append_logs: bool = True
-    log_header: bool = False
+    log_header: str | None = None
     new_session: bool = True
     pdeathsig: int | None = None
     on_spawn: Callable[[MemberProcess], None] | None = None
@@ -364,8 +365,8 @@ class LocalCluster:
         self.data_dir(member).mkdir(parents=True, exist_ok=True)
         argv = self.argv(member)
         self.starts[member] = self.starts.get(member, 0) + 1
-        header = (f"\n=== jepsen-lite: start #{self.starts[member]} of node {member}: "
-                  f"{shlex.join(argv)}\n") if self.log_header else None
+        header = (f"\n=== {self.log_header}: start #{self.starts[member]} of node {member}: "
+                  f"{shlex.join(argv)}\n") if self.log_header is not None else None
         p = start_process(f"node{member}", argv, self.log_path(member),
                           append=self.append_logs, header=header, env=self.env, cwd=self.cwd,
                           new_session=self.new_session, pdeathsig=self.pdeathsig)

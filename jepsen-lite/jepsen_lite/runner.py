@@ -18,7 +18,6 @@ import asyncio
 import base64
 import bisect
 import contextlib
-import ctypes
 import html
 import itertools
 import json
@@ -27,11 +26,10 @@ import os
 import random
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,8 @@ from jepsen_lite.nemesis import (
 )
 from jepsen_lite.netns import Net, NetError
 from jepsen_lite.workload import Workload, WorkloadConfig
+from meshraft.bench import TimeProgress
+from meshraft.localcluster import ClusterNotReady, LocalCluster, MemberAddr
 
 log = logging.getLogger("jepsen_lite.runner")
 
@@ -68,92 +68,44 @@ class Interrupted(Exception):
 # ---------------------------------------------------------------- the cluster
 
 
-def _set_pdeathsig() -> None:
-    """In the child before exec: die with the runner, even if it is SIGKILLed."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+class ServerCluster(LocalCluster):
+    """The ``meshraft serve`` processes of a run (:class:`meshraft.localcluster.LocalCluster`):
+    each member bound to its address in the run's network and wrapped by it (``ip
+    netns exec`` with ``--net netns``), its PID recorded in the run registry, in a
+    session of its own (a terminal's Ctrl-C reaches the runner only, which then stops
+    the servers in order) and SIGKILLed by Linux if the runner dies
+    (PR_SET_PDEATHSIG). Logs: ``out/nodes/nID.log``, appended to on every restart."""
 
-
-@dataclass
-class ServerCluster:
-    """The ``meshraft serve`` processes of a run, started and stopped only by PID."""
-
-    net: Net
-    out_dir: Path
-    transport: str = "mesh"
-    extra_args: Sequence[str] = ()
-    python: str = sys.executable
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    starts: dict[str, int] = field(default_factory=dict)
+    def __init__(self, net: Net, out_dir: Path, transport: str = "mesh",
+                 extra_args: Sequence[str] = (), python: str = sys.executable) -> None:
+        self.net = net
+        self.out_dir = out_dir
+        nodes = out_dir / "nodes"
+        super().__init__(
+            [MemberAddr(n, a.peer_addr, a.client_addr, listen=a.peer_addr)
+             for n, a in net.nodes.items()],
+            nodes, transport=transport, extra_args=extra_args,
+            data_dir_of=lambda n: nodes / f"n{n}" / "data",
+            log_of=lambda n: nodes / f"n{n}.log",
+            wrap=net.wrap, python=python, append_logs=True, log_header="jepsen-lite",
+            new_session=True, pdeathsig=signal.SIGKILL,
+            on_spawn=lambda p: net.state.add_pid(p.pid))
 
     @property
     def node_ids(self) -> list[str]:
-        return list(self.net.nodes)
-
-    def endpoints(self) -> list[str]:
-        return [a.client_addr for a in self.net.nodes.values()]
-
-    def argv(self, node: str) -> list[str]:
-        addr = self.net.nodes[node]
-        peers = ",".join(f"{n}={a.peer_addr}" for n, a in self.net.nodes.items())
-        return [self.python, "-m", "meshraft.cli", "serve", "--id", node, "--peers", peers,
-                "--listen", addr.peer_addr, "--client", addr.client_addr,
-                "--data-dir", str(self.data_dir(node)), "--transport", self.transport,
-                *self.extra_args]
-
-    def data_dir(self, node: str) -> Path:
-        return self.out_dir / "nodes" / f"n{node}" / "data"
-
-    def log_path(self, node: str) -> Path:
-        return self.out_dir / "nodes" / f"n{node}.log"
-
-    def start(self, node: str) -> None:
-        self.data_dir(node).mkdir(parents=True, exist_ok=True)
-        argv = self.net.wrap(node, self.argv(node))
-        self.starts[node] = self.starts.get(node, 0) + 1
-        with open(self.log_path(node), "ab") as fh:
-            fh.write(f"\n=== jepsen-lite: start #{self.starts[node]} of node {node}: "
-                     f"{shlex.join(argv)}\n".encode())
-            fh.flush()
-            # a session of its own: a terminal's Ctrl-C reaches the runner only, which
-            # then stops the servers in order
-            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=_set_pdeathsig,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs[node] = p
-        self.net.state.add_pid(p.pid)
-
-    def start_all(self) -> None:
-        for node in self.node_ids:
-            self.start(node)
-
-    def alive(self, node: str) -> bool:
-        p = self.procs.get(node)
-        return p is not None and p.poll() is None
-
-    def kill(self, node: str) -> None:
-        p = self.procs.get(node)
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(10)
+        return self.ids
 
     def restart(self, node: str) -> None:
         self.kill(node)
         self.start(node)
 
     def pause(self, node: str) -> None:
-        p = self.procs.get(node)
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGSTOP)
+        if self.alive(node):
+            self.signal(node, signal.SIGSTOP)
 
     def resume(self, node: str) -> None:
-        p = self.procs.get(node)
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGCONT)
+        if self.alive(node):
+            self.signal(node, signal.SIGCONT)
 
     async def heal_all(self) -> dict[str, Any]:
         """No network fault; every node resumed; every dead node started again."""
@@ -167,78 +119,19 @@ class ServerCluster:
         return {"restarted": restarted}
 
     def stop_all(self, timeout: float = 5.0) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGCONT)
-                    p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(max(0.1, deadline - time.monotonic()))
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(5)
+        self.stop(timeout)
 
-    async def node_status(self, node: str, wait: float = 1.0) -> dict[str, Any] | None:
-        from meshraft.kv.client import AsyncClient
-
-        client = AsyncClient([self.net.nodes[node].client_addr], timeout=wait,
-                             attempt_timeout=wait, connect_timeout=min(0.5, wait))
-        try:
-            return await client.status(timeout=wait)
-        except Exception:
-            return None
-        finally:
-            with contextlib.suppress(Exception):
-                await client.close()
-
-    async def find_leader(self) -> str | None:
-        """The leader of the highest term any node reports (a node that says it is the
-        leader wins over hearsay)."""
-        nodes = [n for n in self.node_ids if self.alive(n)]
-        sts = await asyncio.gather(*(self.node_status(n) for n in nodes))
-        best: tuple[int, int, str] | None = None
-        for node, st in zip(nodes, sts, strict=True):
-            if not st:
-                continue
-            term = int(st.get("term") or 0)
-            if st.get("role") == "leader":
-                cand = (term, 1, str(st.get("id", node)))
-            elif st.get("leader") is not None:
-                cand = (term, 0, str(st["leader"]))
-            else:
-                continue
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-        return best[2] if best else None
-
-    async def wait_ready(self, within: float) -> str:
+    async def wait_until_ready(self, within: float) -> str:
         """Until a leader is known and a write through it succeeds; returns the leader."""
-        from meshraft.kv.client import AsyncClient
-
-        deadline = time.monotonic() + within
-        last = "no leader yet"
-        while time.monotonic() < deadline:
-            dead = [n for n in self.node_ids if not self.alive(n)]
-            if dead:
-                raise RunFailed(f"node(s) {', '.join(dead)} exited during start-up; see "
-                                f"{self.log_path(dead[0])}")
-            leader = await self.find_leader()
-            if leader is not None:
-                client = AsyncClient(self.endpoints(), timeout=2.0, attempt_timeout=1.0)
-                try:
-                    await client.put(READY_KEY, "1")
-                    return leader
-                except Exception as exc:
-                    last = f"write failed: {exc}"
-                finally:
-                    with contextlib.suppress(Exception):
-                        await client.close()
-            await asyncio.sleep(0.3)
-        raise RunFailed(f"the cluster did not become ready within {within:g}s ({last})")
+        try:
+            leader = await self.wait_ready(within, write_key=READY_KEY)
+        except ClusterNotReady as exc:
+            if exc.exited:
+                raise RunFailed(f"node(s) {', '.join(exc.exited)} exited during start-up; see "
+                                f"{self.log_path(exc.exited[0])}") from None
+            raise RunFailed(str(exc)) from None
+        assert leader is not None  # no stopping() given: only an exception ends it early
+        return leader
 
 
 # ---------------------------------------------------------------- results
@@ -438,36 +331,14 @@ class RunConfig:
     progress: bool = True
 
 
-class Progress:
+def _progress(enabled: bool, total: float) -> TimeProgress:
     """One status line on stderr: a bar on a terminal, a line every 10 s otherwise."""
+    return TimeProgress(total, "", "[{bar:30}] {n:5.1f}/{total:g}s  {status}",
+                        enabled=enabled, log_every=10.0, log_first=True)
 
-    def __init__(self, enabled: bool, total: float) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.tty = sys.stderr.isatty()
-        self._last = 0.0
 
-    def update(self, elapsed: float, ops: int, fault: str | None, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and not self.tty and now - self._last < 10:
-            return
-        self._last = now
-        frac = min(1.0, elapsed / self.total) if self.total else 1.0
-        bar = "#" * int(frac * 30) + "." * (30 - int(frac * 30))
-        line = (f"[{bar}] {elapsed:5.1f}/{self.total:g}s  ops {ops}  "
-                f"nemesis: {fault or '-'}")
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(78))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def _progress_status(ops: int, fault: str | None) -> str:
+    return f"ops {ops}  nemesis: {fault or '-'}"
 
 
 def _say(msg: str) -> None:
@@ -478,7 +349,7 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
                  families: list[str], rng: random.Random) -> Nemesis:
     """Start the cluster, run workload and nemesis, final heal, quiet period."""
     cluster.start_all()
-    leader = await cluster.wait_ready(cfg.start_timeout)
+    leader = await cluster.wait_until_ready(cfg.start_timeout)
     _say(f"cluster ready, leader {leader}; running {cfg.time:g}s")
     wl_rng = random.Random(rng.getrandbits(64))
     nem_rng = random.Random(rng.getrandbits(64))
@@ -491,7 +362,7 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
     fault_time = max(0.0, cfg.time - cfg.quiet_period)
     nem = Nemesis(families, cluster, nem_rng, hist, schedule=Schedule.for_duration(fault_time),
                   t0=t0)
-    progress = Progress(cfg.progress, cfg.time)
+    progress = _progress(cfg.progress, cfg.time)
     wl_task = asyncio.create_task(workload.run(t0 + cfg.time), name="workload")
 
     async def nemesis_then_heal() -> None:
@@ -504,11 +375,12 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
     try:
         while not wl_task.done():
             active = nem._active.name if nem._active is not None else None
-            progress.update(time.monotonic() - t0, workload.completed, active)
+            progress.update(time.monotonic() - t0, _progress_status(workload.completed, active))
             await asyncio.wait({wl_task}, timeout=0.5)
             if nem_task.done() and nem_task.exception() is not None:
                 raise RunFailed(f"nemesis failed: {nem_task.exception()!r}")
-        progress.update(time.monotonic() - t0, workload.completed, None, force=True)
+        progress.update(time.monotonic() - t0, _progress_status(workload.completed, None),
+                        force=True)
         progress.done()
         wl_task.result()
         await nem_task

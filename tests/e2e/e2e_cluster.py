@@ -1,5 +1,7 @@
 """Helpers for end-to-end tests: a cluster of real `meshraft serve` processes started
-through the lead's `procs` fixture (so every process is stopped by PID).
+through the lead's `procs` fixture (so every process is stopped by PID). Addresses,
+command lines and who leads come from :mod:`meshraft.localcluster`, as for every
+other local cluster.
 
 A helper module, not a conftest.py: a second `conftest` module would shadow the root
 one that other test directories import from."""
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from meshraft.kv.client import Client, MeshraftError
+from meshraft.localcluster import pick_leader, plan_members, serve_argv
 
 
 def _root_conftest():
@@ -57,10 +60,10 @@ class Cluster:
         self.procs = procs
         self.extra_args = extra_args
         self.transport = transport
-        ports = free_ports(2 * n)
-        self.ids = [str(i) for i in range(1, n + 1)]
-        self.peer = {i: f"127.0.0.1:{ports[2 * k]}" for k, i in enumerate(self.ids)}
-        self.client = {i: f"127.0.0.1:{ports[2 * k + 1]}" for k, i in enumerate(self.ids)}
+        self.addrs = plan_members(n)
+        self.ids = [m.id for m in self.addrs]
+        self.peer = {m.id: m.peer for m in self.addrs}
+        self.client = {m.id: m.client for m in self.addrs}
         self.dirs = {i: procs.tmpdir(f"node{i}") for i in self.ids}
         self.members: dict[str, object] = {}
 
@@ -72,10 +75,9 @@ class Cluster:
         return ",".join(self.client[i] for i in (ids or self.ids))
 
     def start(self, i: str):
-        p = self.procs.start("serve", "--id", i, "--peers", self.peers_arg, "--client",
-                             self.client[i], "--data-dir", str(self.dirs[i]),
-                             "--transport", self.transport, *self.extra_args,
-                             name=f"node{i}")
+        addr = next(m for m in self.addrs if m.id == i)
+        p = self.procs.start_raw(serve_argv(addr, self.addrs, self.dirs[i], self.transport,
+                                            self.extra_args), name=f"node{i}")
         self.members[i] = p
         return p
 
@@ -101,14 +103,13 @@ class Cluster:
         ids = among or self.alive()
 
         def find():
+            statuses = {}
             for i in ids:
                 try:
-                    st = self.status(i)
+                    statuses[i] = self.status(i)
                 except MeshraftError:
-                    continue
-                if st["role"] == "leader":
-                    return st["id"]
-            return None
+                    statuses[i] = None
+            return pick_leader(statuses, hearsay=False)
 
         return wait_until(find, timeout, 0.1, what=f"a leader among {ids}")
 

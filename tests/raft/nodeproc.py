@@ -37,8 +37,6 @@ from pathlib import Path
 
 import msgpack
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from meshraft.raft.errors import RaftError, StorageError
 from meshraft.raft.messages import Entry
 from meshraft.raft.node import NodeConfig, RaftNode

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_ports, wait_until
+from conftest import wait_until
+
+from meshraft.localcluster import peers_arg, pick_leader, plan_members
 
 NODEPROC = str(Path(__file__).with_name("nodeproc.py"))
 
@@ -32,9 +34,9 @@ class ProcCluster:
         self.procs = procs
         self.base = procs.tmpdir("cluster")
         self.ids = [str(i + 1) for i in range(n)]
-        ports = free_ports(n)
-        self.peers = ",".join(f"{nid}=127.0.0.1:{p}"
-                              for nid, p in zip(self.ids, ports, strict=True))
+        # ports and the --peers value as for every local cluster (the client ports
+        # that plan_members also hands out stay unused: nodeproc has no client port)
+        self.peers = peers_arg(plan_members(n, ids=self.ids))
         self.transport = transport
         self.extra = extra or []
         self.concurrency = concurrency
@@ -76,8 +78,8 @@ class ProcCluster:
 
     def wait_leader(self, timeout: float = 15.0) -> None:
         def ok():
-            sts = [self.status(n) for n in self.ids if self.running[n].alive()]
-            return any(s and s["role"] == "leader" for s in sts)
+            sts = {n: self.status(n) for n in self.ids if self.running[n].alive()}
+            return pick_leader(sts, hearsay=False) is not None
         wait_until(ok, timeout, what="a leader")
 
     def wait_acked(self, n: int, timeout: float = 20.0) -> None:
