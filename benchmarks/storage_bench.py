@@ -28,12 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from meshraft.raft import NodeConfig, RaftNode, Storage, udp_transport_factory
 from meshraft.raft.messages import ConfState, Entry, HardState
-from meshraft.raft.node import NodeConfig, RaftNode
-from meshraft.raft.storage import Storage
-from meshraft.raft.udp import udp_transport_factory
 
 
 def report(name: str, unit: str, runs: list[float], **extra) -> None:
