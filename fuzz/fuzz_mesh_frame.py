@@ -1,4 +1,4 @@
-"""atheris harness: the mesh's link decoder (framing, HELLO, IDENT, messages) on a
+"""atheris harness: the mesh's link decoder (framing, HELLO, IDENT, ACCEPT, messages) on a
 real Router, fed through an in-process transport instead of a socket.
 
     pip install -e '.[fuzz]'
@@ -20,7 +20,8 @@ import msgpack
 
 with _harness.instrumented():
     from meshraft.mesh import Router
-    from meshraft.mesh.connection import CLOSED, ESTABLISHED, MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
+    from meshraft.mesh.connection import CLOSED, ESTABLISHED
+    from meshraft.mesh.wire import ACCEPT_BODY, MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
 logging.disable(logging.CRITICAL)  # every refused input is logged; millions of them
 
@@ -59,6 +60,7 @@ def frame(body: bytes) -> bytes:
 HELLO = frame(msgpack.packb({"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX,
                              "pk": None}))
 IDENT = frame(msgpack.packb(["fuzz-peer", 0xFEED, 1, 1, "127.0.0.1", 0]))
+ACCEPT = frame(ACCEPT_BODY)
 loop = asyncio.new_event_loop()
 router: Router = loop.run_until_complete(Router.start("fuzz-self", connect_interval=3600.0))
 
@@ -75,11 +77,11 @@ def feed(link, data: bytes) -> None:
 
 def test_one_input(data: bytes) -> None:
     async def go() -> None:
-        link = router._new_link(False)
+        link = router.peer.new_link(False)
         transport = FakeTransport(link)
         link.connection_made(transport)
         if data[:1] and data[0] & 1:
-            feed(link, HELLO + IDENT)
+            feed(link, HELLO + IDENT + ACCEPT)
             assert link.state == ESTABLISHED, link.close_reason
         feed(link, data[1:])
         transport.close()

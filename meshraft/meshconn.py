@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -39,11 +38,6 @@ _DRAIN_BUDGET_S = 0.005  # per loop callback draining the buffer, so I/O interle
 _now = time.perf_counter
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-_bin8 = struct.Struct(">BB").pack
-_bin16 = struct.Struct(">BH").pack
-_bin32 = struct.Struct(">BI").pack
-
-
 
 class MeshPacketConn(asyncio.DatagramTransport):
     """A datagram transport over mesh unicast on one channel of one router."""
@@ -72,8 +66,8 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._write_limits = (0, 0)
         self._stats: Counter[str] = Counter()
         self._route_link = router.route_link
-        self._prefix = router.unicast_prefix(channel)
-        self._dst_cache: dict[str, bytes] = {}
+        self._encode = router.unicast_encoder(channel).encode
+        self._reads = router.reads
         self._sent = 0
         self._received = 0
         self._unregister = router.register_unicast(channel, self._on_packet)
@@ -101,23 +95,14 @@ class MeshPacketConn(asyncio.DatagramTransport):
             # Fast path: nothing is waiting, so deliver now (as a UDP socket would)
             # while the protocol keeps up: within one mesh read, deliveries stop after
             # a time budget and the rest of the burst goes to the bounded buffer.
-            seq = self._router._rx_seq
+            seq = self._reads.seq
             if seq != self._inline_seq:
                 self._inline_seq = seq
                 self._inline_until = _now() + _INLINE_BUDGET_S
             elif _now() >= self._inline_until:
                 seq = -1
             if seq >= 0:
-                self._received += 1
-                self._delivering = True
-                try:
-                    self._protocol.datagram_received(payload, src)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._protocol_raised(exc)
-                finally:
-                    self._delivering = False
+                self._deliver(payload, src)
                 return
         if len(inbox) >= self._recv_max:
             self._stats["dropped_full"] += 1
@@ -193,20 +178,7 @@ class MeshPacketConn(asyncio.DatagramTransport):
             self._loop.call_soon(self._report_error, OSError(
                 errno.EHOSTUNREACH, f"no route to mesh peer {addr!r}"))
             return
-        # The message is built from cached encoded parts (same bytes as msgpack would
-        # produce for [UNICAST, channel, src, dst, ttl, data]), which is cheaper.
-        dst = self._dst_cache.get(addr)
-        if dst is None:
-            if len(self._dst_cache) > 4096:
-                self._dst_cache.clear()
-            dst = self._dst_cache[addr] = self._router.unicast_dst(addr)
-        if n < 256:
-            binhdr = _bin8(0xC4, n)
-        elif n < 65536:
-            binhdr = _bin16(0xC5, n)
-        else:
-            binhdr = _bin32(0xC6, n)
-        if not link.send(b"".join((self._prefix, dst, binhdr, data))):
+        if not link.send(self._encode(addr, data)):
             self._stats["dropped_out"] += 1
 
     def _report_error(self, exc: OSError) -> None:

@@ -1,83 +1,89 @@
 """Links: one TCP connection to one neighbour, its handshake, framing and heartbeats.
 
-Owns the bytes on one connection: the length-prefixed frame format, the
-handshake (magic, version negotiation, optional encryption, identity), the
-outgoing write batch and its bound, and the link's liveness clock.  It must
-never decide routing or topology: an established link hands every decoded
-message to its router, and the router decides.
+Owns the bytes on one connection: the framing, the handshake (magic, version
+negotiation, optional encryption, identity, acceptance), the outgoing write
+batch and its bound, and the link's liveness clock.  It must never decide
+routing, topology or which links to keep: a link tells its owner (a
+``LinkOwner``: local_peer.py) what happens to it, and the owner decides.  The
+byte layouts are wire.py's; anything malformed closes the link with a logged
+reason and never raises out of the protocol callbacks.
 
-Wire format: every frame is a 4-byte big-endian length and a body of at most
-``max_frame`` bytes.  The first frame each side sends is a cleartext HELLO
-(a msgpack map: magic, min/max protocol version, ephemeral public key or nil);
-the second is IDENT (msgpack array: name, uid, incarnation, conn id, listen
-host, listen port), encrypted when the mesh has a password.  After that every
-body is a msgpack array whose first element is the message kind, encrypted
-when the mesh has a password.  Anything malformed closes the link with a
-logged reason and never raises out of the protocol callbacks.
+See docs/architecture.md#mesh.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import msgpack
+from typing import Any, Protocol
 
 from meshraft.mesh.crypto import AuthenticationError, Ephemeral, SecretBoxCipher
-from meshraft.mesh.peer import valid_name
+from meshraft.mesh.wire import (
+    ACCEPT_BODY,
+    HANDSHAKE_FRAME_MAX,
+    MAGIC,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    Hello,
+    Ident,
+    ProtocolError,
+    check_accept,
+    negotiate,
+    pack_len,
+    unpack_len_from,
+)
 
-if TYPE_CHECKING:
-    from meshraft.mesh.router import Router
-
-MAGIC = "meshraft-mesh"
-# 2: the password key is stretched with Argon2id (1 hashed it once): peers of
-# different versions would derive different keys, so they are told apart here.
-PROTOCOL_MIN = 2
-PROTOCOL_MAX = 2
-HANDSHAKE_FRAME_MAX = 4096
-
-# Message kinds after the handshake (first element of the body array).
-HEARTBEAT = 0
-UNICAST = 1  # [1, channel, src, dst, ttl, payload]
-BROADCAST = 2  # [2, channel, src, payload]
-GOSSIP = 3  # [3, channel, src, payload]
+__all__ = [
+    "ACCEPT", "CLOSED", "ESTABLISHED", "HELLO", "IDENT", "MAGIC", "PROTOCOL_MAX", "PROTOCOL_MIN",
+    "Link", "LinkConfig", "LinkOwner", "ReadBatch",
+]
 
 _READ_BUF = 64 * 1024  # the read buffer of a link (grows for a large frame)
 _MIN_FREE = 4096
-_len = struct.Struct(">I")
-_pack_len = _len.pack
-_unpack_len_from = _len.unpack_from
 
 # Link states.
-HELLO, IDENT, ESTABLISHED, CLOSED = "hello", "ident", "established", "closed"
+HELLO, IDENT, ACCEPT, ESTABLISHED, CLOSED = "hello", "ident", "accept", "established", "closed"
 
 
-class ProtocolError(Exception):
-    """The peer sent something this side will not accept."""
+class LinkOwner(Protocol):
+    """What a link tells the one who keeps it (local_peer.LocalPeer)."""
+
+    def opened(self, link: Link) -> None:
+        """A connection exists (the link may be failed here, e.g. too many pending)."""
+
+    def ready(self, link: Link) -> str | None:
+        """The peer's identity is known (and again when it accepted us): None to
+        accept the link, or why it is refused (the link then closes)."""
+
+    def established(self, link: Link) -> None:
+        """Both sides accepted the handshake: the link carries messages now."""
+
+    def closed(self, link: Link, was: str) -> None:
+        """The connection is gone (``was``: the state it was in)."""
+
+    def message(self, link: Link, msg: Any) -> None:
+        """One decoded message from an established link; ProtocolError closes it."""
 
 
-def make_unpackb(max_frame: int) -> Callable[[Any], Any]:
-    """msgpack decoding with strict limits: nothing larger than a frame, no ext types."""
-    return functools.partial(
-        msgpack.unpackb, raw=False, strict_map_key=True, use_list=True, max_bin_len=max_frame,
-        max_str_len=max_frame, max_array_len=1 << 16, max_map_len=1 << 16, max_ext_len=0,
-    )
+class ReadBatch:
+    """Shared by one router's links: counts reads (``seq``), and while a read is
+    being handled (``depth`` > 0) collects the links written to, so that replies go
+    out in one write per link when the read is done."""
 
+    __slots__ = ("depth", "pending", "seq")
 
-def negotiate(our_min: int, our_max: int, their_min: int, their_max: int) -> int | None:
-    """Highest common protocol version, or None."""
-    hi = min(our_max, their_max)
-    return hi if hi >= max(our_min, their_min) else None
+    def __init__(self) -> None:
+        self.seq = 0
+        self.depth = 0
+        self.pending: list[Link] = []
 
-
-def version_is_valid(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 16
+    def flush(self) -> None:
+        links, self.pending = self.pending, []
+        for link in links:
+            link.flush()
 
 
 @dataclass(frozen=True)
@@ -94,15 +100,18 @@ class LinkConfig:
     pw_key: bytes | None
     max_frame: int
     write_limit: int
+    unpackb: Callable[[Any], Any]
+    log: logging.LoggerAdapter
 
 
 class Link(asyncio.BufferedProtocol):
     """One TCP connection to a neighbour (asyncio protocol; no task per link)."""
 
-    def __init__(self, router: Router, cfg: LinkConfig, outbound: bool, conn_id: int,
-                 target: tuple[str, int] | None = None) -> None:
-        self.router = router
+    def __init__(self, owner: LinkOwner, cfg: LinkConfig, batch: ReadBatch, outbound: bool,
+                 conn_id: int, target: tuple[str, int] | None = None) -> None:
+        self.owner = owner
         self.cfg = cfg
+        self.batch = batch
         self.outbound = outbound
         self.conn_id = conn_id
         self.target = target  # the address we dialled, for outbound links
@@ -111,9 +120,10 @@ class Link(asyncio.BufferedProtocol):
         self.remote_name: str | None = None
         self.remote_uid = 0
         self.remote_incarnation = 0
-        self.remote_conn_id = 0
         self.remote_listen: tuple[str, int] | None = None
         self.peername: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.encrypted = False
         self.created = time.monotonic()
         self.last_recv = self.created
         self.established_at: float | None = None
@@ -133,7 +143,9 @@ class Link(asyncio.BufferedProtocol):
         self._eph = Ephemeral() if cfg.pw_key is not None else None
         self._tx: SecretBoxCipher | None = None
         self._rx: SecretBoxCipher | None = None
-        self._unpackb = router._unpackb
+        self._unpackb = cfg.unpackb
+        self._log = cfg.log
+        self._on_message = owner.message  # bound once: the data path's only call out
         self._loop = asyncio.get_running_loop()
 
     # ----- description -------------------------------------------------
@@ -152,14 +164,13 @@ class Link(asyncio.BufferedProtocol):
         # are not subclasses of it, and with uvloop the mesh must still form.
         self._transport = transport  # type: ignore[assignment]
         self.peername = transport.get_extra_info("peername")
-        self.router._link_opened(self)
+        self.sockname = transport.get_extra_info("sockname")
+        self.owner.opened(self)
         if self.state == CLOSED:
             return
-        hello = {
-            "magic": MAGIC, "min": self.cfg.min_version, "max": self.cfg.max_version,
-            "pk": self._eph.public if self._eph else None,
-        }
-        self._write_frame(msgpack.packb(hello))
+        hello = Hello(self.cfg.min_version, self.cfg.max_version,
+                      self._eph.public if self._eph else None)
+        self._write_frame(hello.encode())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Reading into a buffer we keep (BufferedProtocol) instead of a fresh bytes
@@ -191,12 +202,12 @@ class Link(asyncio.BufferedProtocol):
         limit = self.cfg.max_frame if self.state == ESTABLISHED else HANDSHAKE_FRAME_MAX
         if self._rx is not None:
             limit += 16
-        router = self.router
-        router._rx_seq += 1
-        router._rx_depth += 1
+        batch = self.batch
+        batch.seq += 1
+        batch.depth += 1
         try:
             while rlen - pos >= 4:
-                (length,) = _unpack_len_from(buf, pos)
+                (length,) = unpack_len_from(buf, pos)
                 if length > limit:
                     raise ProtocolError(f"oversized frame: {length} bytes > limit {limit}")
                 if length == 0:
@@ -214,7 +225,7 @@ class Link(asyncio.BufferedProtocol):
                         msg = self._unpackb(body)
                     except Exception as exc:
                         raise ProtocolError(f"undecodable frame: {exc}") from None
-                    router._on_message(self, msg)
+                    self._on_message(self, msg)
                 else:
                     self._handshake_frame(bytes(body))
                     if self.state == ESTABLISHED:
@@ -228,19 +239,19 @@ class Link(asyncio.BufferedProtocol):
             self.fail(str(exc))
             return
         except Exception as exc:  # a bug or an unforeseen input: never crash the process
-            router._log.exception("link %s: error handling frame", self.describe())
+            self._log.exception("link %s: error handling frame", self.describe())
             self.fail(f"internal error handling frame: {exc!r}")
             return
         finally:
-            router._rx_depth -= 1
-            if not router._rx_depth and router._pending_flush:
-                router._flush_pending()
+            batch.depth -= 1
+            if not batch.depth and batch.pending:
+                batch.flush()
         left = rlen - pos
         if pos and left:
             buf[:left] = bytes(view[pos:rlen])
         self._rlen = left
         if left >= 4:
-            self._need = 4 + _unpack_len_from(buf, 0)[0]
+            self._need = 4 + unpack_len_from(buf, 0)[0]
             if self._need > len(buf):
                 self._resize(self._need)  # a large frame: make room for all of it
         else:
@@ -272,47 +283,38 @@ class Link(asyncio.BufferedProtocol):
                 self.close_reason = (
                     f"connection closed by peer during handshake{f' ({exc})' if exc else ''}"
                 )
-        self.router._link_closed(self, was)
+        self.owner.closed(self, was)
 
     # ----- handshake -------------------------------------------------------
     def _handshake_frame(self, body: bytes) -> None:
         if self.state == HELLO:
-            try:
-                hello = msgpack.unpackb(body, raw=False, max_bin_len=64, max_str_len=64,
-                                        max_array_len=16, max_map_len=16, max_ext_len=0)
-            except Exception as exc:
-                raise ProtocolError(f"undecodable handshake: {exc}") from None
-            if not isinstance(hello, dict) or hello.get("magic") != MAGIC:
-                raise ProtocolError("not a meshraft mesh peer (bad handshake magic)")
-            vmin, vmax = hello.get("min"), hello.get("max")
-            if not (version_is_valid(vmin) and version_is_valid(vmax)) or vmin > vmax:
-                raise ProtocolError(f"bad protocol version range {vmin!r}..{vmax!r}")
-            v = negotiate(self.cfg.min_version, self.cfg.max_version, vmin, vmax)
+            hello = Hello.decode(body)
+            v = negotiate(self.cfg.min_version, self.cfg.max_version, hello.min_version,
+                          hello.max_version)
             if v is None:
                 raise ProtocolError(
                     f"protocol version mismatch: we speak {self.cfg.min_version}.."
-                    f"{self.cfg.max_version}, peer speaks {vmin}..{vmax}; no common version"
+                    f"{self.cfg.max_version}, peer speaks {hello.min_version}.."
+                    f"{hello.max_version}; no common version"
                 )
             self.version = v
-            pk = hello.get("pk")
+            pk = hello.public_key
             if self._eph is not None:
                 if pk is None:
                     raise ProtocolError(
                         "mesh password mismatch: this mesh needs a password and the peer has none"
                     )
-                if not isinstance(pk, bytes):
-                    raise ProtocolError("bad public key in handshake")
                 assert self.cfg.pw_key is not None
                 self._tx, self._rx = self._eph.session(pk, self.cfg.pw_key)
+                self.encrypted = True
             elif pk is not None:
                 raise ProtocolError(
                     "mesh password mismatch: the peer uses a mesh password and we have none"
                 )
             self.state = IDENT
-            ident = [self.cfg.name, self.cfg.uid, self.cfg.incarnation, self.conn_id,
-                     self.cfg.host, self.cfg.port]
-            body = msgpack.packb(ident)
-            self._write_frame(self._tx.encrypt(body) if self._tx is not None else body)
+            ident = Ident(self.cfg.name, self.cfg.uid, self.cfg.incarnation, self.conn_id,
+                          self.cfg.host, self.cfg.port)
+            self._write_handshake(ident.encode())
         elif self.state == IDENT:
             if self._rx is not None:
                 try:
@@ -322,38 +324,38 @@ class Link(asyncio.BufferedProtocol):
                         "authentication failed: the peer's identity did not decrypt "
                         "(wrong mesh password?)"
                     ) from None
-            try:
-                ident = msgpack.unpackb(body, raw=False, max_bin_len=0, max_str_len=255,
-                                        max_array_len=16, max_map_len=0, max_ext_len=0)
-            except Exception as exc:
-                raise ProtocolError(f"undecodable identity: {exc}") from None
-            if not isinstance(ident, list) or len(ident) != 6:
-                raise ProtocolError("bad identity message")
-            name, uid, inc, conn_id, host, port = ident
-            ints_ok = all(
-                isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 64
-                for x in (uid, inc, conn_id)
-            )
-            if not valid_name(name) or not ints_ok or uid == 0:
-                raise ProtocolError("bad identity: name, uid or connection id")
-            if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port < 65536:
-                raise ProtocolError("bad identity: listen address")
-            self.remote_name, self.remote_uid = name, uid
-            self.remote_incarnation, self.remote_conn_id = inc, conn_id
-            self.remote_listen = (host, port)
-            refusal = self.router._link_ready(self)
+            ident = Ident.decode(body)
+            self.remote_name, self.remote_uid = ident.name, ident.uid
+            self.remote_incarnation = ident.incarnation
+            self.remote_listen = (ident.host, ident.port)
+            refusal = self.owner.ready(self)
+            if refusal:
+                self.fail(refusal, level=logging.INFO)
+                return
+            self.state = ACCEPT
+            self._write_handshake(ACCEPT_BODY)
+        elif self.state == ACCEPT:
+            if self._rx is not None:
+                body = self._rx.decrypt(body)
+            check_accept(body)
+            # Ask again: while the peer decided, another link to it may have won.
+            refusal = self.owner.ready(self)
             if refusal:
                 self.fail(refusal, level=logging.INFO)
                 return
             self.state = ESTABLISHED
             self.established_at = time.monotonic()
-            self.router._link_established(self)
+            self.owner.established(self)
 
     # ----- sending ---------------------------------------------------------
+    def _write_handshake(self, body: bytes) -> None:
+        """IDENT and ACCEPT: encrypted when the mesh has a password, written at once."""
+        self._write_frame(self._tx.encrypt(body) if self._tx is not None else body)
+
     def _write_frame(self, body: bytes) -> None:
         """Handshake frames: written at once, unencrypted framing as given."""
         assert self._transport is not None
-        self._transport.write(_pack_len(len(body)) + body)
+        self._transport.write(pack_len(len(body)) + body)
         self.frames_out += 1
         self.bytes_out += 4 + len(body)
 
@@ -377,31 +379,37 @@ class Link(asyncio.BufferedProtocol):
         n = len(body)
         self.frames_out += 1
         if self._flush_scheduled:
-            self._out.append(_pack_len(n))
+            self._out.append(pack_len(n))
             self._out.append(body)
             self._out_bytes += n + 4
             return True
-        router = self.router
-        if router._rx_depth or self._tbuf:
+        batch = self.batch
+        if batch.depth or self._tbuf:
             # Batch: replies sent while reading go out when the read ends; when the
             # socket is congested, frames are joined and written once per iteration.
-            self._out.append(_pack_len(n))
+            self._out.append(pack_len(n))
             self._out.append(body)
             self._out_bytes += n + 4
             self._flush_scheduled = True
-            if router._rx_depth:
-                router._pending_flush.append(self)
+            if batch.depth:
+                batch.pending.append(self)
             else:
-                self._loop.call_soon(self._flush)
+                self._loop.call_soon(self.flush)
             return True
         transport = self._transport
         assert transport is not None
-        transport.write(_pack_len(n) + body)  # write-through, like a UDP sendto
+        transport.write(pack_len(n) + body)  # write-through, like a UDP sendto
         self.bytes_out += n + 4
         self._tbuf = transport.get_write_buffer_size()
         return True
 
-    def _flush(self) -> None:
+    def queued_bytes(self) -> int:
+        """Bytes accepted by ``send`` and not yet handed to the kernel."""
+        buffered = self._transport.get_write_buffer_size() if self._transport else 0
+        return self._out_bytes + buffered
+
+    def flush(self) -> None:
+        """Write the frames batched by ``send`` (called by the read batch or the loop)."""
         self._flush_scheduled = False
         if not self._out or self.state == CLOSED or self._transport is None:
             return
@@ -414,11 +422,11 @@ class Link(asyncio.BufferedProtocol):
 
     # ----- closing ---------------------------------------------------------
     def fail(self, reason: str, level: int = logging.WARNING) -> None:
-        """Close the link because of ``reason`` (logged once, by the router)."""
+        """Close the link because of ``reason`` (logged once, here)."""
         if self.state == CLOSED:
             return
         self.close_reason = reason
-        self.router._log.log(level, "closing link %s: %s", self.describe(), reason)
+        self._log.log(level, "closing link %s: %s", self.describe(), reason)
         self.state = CLOSED
         self._out.clear()
         if self._transport is not None:
@@ -428,9 +436,9 @@ class Link(asyncio.BufferedProtocol):
         """Orderly close (pending writes are flushed first)."""
         if self.state == CLOSED:
             return
-        self._flush()
+        self.flush()
         self.close_reason = reason
-        self.router._log.log(level, "closing link %s: %s", self.describe(), reason)
+        self._log.log(level, "closing link %s: %s", self.describe(), reason)
         self.state = CLOSED
         if self._transport is not None:
             self._transport.close()

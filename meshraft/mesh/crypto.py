@@ -27,7 +27,6 @@ import nacl.public
 import nacl.pwhash
 
 PUBLIC_KEY_LEN = 32
-MAC_LEN = _nb.crypto_secretbox_MACBYTES
 _NONCE_PREFIX = b"\x00" * (_nb.crypto_secretbox_NONCEBYTES - 8)
 _pack_seq = struct.Struct(">Q").pack
 

@@ -1,5 +1,5 @@
 """A hand-rolled mesh peer for hostile tests: it speaks the wire format from the
-outside (framing, HELLO, IDENT, encryption) and then sends whatever a test wants."""
+outside (framing, HELLO, IDENT, ACCEPT, encryption) and then sends whatever a test wants."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import struct
 
 import msgpack
 
-from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 from meshraft.mesh.crypto import Ephemeral, password_key
+from meshraft.mesh.wire import ACCEPT_BODY, MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
 
 class RawPeer:
@@ -53,6 +53,7 @@ class RawPeer:
             self.tx, self.rx = eph.session(self.remote_hello["pk"], password_key(password))
         self.send_frame(msgpack.packb([name, uid, 1, 7, "127.0.0.1", port]))
         self.remote_ident = msgpack.unpackb(await self.read_frame())
+        self.send_frame(ACCEPT_BODY)  # we accept it; the router's ACCEPT is left unread
         return self.remote_ident
 
     async def closed_by_peer(self, within: float = 3.0) -> bool:

@@ -40,17 +40,17 @@ async def test_each_pair_has_exactly_one_link_after_simultaneous_dials(mesh):
     routers = [a, b, c]
     await eventually(lambda: full_mesh(routers), 10, "full mesh of 3")
     # duplicate handshakes finish and are resolved: one connection per pair remains
-    await eventually(lambda: all(len(r._conns) == 2 for r in routers), 5, "one link per pair")
+    await eventually(lambda: all(len(r.peer.conns) == 2 for r in routers), 5, "one link per pair")
     await asyncio.sleep(0.3)
     for r in routers:
-        assert len(r._conns) == 2, r.status()["links"]
+        assert len(r.peer.conns) == 2, r.status()["links"]
         assert len(r.links) == 2
     # the kept link is the same TCP connection on both ends
     for r in routers:
         for name, link in r.links.items():
             other = next(x for x in routers if x.name == name)
             back = other.links[r.name]
-            assert link.peername == back._transport.get_extra_info("sockname")
+            assert link.peername == back.sockname
 
 
 async def test_never_links_to_itself(mesh, caplog):
@@ -69,7 +69,7 @@ async def test_failed_dials_back_off(mesh):
     dead = f"127.0.0.1:{free_port()}"
     a = await mesh("a", peers=[dead], dial_backoff=(0.05, 0.4))
     await asyncio.sleep(1.0)
-    addr_state = a._dial_state
+    addr_state = a.maker.dial_state
     assert addr_state, "a dial failure is remembered"
     (_next_try, backoff), = addr_state.values()
     assert backoff > 0.05  # it grew

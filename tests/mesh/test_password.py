@@ -62,7 +62,7 @@ async def test_an_outsider_learns_nothing(mesh, password):
         try:
             import msgpack
 
-            from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
+            from meshraft.mesh.wire import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
             hello = {"magic": MAGIC, "min": PROTOCOL_MIN, "max": PROTOCOL_MAX, "pk": None}
             if password is not None:
@@ -85,7 +85,7 @@ async def test_an_outsider_learns_nothing(mesh, password):
 
 
 def _tamper(kind: str, at: int = 3):
-    """Frames 0 and 1 are HELLO and IDENT; tamper with data frame ``at``."""
+    """Frames 0, 1 and 2 are HELLO, IDENT and ACCEPT; tamper with data frame ``at``."""
     held: list[bytes] = []
 
     def mutate(index: int, frame: bytes) -> list[bytes]:

@@ -131,7 +131,7 @@ async def test_slow_receiver_never_stalls_the_mesh_and_queues_stay_bounded(mesh)
             for _ in range(20):
                 a.send_unicast("t", "sloth", payload)
             await asyncio.sleep(0.01)
-            queued = link._out_bytes + link._transport.get_write_buffer_size()
+            queued = link.queued_bytes()
             assert queued <= limit + len(payload) + 64
         assert link.dropped_out > 0
         # the mesh still works: a fast peer gets its datagrams at once
@@ -339,7 +339,7 @@ async def test_a_gossiper_returning_bad_data_is_contained(mesh):
 
 
 async def test_connections_stuck_in_the_handshake_are_bounded(mesh):
-    from meshraft.mesh.router import MAX_PENDING_LINKS
+    from meshraft.mesh.local_peer import MAX_PENDING_LINKS
 
     a = await mesh("a", link_timeout=5.0)
     raws = []
@@ -347,7 +347,7 @@ async def test_connections_stuck_in_the_handshake_are_bounded(mesh):
         for _ in range(MAX_PENDING_LINKS + 10):
             raws.append(await RawPeer.connect(*a.address))  # and never say hello
         await eventually(lambda: a.stats["pending_refused"] >= 10, 3, "excess refused")
-        assert len(a._conns) <= MAX_PENDING_LINKS
+        assert len(a.peer.conns) <= MAX_PENDING_LINKS
         b = await mesh("b", peers=[a])  # real peers still get in once the flood ends
         for r in raws:
             r.close()

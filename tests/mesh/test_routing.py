@@ -3,7 +3,6 @@ dies, liveness (silent links are closed), and the link filter."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from mesh_rawpeer import RawPeer
@@ -84,8 +83,19 @@ async def test_link_filter_at_runtime_drops_and_refuses(mesh):
     await eventually(lambda: full_mesh([a, b]), 5, "a-b")
     a.set_link_filter({"b"})
     await eventually(lambda: not a.links and not b.links, 5, "link dropped")
-    await asyncio.sleep(0.5)  # b keeps dialling; a keeps refusing
+    # b keeps dialling; a keeps refusing.  A link enters `links` only once both sides
+    # accepted its handshake, so b never lists a link that a refused, not even for a
+    # moment: checked at every poll and, in between, by the count of links set up.
+    ups = (a.stats["links_established"], b.stats["links_established"])
+    refused = a.stats["links_refused"]
+
+    def refused_three_more_times() -> bool:
+        assert not a.links and not b.links
+        return a.stats["links_refused"] >= refused + 3
+
+    await eventually(refused_three_more_times, 5, "three more refusals", interval=0.002)
     assert not a.links and not b.links
+    assert (a.stats["links_established"], b.stats["links_established"]) == ups
     assert a.link_filter == {"b"}
     a.set_link_filter(set())
     await eventually(lambda: full_mesh([a, b]), 5, "link back after clearing the filter")

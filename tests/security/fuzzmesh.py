@@ -17,8 +17,8 @@ import msgpack
 from conftest import free_port
 
 from meshraft.mesh import Router
-from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 from meshraft.mesh.crypto import Ephemeral, password_key
+from meshraft.mesh.wire import ACCEPT_BODY, MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
 A, B = "fuzz-alpha", "fuzz-bravo"  # long names: fuzzed records will not collide with them
 RAW = "fuzz-raw"
@@ -99,6 +99,7 @@ class Hostile:
             self.tx, self.rx = eph.session(theirs["pk"], password_key(password.encode()))
         self.send(msgpack.packb([RAW, 0xFEED, 1, 1, "127.0.0.1", CLOSED_PORT]))
         await self.read_frame()  # their ident
+        self.send(ACCEPT_BODY)  # we accept it (theirs follows, left unread)
 
     def send(self, body: bytes) -> None:
         if self.tx is not None:

@@ -66,8 +66,8 @@ async def test_a_recorded_link_replayed_is_refused(pair, caplog):
 async def test_an_altered_public_key_is_refused(pair, caplog):
     caplog.set_level(logging.INFO, logger="meshraft.mesh")
     h = await Hostile.connect(pair.a)
-    from meshraft.mesh.connection import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
     from meshraft.mesh.crypto import Ephemeral, password_key
+    from meshraft.mesh.wire import MAGIC, PROTOCOL_MAX, PROTOCOL_MIN
 
     eph = Ephemeral()
     pk = bytearray(eph.public)
