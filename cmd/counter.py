@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
 import sys
 import time
-from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+from crdt_counter import CounterGossiper  # beside this file (the script's directory)
 
 from meshraft.mesh import Router, parse_address, read_password_file
-from meshraft.mesh.crdt import CounterGossiper
-
-MAX_HEADER = 8192
 
 
 class TimedCounter(CounterGossiper):
@@ -39,48 +37,40 @@ class TimedCounter(CounterGossiper):
         super().incr(n)
         self.changed_at = time.monotonic()
 
-    def _absorb(self, raw: bytes):  # type: ignore[no-untyped-def]
-        news = super()._absorb(raw)
+    def absorb(self, raw: bytes):  # type: ignore[no-untyped-def]
+        news = super().absorb(raw)
         if news is not None:
             self.changed_at = time.monotonic()
         return news
 
 
-async def handle_http(counter: CounterGossiper, router: Router,
-                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    status, body = 400, "bad request\n"
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        if len(head) > MAX_HEADER:
-            raise ValueError("header too large")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        method, target, _ = request_line.split(" ", 2)
-        url = urlsplit(target)
-        if method == "GET" and url.path == "/":
-            status, body = 200, f"{counter.value()}\n"
-        elif method == "GET" and url.path == "/value.json":
-            status, body = 200, json.dumps(
-                {"value": counter.value(), "changed_at": getattr(counter, "changed_at", 0.0)})
-        elif method == "GET" and url.path == "/status":
-            status, body = 200, json.dumps(router.status()) + "\n"
-        elif method == "POST" and url.path == "/incr":
-            n = int(parse_qs(url.query).get("n", ["1"])[0])
-            counter.incr(n)
-            status, body = 200, f"{counter.value()}\n"
-        else:
-            status, body = 404, "not found\n"
-    except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-            TimeoutError) as exc:
-        status, body = 400, f"bad request: {exc}\n"
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}[status]
-    data = body.encode()
-    writer.write(
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data
-    )
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    writer.close()
+def text(status: int, body: str) -> web.Response:
+    return web.Response(status=status, text=body, content_type="text/plain")
+
+
+def http_app(counter: CounterGossiper, router: Router) -> web.Application:
+    """The counter's HTTP API (every path and method answered here: 404 otherwise)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        method, path = request.method, request.path
+        try:
+            if method == "GET" and path == "/":
+                return text(200, f"{counter.value()}\n")
+            if method == "GET" and path == "/value.json":
+                return text(200, json.dumps({"value": counter.value(),
+                                             "changed_at": getattr(counter, "changed_at", 0.0)}))
+            if method == "GET" and path == "/status":
+                return text(200, json.dumps(router.status()) + "\n")
+            if method == "POST" and path == "/incr":
+                counter.incr(int(request.query.get("n", "1")))
+                return text(200, f"{counter.value()}\n")
+        except ValueError as exc:
+            return text(400, f"bad request: {exc}\n")
+        return text(404, "not found\n")
+
+    app = web.Application(client_max_size=8192)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -113,10 +103,17 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"counter: {exc}", file=sys.stderr)
         return 2
     counter = TimedCounter(router, "counter", pn=args.pn)
-    server = await asyncio.start_server(
-        lambda r, w: handle_http(counter, router, r, w), http_host, http_port)
+    runner = web.AppRunner(http_app(counter, router), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, http_host, http_port).start()
+    except OSError as exc:
+        print(f"counter: http {http_host}:{http_port}: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        await router.stop()
+        return 2
     print(f"counter {args.name}: mesh {router.address[0]}:{router.address[1]}, "
-          f"http {http_host}:{server.sockets[0].getsockname()[1]}", flush=True)
+          f"http {http_host}:{runner.addresses[0][1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,7 +121,7 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         await stop.wait()
     finally:
-        server.close()
+        await runner.cleanup()
         await router.stop()
     return 0
 

@@ -10,11 +10,14 @@ import random
 import time
 
 import pytest
+from cmd_examples import crdt_counter
 from meshtest import eventually, full_mesh, mesh_fixture, stable  # noqa: F401  (fixture)
 
-from meshraft.mesh import Router
-from meshraft.mesh.crdt import CounterGossiper, GCounter, PNCounter
-from meshraft.mesh.gossip_channel import Gossiper
+from meshraft.mesh import Gossiper, Router
+
+CounterGossiper = crdt_counter.CounterGossiper
+GCounter = crdt_counter.GCounter
+PNCounter = crdt_counter.PNCounter
 
 
 class Inbox:
@@ -105,13 +108,13 @@ async def test_failed_dials_back_off_exponentially_with_jitter(mesh):
     ratios = []
     for k in range(5):
         before = time.monotonic()
-        a._dial_failed(addr, "refused")
-        next_try, backoff = a._dial_state[addr]
+        a.maker.dial_failed(addr, "refused")
+        next_try, backoff = a.maker.dial_state[addr]
         assert backoff == pytest.approx(0.1 * 2**k)
         ratios.append((next_try - before) / backoff)
     for _ in range(3):
-        a._dial_failed(addr, "refused")
-    assert a._dial_state[addr][1] == 2.0  # capped
+        a.maker.dial_failed(addr, "refused")
+    assert a.maker.dial_state[addr][1] == 2.0  # capped
     assert all(0.5 <= r <= 1.5 + 0.05 for r in ratios), ratios
     assert len({round(r, 2) for r in ratios}) > 1, ratios  # jittered, not a fixed schedule
 
@@ -132,13 +135,13 @@ async def test_stop_closes_every_link_and_task_it_started(mesh):
     b = await mesh("b", peers=[a])
     b.connect(f"127.0.0.1:{free_port()}")  # a dial that keeps failing
     await eventually(lambda: full_mesh([a, b]), 5, "a-b")
-    tasks = list(b._tasks)
+    tasks = b.tasks()
     assert tasks and not any(t.done() for t in tasks)
     await b.stop()
     assert all(t.done() for t in tasks)
-    assert not b._dialing
+    assert not b.maker.dialing
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mesh-b-")]
-    await eventually(lambda: not b._conns and not b.links, 2, "b's connections closed")
+    await eventually(lambda: not b.peer.conns and not b.links, 2, "b's connections closed")
     await eventually(lambda: "b" not in a.links, 2, "a saw b's link close")
     with pytest.raises(OSError):
         _, w = await asyncio.open_connection(*b.address)  # nothing listens any more

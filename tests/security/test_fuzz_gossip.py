@@ -11,13 +11,17 @@ import asyncio
 
 import msgpack
 import pytest
+from cmd_examples import crdt_counter
 from fuzzmesh import RAW, A, B, Hostile, Pair, poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshraft.mesh.crdt import CounterGossiper, GCounter, PNCounter
 from meshraft.mesh.peer import PeerRecord
 from meshraft.mesh.topology import Topology
+
+CounterGossiper = crdt_counter.CounterGossiper
+GCounter = crdt_counter.GCounter
+PNCounter = crdt_counter.PNCounter
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -1,8 +1,10 @@
-"""Example gossip data types: Weave Mesh's increment-only counter and a PN-counter.
+"""Example gossip data types for cmd/counter.py: Weave Mesh's increment-only
+counter and a PN-counter (beside the example, not in the library: the mesh
+offers the GossipData/Gossiper API, and these show how to implement it).
 
 Owns two delta-state CRDTs and a Gossiper that carries either over a channel.
 It must never trust decoded bytes: every decode validates types and sizes and
-raises ValueError.
+raises ValueError.  It uses only the mesh's public API.
 
 Delta-state: an increment broadcasts only the entry that changed; receiving
 returns only what was new here (so relaying stops where nothing is new); the
@@ -20,8 +22,7 @@ import msgpack
 from meshraft.mesh.peer import valid_name
 
 if TYPE_CHECKING:
-    from meshraft.mesh.gossip_channel import GossipChannel
-    from meshraft.mesh.router import Router
+    from meshraft.mesh import GossipChannel, Router
 
 MAX_ENTRIES = 10_000
 MAX_COUNT = (1 << 63) - 1
@@ -144,7 +145,7 @@ class CounterGossiper:
         delta = self.state.incr(self.name, n)  # type: ignore[arg-type]
         self.channel.gossip_broadcast(delta)
 
-    def _absorb(self, raw: bytes) -> GCounter | PNCounter | None:
+    def absorb(self, raw: bytes) -> GCounter | PNCounter | None:
         other = self.kind.decode(raw)
         news = self.state.news(other)  # type: ignore[arg-type]
         if news is None:
@@ -154,13 +155,13 @@ class CounterGossiper:
 
     # Gossiper
     def on_gossip_unicast(self, src: str, msg: bytes) -> None:
-        self._absorb(msg)
+        self.absorb(msg)
 
     def on_gossip_broadcast(self, src: str, update: bytes) -> GCounter | PNCounter | None:
-        return self._absorb(update)
+        return self.absorb(update)
 
     def gossip(self) -> GCounter | PNCounter | None:
         return self.state
 
     def on_gossip(self, msg: bytes) -> GCounter | PNCounter | None:
-        return self._absorb(msg)
+        return self.absorb(msg)
