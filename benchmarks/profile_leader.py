@@ -98,6 +98,8 @@ async def profile(args: argparse.Namespace) -> None:
 
 
 async def _profile(args: argparse.Namespace, tmp: Path) -> None:
+    """Cluster, load and py-spy on the leader, then the report: one sequence whose
+    steps hand each other files and pids (just over 80 lines, kept in one piece)."""
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy not found: pip install py-spy")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,8 @@ def _make_dict_class():
 
 
 async def _serve_node(args: argparse.Namespace) -> None:
+    """One PySyncObj member and its client port. Over 80 lines: the SyncObj callbacks
+    and the request handler close over the same objects, as PySyncObj's API wants."""
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
     name = f"pso-{args.self_addr}"

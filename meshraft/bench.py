@@ -11,6 +11,11 @@ This module owns three things:
 - the meshraft side: starting a throw-away local cluster of ``meshraft serve``
   processes (or targeting ``--endpoints``) and adapting the kv Python client.
 
+Why over 600 lines: the runner, its report and the ``meshraft bench`` command are
+one measuring tool whose numbers must mean the same for all three systems
+``benchmarks/compare.py`` drives; the processes of a local cluster live in
+:mod:`meshraft.localcluster`. See docs/architecture.md#benchmarks.
+
 It must never reach into raft, mesh or kv internals: it talks to a cluster only
 through the public client (:mod:`meshraft.kv.client`) and the ``meshraft`` CLI, and
 every load loop is bounded in time and in operation count. Processes it starts are
@@ -172,23 +177,25 @@ def percentile(sorted_values: Sequence[int | float], q: float) -> float:
 
 
 class TimeProgress:
-    """Progress through a run of ``total_s`` seconds on a stream (stderr): a tqdm
-    bar redrawn in place on a terminal; in a log, a line every ``log_every``
-    seconds of the run (the first at once with ``log_first``) and one at the end
-    (or when ``force``d) unless the last line said just that. ``bar_format`` is
-    tqdm's, with ``{status}`` for the caller's text. Callers update it from a
-    monitor loop a few times a second, never per operation, so it costs the load
-    nothing. Also used by jepsen-lite."""
+    """Progress through a run of ``total_s`` seconds on a stream (stderr): a tqdm bar
+    redrawn in place on a terminal; in a log, a line every ``log_every`` seconds of the
+    run (the first at once with ``log_first``) and one when ``force``d or
+    (``log_at_end``) at the end, unless the last line said just that. ``bar_format`` is
+    tqdm's, with ``{status}`` for the caller's text. Callers update it from a monitor
+    loop a few times a second, never per operation, so it costs the load nothing. Also
+    used by jepsen-lite."""
 
     def __init__(self, total_s: float, label: str, bar_format: str, *,
                  stream: TextIO | None = None, enabled: bool = True,
-                 log_every: float = 5.0, log_first: bool = False) -> None:
+                 log_every: float = 5.0, log_first: bool = False,
+                 log_at_end: bool = True) -> None:
         self.total_s = total_s
         self.label = label
         self.bar_format = bar_format
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.log_every = log_every
+        self.log_at_end = log_at_end
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_line = -math.inf if log_first else 0.0
         self._last_status = ""
@@ -207,7 +214,7 @@ class TimeProgress:
             self._bar.n = elapsed
             self._bar.refresh()
         elif (elapsed - self._last_line >= self.log_every
-              or ((force or elapsed >= self.total_s)
+              or ((force or (self.log_at_end and elapsed >= self.total_s))
                   and (elapsed, status) != (self._last_line, self._last_status))):
             self._last_line, self._last_status = elapsed, status
             self.stream.write(_StatusBar.format_meter(
@@ -360,6 +367,9 @@ async def _run_window(
     progress: Progress | None, nodes: int | None, transport: str | None,
     cpu_pids: list[int],
 ) -> BenchResult:
+    """The measured run. Over 80 lines because the workers (closures over the
+    window's recorder, their hot loop written out so an operation costs no extra
+    call) and the monitor loop that ends the window share the window's state."""
     rec = _Recorder(spec)
     now = time.perf_counter()  # one clock for the window and the samples
     rec.record_from = now + spec.warmup

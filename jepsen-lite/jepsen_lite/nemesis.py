@@ -129,7 +129,6 @@ class Fault:
     a fault period never begins after the fault does."""
 
     name = "fault"
-    needs_network = False
 
     def __init__(self, cluster: Cluster, rng: random.Random) -> None:
         self.cluster = cluster
@@ -146,7 +145,6 @@ class Fault:
 
 
 class _NetFault(Fault):
-    needs_network = True
     grudge: Grudge | None = None
 
     async def apply(self) -> None:

@@ -248,7 +248,6 @@ class Net:
     """What the nemesis and the runner need from a network."""
 
     kind = "base"
-    supports_network_faults = False
 
     def __init__(self, state: RunState) -> None:
         self.state = state
@@ -296,7 +295,6 @@ class NetnsNet(Net):
     """Namespaces, a bridge, veths and iptables. Needs root."""
 
     kind = "netns"
-    supports_network_faults = True
 
     def __init__(self, state: RunState) -> None:
         super().__init__(state)

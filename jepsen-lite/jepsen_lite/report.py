@@ -1,5 +1,6 @@
 """The HTML report: a self-contained page (inline SVG and CSS, no scripts fetched)
-with the verdict, per-key results and a per-process timeline of operations.
+with the verdict, per-key results and a per-process timeline of operations, and
+for ``jepsen-lite run`` the run's numbers, plots and faults (:func:`run_html`).
 
 This module owns presentation only: it reads a CheckResult and never re-checks,
 never touches the network, and escapes every string that came from a history.
@@ -12,10 +13,12 @@ fault periods to shade: ``nemesis_periods=[(start, end, label)]`` in the history
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jepsen_lite.checker import CheckResult, Failure, KeyResult
@@ -71,8 +74,7 @@ def _window(ops: list[Op], failure: Failure | None) -> list[Op]:
 
 
 def _timeline(key: Any, ops: list[Op], failure: Failure | None,
-              periods: Sequence[tuple[float, float, str]], use_time: bool,
-              end_x: float) -> str:
+              periods: Sequence[tuple[float, float, str]], use_time: bool) -> str:
     if not ops:
         return "<p>No operations.</p>"
     ops = _window(ops, failure)
@@ -213,7 +215,7 @@ def render_report(result: CheckResult, *, title: str = "jepsen-lite report",
         shown = len(_window(ops, k.failure))
         more = f" (showing {shown} of {len(ops)} ops)" if shown < len(ops) else ""
         timelines.append(f"<h3>Key <code>{_esc(k.key)}</code> — {_esc(k.valid)}{more}</h3>"
-                         + _timeline(k.key, ops, k.failure, nemesis_periods, use_time, 0))
+                         + _timeline(k.key, ops, k.failure, nemesis_periods, use_time))
     src = f"<p>History: <code>{_esc(source)}</code></p>" if source else ""
     counts = ", ".join(f"{n} {s}" for s, n in result.ops_by_status.items())
     legend = ("<p class=legend><span><i class=sw style='background:#6cc08b'></i>ok</span>"
@@ -233,6 +235,43 @@ def render_report(result: CheckResult, *, title: str = "jepsen-lite report",
             + f"<h2>Keys</h2><table><tr><th>key</th><th>valid</th><th>ops checked</th>"
             f"<th>info</th><th>search steps</th><th>seconds</th><th></th></tr>{rows}</table>"
             f"<h2>Timelines</h2>{legend}{''.join(timelines)}</body></html>")
+
+
+def run_html(r: dict[str, Any], images: Sequence[Path] = ()) -> str:
+    """The ``extra_html`` of a ``jepsen-lite run`` report: the run's command and
+    numbers from its results (``r``, as in results.json), the PNG ``images`` that
+    exist (embedded, so the page stands alone), and the fault periods."""
+    esc = html.escape
+    a = r.get("availability", {})
+    cfg = r.get("config", {})
+    rows = [
+        ("command (replay)", f"<code>{esc(r.get('replay', ''))}</code>"),
+        ("nodes / net / transport", esc(f"{cfg.get('nodes')} / {cfg.get('net')} / "
+                                        f"{cfg.get('transport')}")),
+        ("nemesis / reads", esc(f"{cfg.get('nemesis')} / {cfg.get('reads')}")),
+        ("ops by outcome", esc(json.dumps(r.get("ops_by_outcome")))),
+        ("ok share: during faults / without", esc(f"{a.get('during_faults')} / "
+                                                 f"{a.get('without_faults')}")),
+        ("answered client time: during faults / without",
+         esc(f"{a.get('answered_client_time_during_faults')} / "
+             f"{a.get('answered_client_time_without_faults')}")),
+        ("longest write outage per fault, median s",
+         esc(json.dumps(r.get("failover", {}).get("median_by_fault")))),
+    ]
+    faults = "".join(
+        f"<tr><td>{esc(p['f'])}</td><td>{p['start']:.2f}</td>"
+        f"<td>{'' if p['stop'] is None else round(p['stop'], 2)}</td>"
+        f"<td><code>{esc(json.dumps(p['value'])[:200])}</code></td></tr>"
+        for p in r.get("nemesis_periods", []))
+    imgs = ""
+    for path in images:
+        if path.exists():
+            data = base64.b64encode(path.read_bytes()).decode()
+            imgs += f"<p><img alt='{path.name}' src='data:image/png;base64,{data}'></p>"
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f"<h2>Run</h2><table>{table}</table>{imgs}"
+            f"<h2>Faults</h2><table><tr><th>fault</th><th>start s</th><th>stop s</th>"
+            f"<th>value</th></tr>{faults}</table>")
 
 
 def write_report(path: str | os.PathLike[str], result: CheckResult,

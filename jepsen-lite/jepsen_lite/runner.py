@@ -1,7 +1,8 @@
 """``jepsen-lite run`` and ``jepsen-lite clean``.
 
-Owns: starting the cluster (real ``meshraft serve`` processes, one per network
-namespace with ``--net netns``, on loopback with ``--net local``), running the
+Owns: starting the cluster (real ``meshraft serve`` processes through
+:mod:`meshraft.localcluster`, one per network namespace with ``--net netns``, on
+loopback with ``--net local``), running the
 workload and the nemesis side by side, the final heal and quiet period, the
 out dir (history.jsonl, results.json, report.html, latency.png, rate.png, node
 logs), the verdict's exit code, and cleaning up on every path: normal end,
@@ -10,15 +11,19 @@ exception, SIGINT/SIGTERM. A SIGKILLed runner is covered by the run registry and
 
 Must never: signal a process it did not start and record, touch the network
 outside what netns.py creates, or leave a namespace behind on an exit path it sees.
+
+Why over 600 lines: a run is one life cycle (cluster, workload and nemesis side by
+side, heal, summary, check, out dir, clean-up on every exit path) whose parts share
+the run's state and its exit codes; the summary's numbers are computed here because
+they need the nemesis periods the run recorded. The HTML lives in report.py, the
+processes in meshraft.localcluster, faults in nemesis.py, the network in netns.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import contextlib
-import html
 import itertools
 import json
 import logging
@@ -148,6 +153,9 @@ def _f_status_counts(ops) -> dict[str, dict[str, int]]:
 def summarize(events: list[dict[str, Any]], periods: list[Period],
               node_of: Callable[[int], str] | None = None) -> dict[str, Any]:
     """Ops by type and outcome, availability with and without a fault, failover times.
+
+    (Over 80 lines: one pass over the ops fills every bucket, and the numbers it
+    returns share those buckets; split up, each part would walk the history again.)
 
     An op counts as *during a fault* if it was invoked while one was active.
     ``during_faults``: the share of ok ops; ``answered_*``: ok or a cas mismatch (the
@@ -334,7 +342,7 @@ class RunConfig:
 def _progress(enabled: bool, total: float) -> TimeProgress:
     """One status line on stderr: a bar on a terminal, a line every 10 s otherwise."""
     return TimeProgress(total, "", "[{bar:30}] {n:5.1f}/{total:g}s  {status}",
-                        enabled=enabled, log_every=10.0, log_first=True)
+                        enabled=enabled, log_every=10.0, log_first=True, log_at_end=False)
 
 
 def _progress_status(ops: int, fault: str | None) -> str:
@@ -545,7 +553,7 @@ def _report(out: Path, events: list[dict[str, Any]], res: Any,
             results: dict[str, Any]) -> None:
     """report.html: the checker's report, fault periods shaded on every timeline, with
     the run's numbers and both plots (embedded, so the page stands alone)."""
-    from jepsen_lite.report import write_report
+    from jepsen_lite.report import run_html, write_report
 
     times = [e["time"] for e in events if e.get("time") is not None]
     t0 = min(times) if times else 0
@@ -554,42 +562,7 @@ def _report(out: Path, events: list[dict[str, Any]], res: Any,
                 p["f"]) for p in results["nemesis_periods"]]
     write_report(out / "report.html", res, events, nemesis_periods=periods,
                  title=f"jepsen-lite run {results['run_id']}", source=str(out / "history.jsonl"),
-                 extra_html=_run_html(out, results))
-
-
-def _run_html(out: Path, r: dict[str, Any]) -> str:
-    esc = html.escape
-    a = r.get("availability", {})
-    cfg = r.get("config", {})
-    rows = [
-        ("command (replay)", f"<code>{esc(r.get('replay', ''))}</code>"),
-        ("nodes / net / transport", esc(f"{cfg.get('nodes')} / {cfg.get('net')} / "
-                                        f"{cfg.get('transport')}")),
-        ("nemesis / reads", esc(f"{cfg.get('nemesis')} / {cfg.get('reads')}")),
-        ("ops by outcome", esc(json.dumps(r.get("ops_by_outcome")))),
-        ("ok share: during faults / without", esc(f"{a.get('during_faults')} / "
-                                                 f"{a.get('without_faults')}")),
-        ("answered client time: during faults / without",
-         esc(f"{a.get('answered_client_time_during_faults')} / "
-             f"{a.get('answered_client_time_without_faults')}")),
-        ("longest write outage per fault, median s",
-         esc(json.dumps(r.get("failover", {}).get("median_by_fault")))),
-    ]
-    faults = "".join(
-        f"<tr><td>{esc(p['f'])}</td><td>{p['start']:.2f}</td>"
-        f"<td>{'' if p['stop'] is None else round(p['stop'], 2)}</td>"
-        f"<td><code>{esc(json.dumps(p['value'])[:200])}</code></td></tr>"
-        for p in r.get("nemesis_periods", []))
-    imgs = ""
-    for name in ("latency.png", "rate.png"):
-        path = out / name
-        if path.exists():
-            data = base64.b64encode(path.read_bytes()).decode()
-            imgs += f"<p><img alt='{name}' src='data:image/png;base64,{data}'></p>"
-    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return (f"<h2>Run</h2><table>{table}</table>{imgs}"
-            f"<h2>Faults</h2><table><tr><th>fault</th><th>start s</th><th>stop s</th>"
-            f"<th>value</th></tr>{faults}</table>")
+                 extra_html=run_html(results, [out / "latency.png", out / "rate.png"]))
 
 
 def _plots(out: Path, events: list[dict[str, Any]], results: dict[str, Any]) -> None:

@@ -6,11 +6,11 @@ random small integers over ``keys`` keys, from a seeded RNG), the shared rate
 limit, the per-operation timeout, and writing every invoke and completion to the
 history in the cas-register model's format.
 
-Outcome rules (DESIGN.md): an answer is ``ok``; a cas mismatch, or an error that
-certainly did not take effect (``Unavailable``, a read that got no answer: reads
-change nothing) is ``fail``; a write or cas whose outcome is unknown is ``info``,
-and the worker continues under a new process id (old + concurrency) with a new
-client session.
+Outcome rules (docs/architecture.md#jepsen-lite): an answer is ``ok``; a cas
+mismatch, or an error that certainly did not take effect (``Unavailable``, a read
+that got no answer: reads change nothing) is ``fail``; a write or cas whose outcome
+is unknown is ``info``, and the worker continues under a new process id (old +
+concurrency) with a new client session.
 
 Must never: send to anything but the endpoints it is given, retry an operation
 under the same process after an ``info``, or run unbounded (every loop stops at

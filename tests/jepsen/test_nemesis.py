@@ -115,7 +115,6 @@ def test_local_net_refuses_network_faults(tmp_path, monkeypatch):
 
 class RecordingNet(Net):
     kind = "recording"
-    supports_network_faults = True
 
     def __init__(self) -> None:
         super().__init__(RunState("test00", "local", 0, None, 0.0))
