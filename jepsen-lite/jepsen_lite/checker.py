@@ -206,78 +206,98 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
             max_steps: int | None = None) -> _Search:
     """Is this sequence of ok/info ops linearizable? (fail ops must be removed already).
 
-    Candidate order: the ok calls before the first pending ok return, then the info
-    calls invoked before that return (info ops are used only when ok ops alone cannot
-    go on). Memo: per state, per (low, win), the info sets already explored; a
-    configuration whose info set is a superset of an explored one is pruned, since
-    having used more optional ops can only leave fewer ways to continue.
+    Long because it is the hot loop: one function with local variables only, no
+    calls per step but the model's (cached) transitions; splitting it would cost a
+    call per search step, the dominant cost in CPython.
+
+    Entries: each op's call sits in one of three lists ordered by invoke — ok
+    read-only ops, other ok ops, info ops — and each ok op's return in a fourth,
+    ordered by completion. The first return still in its list (op R) bounds the
+    candidates: the calls invoked before it. At each configuration:
+
+    1. a read-only ok candidate legal in the current state is linearized at once and
+       never backtracked over (partial-order reduction: moving such a read to the
+       front of any valid continuation keeps it valid, since it changes no state and
+       every op still pending returns after it was invoked);
+    2. else each other ok candidate is tried, except one whose identical twin (same
+       f, key, argument, output) is also a candidate and returns earlier: swapping
+       the two in any valid order keeps it valid, so only the twin is tried;
+    3. else each info candidate, as before: the oldest unused of its class only, a
+       blind op never right after an info op, a configuration that used a superset
+       of another's info ops pruned.
+
+    Memo: per state, per (low, win), the info sets already explored (win: the ok ops
+    linearized, as bits relative to ``low``, the oldest unlinearized ok op).
     """
-    # Main list (ok calls and returns, by index): 0 = head, 1..m, m+1 = tail.
-    evs: list[tuple[int, int, int]] = []
-    infos: list[tuple[int, int]] = []
+    n = len(ops)
+    ok_ops = sorted((i for i in range(n) if ops[i].status == "ok"),
+                    key=lambda i: ops[i].invoke_index)
+    info_ops = sorted((i for i in range(n) if ops[i].status != "ok"),
+                      key=lambda i: ops[i].invoke_index)
+    inf = float("inf")
+    HR, HW, HI, TAIL = n, n + 1, n + 2, n + 3  # list heads; one shared tail
+    RH, RT = n, n + 1  # returns list head and tail
+    inv: list[float] = [0.0] * (n + 4)
+    comp: list[float] = [inf] * (n + 2)
     for i, op in enumerate(ops):
+        inv[i] = op.invoke_index
         if op.status == "ok":
-            evs.append((op.invoke_index, 0, i))
-            evs.append((op.complete_index, 1, i))  # type: ignore[arg-type]
-        else:
-            infos.append((op.invoke_index, i))
-    evs.sort()
-    infos.sort()
-    m = len(evs)
-    # Info list: entries m+2 .. m+1+k, own head (m+2+k) and tail (m+3+k); tail index = inf.
-    k_info = len(infos)
-    size = m + k_info + 4
-    tail = m + 1
-    ihead = size - 2
-    itail = size - 1
-    etype = [2] * size  # 0 call, 1 ok return, 2 tail
-    eop = [-1] * size
-    eidx = [0] * size  # event index (info: invoke index; info tail: "infinity")
-    match = [0] * size
-    epos = [-1] * size  # ok call: its position among ok calls; info call: -1
-    ibit = [0] * size  # info call: its bit in the info bitset
-    call_of = [0] * len(ops)
-    ok_pos = 0
-    for j, (idx, kind, i) in enumerate(evs, 1):
-        eop[j] = i
-        eidx[j] = idx
-        if kind == 0:
-            etype[j] = 0
-            call_of[i] = j
-            epos[j] = ok_pos
-            ok_pos += 1
-        else:
-            etype[j] = 1
-            match[call_of[i]] = j
-    # Info ops with the same f, key and argument are interchangeable once invoked: only
-    # the oldest unused one of each class is ever tried (symmetry reduction). The key
-    # counts: a user model's partition may hold several keys.
-    prev_same = [0] * size
-    blind = [False] * size  # info call of a blind op: never tried right after an info op
+            comp[i] = op.complete_index  # type: ignore[assignment]
+    inv[TAIL] = inf
+    comp[RH] = -1
+    is_read = [False] * n
+    pos = [-1] * n  # ok op: its position in invoke order; info op: -1
+    for p, i in enumerate(ok_ops):
+        pos[i] = p
+        is_read[i] = model.read_only(ops[i])
+    nxt = [TAIL] * (n + 4)
+    prv = [HR] * (n + 4)
+
+    def link(head: int, members: list[int]) -> None:
+        last = head
+        for i in members:
+            nxt[last] = i
+            prv[i] = last
+            last = i
+        nxt[last] = TAIL
+
+    link(HR, [i for i in ok_ops if is_read[i]])
+    link(HW, [i for i in ok_ops if not is_read[i]])
+    link(HI, info_ops)
+    rnxt = [RT] * (n + 2)
+    rprv = [RH] * (n + 2)
+    last = RH
+    for i in sorted(ok_ops, key=lambda i: comp[i]):
+        rnxt[last] = i
+        rprv[i] = last
+        last = i
+    rnxt[last] = RT
+    comp[RT] = inf
+    # twins (rule 2): identical ok ops that may be candidates together with i and return
+    # earlier; info classes (rule 3): the previous info op of the same class.
+    twins: list[list[int]] = [[] for _ in range(n)]
+    by_class: dict[Hashable, list[int]] = {}
+    for i in ok_ops:
+        if not is_read[i]:
+            op = ops[i]
+            by_class.setdefault((_info_class(op), freeze(op.output)), []).append(i)
+    for members in by_class.values():
+        if len(members) > 1:
+            for i in members:
+                twins[i] = [t for t in members
+                            if t != i and inv[i] < comp[t] < comp[i]]
+    prev_same = [-1] * n
+    blind = [False] * n
+    ibit = [0] * n
     last_of_class: dict[Hashable, int] = {}
-    for q, (idx, i) in enumerate(infos):
-        j = m + 2 + q
-        etype[j] = 0
-        eop[j] = i
-        eidx[j] = idx
-        ibit[j] = 1 << q
+    for q, i in enumerate(info_ops):
+        ibit[i] = 1 << q
         cls = _info_class(ops[i])
-        prev_same[j] = last_of_class.get(cls, 0)
-        blind[j] = model.blind(ops[i])
-        last_of_class[cls] = j
-    used = [False] * size
-    nxt = list(range(1, size + 1))
-    prv = list(range(-1, size - 1))
-    nxt[tail] = tail
-    # info list links
-    nxt[ihead] = m + 2 if k_info else itail
-    prv[m + 2 if k_info else itail] = ihead
-    if k_info:
-        nxt[m + 1 + k_info] = itail
-        prv[itail] = m + 1 + k_info
-    nxt[itail] = itail
-    etype[itail] = 0  # a "call" the info scan stops at (see `e == itail` below)
-    trans: list[dict[int, int] | None] = [None] * size  # per call: state -> next state
+        prev_same[i] = last_of_class.get(cls, -1)
+        blind[i] = model.blind(ops[i])
+        last_of_class[cls] = i
+    used = [False] * n
+    trans: list[dict[int, int] | None] = [None] * n  # per op: state -> next state
     states: list[Hashable] = [model.init()]
     sid: dict[Hashable, int] = {states[0]: 0}
     caches: list[dict[tuple[int, int], Any]] = [{}]
@@ -289,154 +309,164 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     low = 0  # position of the oldest unlinearized ok op
     win = 0  # ok ops linearized, as bits relative to `low`
     ib = 0  # info ops linearized
-    top: tuple | None = None  # frames: (call entry, state, low, win, ib, ret, parent)
+    top: tuple | None = None  # frames: (op, phase, state, low, win, ib, parent)
     depth = 0
     best_depth = -1
     blocked = -1
     steps = 0
-    ret = 0  # while scanning info calls: the first pending ok return (0 = main scan)
-    e = nxt[0]
+    R = rnxt[RH]
+    bound = comp[R]
+    ph = 0  # 0 reads, 1 other ok ops, 2 info ops
+    e = nxt[HR]
     while True:
         steps += 1
         if not steps & 0x3FFF and ((deadline is not None and time.monotonic() > deadline)
                                    or (max_steps is not None and steps >= max_steps)):
             return _Search(UNKNOWN, steps)
-        t = etype[e]
-        if t == 0:
-            if ret and (e == itail or eidx[e] > eidx[ret]):
-                t = 1  # info candidates exhausted: backtrack
-            elif ret and ((prev_same[e] and not used[prev_same[e]])
-                          or (blind[e] and top is not None and epos[top[0]] < 0)):
+        if R == RT:
+            break  # every ok op is linearized
+        if inv[e] > bound:  # this list's candidates are exhausted
+            if ph < 2:
+                ph += 1
+                e = nxt[HW] if ph == 1 else nxt[HI]
+                continue
+            # backtrack (over forced reads too: their parent fails with them)
+            while True:
+                if depth > best_depth:
+                    best_depth = depth
+                    blocked = R
+                if top is None:
+                    return _Search(False, steps, blocked=blocked)
+                ce, ph, s, low, win, ib, top = top
+                depth -= 1
+                if pos[ce] >= 0:
+                    rprv[rnxt[ce]] = ce
+                    rnxt[rprv[ce]] = ce
+                used[ce] = False
+                nxt[prv[ce]] = ce
+                prv[nxt[ce]] = ce
+                R = rnxt[RH]
+                bound = comp[R]
+                if ph:
+                    break
+            e = nxt[ce]
+            continue
+        if ph == 1:
+            tw = twins[e]
+            if tw:
+                skip = False
+                for t in tw:
+                    if not used[t] and inv[t] < bound:
+                        skip = True
+                        break
+                if skip:
+                    e = nxt[e]
+                    continue
+        elif ph == 2:
+            p = prev_same[e]
+            if (p >= 0 and not used[p]) or (blind[e] and top is not None and top[1] == 2):
                 # An older op of its class is unused: that one stands for both. Or a
                 # blind op right after an info op: that info op was then pointless.
                 e = nxt[e]
                 continue
+        tr = trans[e]
+        if tr is None:
+            tr = trans[e] = {}
+        ns = tr.get(s, -2)
+        if ns == -2:
+            nxt_state = step(states[s], ops[e])
+            if nxt_state is illegal:
+                ns = -1
             else:
-                tr = trans[e]
-                if tr is None:
-                    tr = trans[e] = {}
-                ns = tr.get(s, -2)
-                if ns == -2:
-                    nxt_state = step(states[s], ops[eop[e]])
-                    if nxt_state is illegal:
-                        ns = -1
-                    else:
-                        ns = sid.get(nxt_state, -1)
-                        if ns < 0:
-                            ns = len(states)
-                            sid[nxt_state] = ns
-                            states.append(nxt_state)
-                            caches.append({})
-                    tr[s] = ns
-                if ns >= 0:
-                    p = epos[e]
-                    if p >= 0:
-                        p -= low
-                        if p:
-                            nwin = win | (1 << p)
-                            nlow = low
-                        else:
-                            nwin = win | 1
-                            k = (nwin ^ (nwin + 1)).bit_length() - 1  # trailing ones
-                            nwin >>= k
-                            nlow = low + k
-                        nib = ib
-                    else:
-                        nwin = win
-                        nlow = low
-                        nib = ib | ibit[e]
-                    c = caches[ns]
-                    key = (nlow, nwin)
-                    seen = c.get(key)
-                    fresh = True
-                    if seen is None:
-                        c[key] = nib
-                    elif type(seen) is int:
-                        if seen & ~nib == 0:
-                            fresh = False
-                        else:
-                            c[key] = [seen, nib]
-                    else:
-                        for old in seen:
-                            if old & ~nib == 0:
-                                fresh = False
-                                break
-                        else:
-                            seen.append(nib)
-                    if fresh:
-                        cached += 1
-                        if cached > max_cache:
-                            for cc in caches:
-                                cc.clear()
-                            cached = 0
-                        top = (e, s, low, win, ib, ret, top)
-                        depth += 1
-                        s = ns
-                        low = nlow
-                        win = nwin
-                        ib = nib
-                        # lift the call (and an ok call's return) out of its list
-                        a = prv[e]
-                        b = nxt[e]
-                        nxt[a] = b
-                        prv[b] = a
-                        r = match[e]
-                        if r:
-                            a = prv[r]
-                            b = nxt[r]
-                            nxt[a] = b
-                            prv[b] = a
-                        else:
-                            used[e] = True
-                        ret = 0
-                        e = nxt[0]
-                        continue
-                e = nxt[e]
-                continue
-        if t == 1:
-            if not ret:
-                # An ok return with its op unlinearized: first try the info calls.
-                ret = e
-                e = nxt[ihead]
-                continue
-            if depth > best_depth:
-                best_depth = depth
-                blocked = eop[ret]
-            if top is None:
-                return _Search(False, steps, blocked=blocked)
-            ce, s, low, win, ib, ret, top = top
-            depth -= 1
-            r = match[ce]
-            if r:
-                a = prv[r]
-                b = nxt[r]
-                nxt[a] = r
-                prv[b] = r
-            else:
-                used[ce] = False
-            a = prv[ce]
-            b = nxt[ce]
-            nxt[a] = ce
-            prv[b] = ce
-            e = nxt[ce]
+                ns = sid.get(nxt_state, -1)
+                if ns < 0:
+                    ns = len(states)
+                    sid[nxt_state] = ns
+                    states.append(nxt_state)
+                    caches.append({})
+            tr[s] = ns
+        if ns < 0:
+            e = nxt[e]
             continue
-        # the main tail: every ok op is linearized
-        res = _Search(True, steps)
-        if want_order:
-            order: list[int] = []
-            sts: list[Hashable] = []
-            cur_state = s
-            f = top
-            while f is not None:
-                order.append(eop[f[0]])
-                sts.append(states[cur_state])
-                cur_state = f[1]
-                f = f[6]
-            order.reverse()
-            sts.reverse()
-            res.order = order
-            res.states = sts
-        return res
+        p = pos[e]
+        if p >= 0:
+            p -= low
+            if p:
+                nwin = win | (1 << p)
+                nlow = low
+            else:
+                nwin = win | 1
+                k = (nwin ^ (nwin + 1)).bit_length() - 1  # trailing ones
+                nwin >>= k
+                nlow = low + k
+            nib = ib
+        else:
+            nwin = win
+            nlow = low
+            nib = ib | ibit[e]
+        c = caches[ns]
+        key = (nlow, nwin)
+        seen = c.get(key)
+        fresh = True
+        if seen is None:
+            c[key] = nib
+        elif type(seen) is int:
+            if seen & ~nib == 0:
+                fresh = False
+            else:
+                c[key] = [seen, nib]
+        else:
+            for old in seen:
+                if old & ~nib == 0:
+                    fresh = False
+                    break
+            else:
+                seen.append(nib)
+        if not fresh:
+            if ph == 0:  # a forced read leads where we failed before: so does this
+                e = TAIL
+                bound = -1.0  # makes the next step backtrack (bound reset there)
+                ph = 2
+                continue
+            e = nxt[e]
+            continue
+        cached += 1
+        if cached > max_cache:
+            for cc in caches:
+                cc.clear()
+            cached = 0
+        top = (e, ph, s, low, win, ib, top)
+        depth += 1
+        s = ns
+        low = nlow
+        win = nwin
+        ib = nib
+        nxt[prv[e]] = nxt[e]
+        prv[nxt[e]] = prv[e]
+        if pos[e] >= 0:
+            rnxt[rprv[e]] = rnxt[e]
+            rprv[rnxt[e]] = rprv[e]
+            R = rnxt[RH]
+            bound = comp[R]
+        used[e] = True
+        ph = 0
+        e = nxt[HR]
+    res = _Search(True, steps)
+    if want_order:
+        order: list[int] = []
+        sts: list[Hashable] = []
+        cur_state = s
+        f = top
+        while f is not None:
+            order.append(f[0])
+            sts.append(states[cur_state])
+            cur_state = f[2]
+            f = f[6]
+        order.reverse()
+        sts.reverse()
+        res.order = order
+        res.states = sts
+    return res
 
 
 @dataclass
