@@ -22,6 +22,12 @@ Driving it (what ``node.py`` does)::
             restore rd.snapshot; apply rd.committed_entries; serve rd.read_states
             core.advance(rd)
 
+Whether a membership change may be proposed is decided here alone
+(``check_conf_change`` -> ``ConfChangeVerdict``: allowed, refused, busy, not leader,
+with the reason); drivers map the verdict to their errors. ``step`` raises
+``InvalidMessage`` for a message it refuses before changing anything; any other
+exception out of this module is a bug, and the driver must stop (fail-stop).
+
 Only one Ready may be outstanding at a time; ``step``/``tick``/``propose`` may be
 called between ``ready()`` and ``advance()`` (their output goes into the next Ready).
 Proposals are batched: the appends (or forwards) for all proposals made since the

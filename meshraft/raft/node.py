@@ -19,21 +19,29 @@ the caller's bytes so the proposer can resolve its future when it applies the
 entry; the state machine sees exactly the caller's bytes. Leader no-ops (empty
 entries) and membership changes are not passed to the state machine.
 
-Snapshot data on disk and on the wire is the node's envelope: the member
-address book, the ids removed so far, and the state machine's own ``snapshot()``
-bytes, so a member that restarts from a snapshot still knows how to reach members
-added since boot and which ids may never come back.
+Snapshot data on disk and on the wire is the node's envelope (``envelope``): the
+member address book, the ids removed so far, and the state machine's own
+``snapshot()`` bytes, so a member that restarts from a snapshot still knows how to
+reach members added since boot and which ids may never come back.
 
-Membership: changes are proposed on the leader only, after checks that give a
-clear answer at once: a change that can never succeed (unknown member, an id that
-was removed — ids are never reused — a learner too far behind to promote) raises
-``MembershipRefused`` (a ValueError); one that must wait (the leader's no-op not
-committed yet, another change pending) raises Busy. A follower judges after a read
-barrier (its configuration is then current as of the request) and otherwise raises
-NotLeader naming the leader. A leader removing itself first hands leadership to the
-most caught-up voter. A member that applies its own removal (or hears from a member
-that applied it) marks its data dir REMOVED, stops ticking and refuses every
-request; a data dir marked so, or one that belongs to another id, refuses to start.
+Membership: the core decides whether a change may be proposed
+(``RaftCore.check_conf_change``); this module maps its verdict to errors: a change
+that can never succeed (unknown member, an id that was removed — ids are never
+reused — a learner too far behind to promote) raises ``MembershipRefused`` (a
+ValueError); one that must wait (the leader's no-op not committed yet, another
+change pending) raises Busy; on a follower, judged after a read barrier (its
+configuration is then current as of the request), NotLeader naming the leader. A
+leader removing itself first hands leadership to the most caught-up voter. A member
+that applies its own removal (or hears from a member that applied it: ``notices``)
+marks its data dir REMOVED (``datadir``), stops ticking and refuses every request; a
+data dir marked so, or one that belongs to another id, refuses to start.
+
+Fail-stop (docs/architecture.md#failure-and-fail-stop): input the core cannot take
+is refused by validation (DecodeError, InvalidMessage) and counted in
+``status()["dropped"]``; any other exception out of the core is a bug that may have
+left its state half-changed, so the member stops serving: the traceback goes to
+the log, ``status()["failed"]`` says why, and every waiting and later request fails
+with NodeFailed (Timeout for a proposal already handed to Raft).
 """
 
 # Why this module is over 600 lines: it is the one place where Raft meets time, IO
