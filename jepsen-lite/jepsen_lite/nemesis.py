@@ -443,6 +443,11 @@ class Nemesis:
     _active: Fault | None = None
     _active_period: Period | None = None
 
+    @property
+    def active(self) -> str | None:
+        """The name of the fault active now (None: none), for the progress line."""
+        return self._active.name if self._active is not None else None
+
     async def run(self, duration: float) -> None:
         """Start and stop faults until ``duration`` seconds after ``t0``; always
         leaves no fault active (also when cancelled)."""

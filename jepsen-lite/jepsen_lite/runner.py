@@ -382,8 +382,8 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
     nem_task = asyncio.create_task(nemesis_then_heal(), name="nemesis")
     try:
         while not wl_task.done():
-            active = nem._active.name if nem._active is not None else None
-            progress.update(time.monotonic() - t0, _progress_status(workload.completed, active))
+            progress.update(time.monotonic() - t0,
+                            _progress_status(workload.completed, nem.active))
             await asyncio.wait({wl_task}, timeout=0.5)
             if nem_task.done() and nem_task.exception() is not None:
                 raise RunFailed(f"nemesis failed: {nem_task.exception()!r}")
