@@ -14,11 +14,10 @@ stops them in reverse::
         ...  # clients talk to m.client_address
 
 It uses only the public APIs of the layers it wires (``meshraft.mesh.Router``,
-``meshraft.meshconn.create_mesh_endpoint``, ``meshraft.raft.udp``,
-``meshraft.raft.node``, ``meshraft.kv``), never parses command lines, prints
-or exits: a member that cannot start raises ``StartupError`` with a one-line
-reason, and the CLI decides what the user sees (see docs/architecture.md#layers, the
-layers and the composition root).
+``meshraft.meshconn.create_mesh_endpoint``, ``meshraft.raft``, ``meshraft.kv``).
+It never parses command lines, prints or exits: a member that cannot start raises
+``StartupError`` with a one-line reason, and the CLI decides what the user sees
+(docs/architecture.md#layers: the composition root).
 """
 
 from __future__ import annotations
@@ -169,7 +168,7 @@ class UdpTransport:
     kind = "udp"
 
     def __init__(self, config: MemberConfig) -> None:
-        from meshraft.raft.udp import udp_transport_factory
+        from meshraft.raft import udp_transport_factory
 
         self.config = config
         self._udp = udp_transport_factory(config.listen)
@@ -239,8 +238,7 @@ class Member:
 
     async def start(self) -> None:
         """Start the member; on failure, stop what was started and raise StartupError."""
-        from meshraft.raft import errors
-        from meshraft.raft.node import NodeConfig, RaftNode
+        from meshraft.raft import NodeConfig, RaftNode, StorageError
 
         c = self.config
         self.transport = make_transport(c)
@@ -263,7 +261,7 @@ class Member:
                     node_id=c.node_id, peers=self.transport.raft_peers(),
                     transport_factory=self.transport.factory, data_dir=c.data_dir,
                     state_machine=self.sm, join=c.join, config=node_config)
-            except errors.StorageError as exc:
+            except StorageError as exc:
                 raise StartupError(str(exc)) from None
             self.server = KVServer(
                 self.node, self.sm, host=c.client[0], port=c.client[1],
