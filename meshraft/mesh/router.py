@@ -1,11 +1,12 @@
 """The router: one peer's presence on the mesh.
 
-Owns the listening socket, the topology and its gossip, routed unicast and the
-dispatch of every message to its handler or gossip channel, heartbeats, the
-periodic anti-entropy, and status.  Which links exist and which are kept is
-local_peer.py's; dialling is connection_maker.py's; the byte layouts are
-wire.py's; a channel's relaying is gossip_channel.py's (Weave Mesh: router.go
-beside local_peer.go and connection_maker.go).  See docs/architecture.md#mesh.
+Owns the listening socket, routed unicast and the dispatch of every message to
+its handler, gossip channel or the topology gossip, heartbeats, the periodic
+anti-entropy, and status; it puts the parts together.  Which links exist and
+which are kept is local_peer.py's; dialling is connection_maker.py's; the byte
+layouts are wire.py's; a channel's relaying is gossip_channel.py's; the graph's
+gossip is topology_gossip.py's (Weave Mesh: router.go beside local_peer.go and
+connection_maker.go).  See docs/architecture.md#mesh.
 
 It must never block on a consumer: handlers and gossipers are called inline
 and their exceptions are logged and counted, every outgoing queue is bounded
@@ -39,17 +40,16 @@ from meshraft.mesh.local_peer import MAX_PENDING_LINKS, LocalPeer
 from meshraft.mesh.peer import PeerRecord, check_name, new_incarnation, new_uid, valid_name
 from meshraft.mesh.routes import Routes
 from meshraft.mesh.topology import DEFAULT_MAX_PEERS, Topology
+from meshraft.mesh.topology_gossip import TopologyGossip
 from meshraft.mesh.wire import (
     BROADCAST,
     DEFAULT_TTL,
-    DIGEST_CHANNEL,
-    DIGEST_REPLY_CHANNEL,
     GOSSIP,
     HEADER_RESERVE,
     HEARTBEAT_BODY,
     PROTOCOL_MAX,
     PROTOCOL_MIN,
-    TOPOLOGY_CHANNEL,
+    TOPOLOGY_CHANNELS,
     UNICAST,
     Encoder,
     ProtocolError,
@@ -138,10 +138,8 @@ class Router:
         self._stop_callbacks: list[Callable[[], None]] = []
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task] = []
-        self._topo_dirty: set[str] = set()
-        self._topo_flush: asyncio.TimerHandle | None = None
-        self._refused_log_at = 0.0
         self.topology: Topology
+        self.topo_gossip: TopologyGossip
         self.routes: Routes
         self.maker: ConnectionMaker
         self._ctx: ChannelContext
@@ -202,6 +200,8 @@ class Router:
             self.peer, self.topology, self._log, rng=self._rng, link_timeout=link_timeout,
             dial_backoff=dial_backoff, connect_interval=connect_interval,
             remember_for=remember_for)
+        self.topo_gossip = TopologyGossip(self.topology, self.links, self.maker, self._enc,
+                                          self.stats, self._log)
         self.maker.add_self_address(self.address)
         self.maker.add_self_address(adv)
         for p in peers:
@@ -230,7 +230,7 @@ class Router:
         if self._stopped:
             return
         self._stopped = True
-        self.peer.stopped = True
+        self.peer.stopped = self.topo_gossip.stopped = True
         for fn in list(self._stop_callbacks):
             try:
                 fn()
@@ -242,8 +242,7 @@ class Router:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._topo_flush is not None:
-            self._topo_flush.cancel()
+        self.topo_gossip.stop()
         if self._server is not None:
             self._server.close()
         self.peer.close_all()
@@ -386,49 +385,15 @@ class Router:
         if host in UNSPECIFIED_HOSTS and link.peername:
             host = link.peername[0]
         self.topology.note_direct(name, link.remote_uid, link.remote_incarnation, host, port)
-        link.send(self._enc.gossip(TOPOLOGY_CHANNEL, self.name, self.topology.encode()))
+        link.send(self.topo_gossip.full_body())
         for ch in list(self.channels.values()):
             for body in ch.complete_state():
                 link.send(body)
-        self._own_links_changed()
+        self.topo_gossip.own_links_changed()
 
     def _link_down(self, link: Link) -> None:
-        self._own_links_changed()
+        self.topo_gossip.own_links_changed()
 
-    def _own_links_changed(self) -> None:
-        if self._stopped:
-            return
-        links = {n: lk.remote_uid for n, lk in self.links.items()}
-        if self.topology.set_own_links(links):
-            self._topo_dirty.add(self.name)
-            self._topology_changed()
-
-    def _topology_changed(self) -> None:
-        recs = {n: (r.host, r.port) for n, r in self.topology.peers.items()}
-        gone = self.topology.garbage_collect()
-        if gone:
-            # Keep dialling a forgotten peer's address for a while, so the mesh heals
-            # after a partition or a restart even if nobody lists that address.
-            self.maker.remember(recs[n] for n in gone)
-        for n in gone:
-            self._log.info("forgot unreachable peer %s", n)
-            self._topo_dirty.discard(n)
-            self.stats["peers_gc"] += 1
-        if self._topo_dirty and self._topo_flush is None and not self._stopped:
-            self._topo_flush = asyncio.get_running_loop().call_later(0.002, self._flush_topology)
-
-    def _flush_topology(self) -> None:
-        """Send coalesced topology changes to every neighbour."""
-        self._topo_flush = None
-        names = sorted(self._topo_dirty)
-        self._topo_dirty.clear()
-        recs = self.topology.encode(names)
-        if not recs:
-            return
-        body = self._enc.gossip(TOPOLOGY_CHANNEL, self.name, recs)
-        for link in list(self.links.values()):
-            link.send(body)
-            self.stats["topology_bytes_out"] += len(body)
 
     # ------------------------------------------------------------- receive
     def _on_message(self, link: Link, msg: Any) -> None:
@@ -469,10 +434,8 @@ class Router:
                 ch.received_broadcast(link, src, ttl, payload)
         elif kind == GOSSIP:
             _, channel, src, payload = msg
-            if channel == TOPOLOGY_CHANNEL:
-                self._on_topology(link, payload)
-            elif channel == DIGEST_CHANNEL or channel == DIGEST_REPLY_CHANNEL:
-                self._on_digest(link, payload, reply=channel == DIGEST_REPLY_CHANNEL)
+            if channel in TOPOLOGY_CHANNELS:
+                self.topo_gossip.received(link, channel, payload)
             else:
                 self.stats["gossip_in"] += 1
                 ch = self._channel_or_surrogate(channel)
@@ -502,71 +465,6 @@ class Router:
             self._surrogates[channel] = ch
         return ch
 
-    def _on_topology(self, link: Link, payload: Any) -> None:
-        if type(payload) is not list:
-            raise ProtocolError("topology: not an array")
-        try:
-            records = [PeerRecord.decode(r) for r in payload]
-        except ValueError as exc:
-            raise ProtocolError(f"topology: {exc}") from None
-        new, collisions, refused = self.topology.merge(records)
-        if refused:
-            self._peers_refused(link, refused)
-        for c in collisions:
-            self._log.warning("another peer claims our name: %s (we are uid %016x)", c, self.uid)
-        for rec in new:
-            self._topo_dirty.add(rec.name)
-            lk = self.links.get(rec.name)
-            if lk is not None and lk.remote_uid != rec.uid:
-                lk.close(f"peer {rec.name} has a new life (uid {rec.uid:016x})")
-        if new:
-            self._topology_changed()
-            # Records GC'd right away were not news: do not relay them.
-            self._topo_dirty &= set(self.topology.peers)
-
-    def _peers_refused(self, link: Link, n: int) -> None:
-        self.stats["peers_refused"] += n
-        now = time.monotonic()
-        if now >= self._refused_log_at:  # at most one line per 10 s: gossip repeats it
-            self._refused_log_at = now + 10.0
-            self._log.warning(
-                "topology full (%d peers, max_peers): ignored %d record(s) of unknown peers "
-                "from %s; %d so far", self.topology.max_peers, n, link.describe(),
-                self.stats["peers_refused"])
-
-    def _digest(self) -> list:
-        return [[r.name, r.uid, r.incarnation, r.version] for r in self.topology.peers.values()]
-
-    def _on_digest(self, link: Link, payload: Any, reply: bool) -> None:
-        """A neighbour's topology digest: push it the records it lacks (or has older
-        versions of); if it knows records we lack, ask with our own digest."""
-        if type(payload) is not list or len(payload) > 1 << 16:
-            raise ProtocolError("topology digest: not an array")
-        theirs: dict[str, tuple[int, int, int]] = {}
-        for e in payload:
-            if (type(e) is not list or len(e) != 4 or not valid_name(e[0])
-                    or not all(type(x) is int and 0 <= x < 1 << 64 for x in e[1:])):
-                raise ProtocolError("topology digest: bad entry")
-            theirs[e[0]] = (e[2], e[1], e[3])  # incarnation, uid, version: the merge order
-        push = []
-        for name, rec in self.topology.peers.items():
-            t = theirs.get(name)
-            if t is None or (rec.incarnation, rec.uid, rec.version) > t:
-                push.append(name)
-        if push:
-            body = self._enc.gossip(TOPOLOGY_CHANNEL, self.name, self.topology.encode(push))
-            link.send(body)
-            self.stats["topology_bytes_out"] += len(body)
-        if not reply:
-            peers = self.topology.peers
-            for name, t in theirs.items():
-                rec = peers.get(name)
-                if rec is None or t > (rec.incarnation, rec.uid, rec.version):
-                    body = self._enc.gossip(DIGEST_REPLY_CHANNEL, self.name, self._digest())
-                    link.send(body)
-                    self.stats["topology_bytes_out"] += len(body)
-                    break
-
     # ------------------------------------------------------------- timers
     async def _heartbeat_loop(self) -> None:
         last = time.monotonic()
@@ -588,7 +486,7 @@ class Router:
             k = min(len(links), fanout(self.gossip_fanout, len(links)))
             # Topology anti-entropy sends a digest; the neighbour pushes back the
             # records we lack and asks for those it lacks (far fewer bytes at idle).
-            body = self._enc.gossip(DIGEST_CHANNEL, self.name, self._digest())
+            body = self.topo_gossip.digest_body()
             for link in self._rng.sample(links, k):
                 link.send(body)
                 self.stats["topology_bytes_out"] += len(body)

@@ -62,7 +62,7 @@ GOSSIP = 3
 TOPOLOGY_CHANNEL = "_topology"
 DIGEST_CHANNEL = "_topodigest"  # periodic anti-entropy: [name, uid, incarnation, version]s
 DIGEST_REPLY_CHANNEL = "_topodigest_r"  # the answer to a digest (never answered again)
-_TOPOLOGY_CHANNELS = frozenset((TOPOLOGY_CHANNEL, DIGEST_CHANNEL, DIGEST_REPLY_CHANNEL))
+TOPOLOGY_CHANNELS = frozenset((TOPOLOGY_CHANNEL, DIGEST_CHANNEL, DIGEST_REPLY_CHANNEL))
 
 FRAME_LEN = struct.Struct(">I")
 pack_len = FRAME_LEN.pack
@@ -202,7 +202,7 @@ def message_kind(msg: Any) -> int:
             raise ProtocolError("gossip: wrong number of fields")
         if type(msg[1]) is not str or type(msg[2]) is not str:
             raise ProtocolError("gossip: bad field types")
-        if type(msg[3]) is not bytes and msg[1] not in _TOPOLOGY_CHANNELS:
+        if type(msg[3]) is not bytes and msg[1] not in TOPOLOGY_CHANNELS:
             raise ProtocolError("gossip: payload is not bytes")
         return GOSSIP
     raise ProtocolError(f"unknown message kind {kind!r}")
