@@ -16,6 +16,9 @@ module must not know that).
 
     transport, protocol = await create_mesh_endpoint(router, MyProtocol, channel="raft")
     transport.sendto(b"hello", "b")
+
+Messages are encoded by the mesh's own ``UnicastEncoder`` (wire.py); see
+docs/architecture.md#mesh for where a datagram goes.
 """
 
 from __future__ import annotations
