@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_lite.history import HistoryError, Op, pair_operations, validate_events
-from jepsen_lite.models import ILLEGAL, Model, freeze, get_model
+from jepsen_lite.models import ANY, ILLEGAL, Model, freeze, get_model
 
 log = logging.getLogger("jepsen_lite.checker")
 
@@ -305,70 +305,46 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     step = model.step
     illegal = ILLEGAL
 
-    s = 0  # current state id
-    low = 0  # position of the oldest unlinearized ok op
-    win = 0  # ok ops linearized, as bits relative to `low`
-    ib = 0  # info ops linearized
-    top: tuple | None = None  # frames: (op, phase, state, low, win, ib, parent)
-    depth = 0
-    best_depth = -1
-    blocked = -1
-    steps = 0
-    R = rnxt[RH]
-    bound = comp[R]
-    ph = 0  # 0 reads, 1 other ok ops, 2 info ops
-    e = nxt[HR]
-    while True:
-        steps += 1
-        if not steps & 0x3FFF and ((deadline is not None and time.monotonic() > deadline)
-                                   or (max_steps is not None and steps >= max_steps)):
-            return _Search(UNKNOWN, steps)
-        if R == RT:
-            break  # every ok op is linearized
-        if inv[e] > bound:  # this list's candidates are exhausted
-            if ph < 2:
-                ph += 1
-                e = nxt[HW] if ph == 1 else nxt[HI]
-                continue
-            # backtrack (over forced reads too: their parent fails with them)
-            while True:
-                if depth > best_depth:
-                    best_depth = depth
-                    blocked = R
-                if top is None:
-                    return _Search(False, steps, blocked=blocked)
-                ce, ph, s, low, win, ib, top = top
-                depth -= 1
-                if pos[ce] >= 0:
-                    rprv[rnxt[ce]] = ce
-                    rnxt[rprv[ce]] = ce
-                used[ce] = False
-                nxt[prv[ce]] = ce
-                prv[nxt[ce]] = ce
-                R = rnxt[RH]
-                bound = comp[R]
-                if ph:
-                    break
-            e = nxt[ce]
-            continue
-        if ph == 1:
-            tw = twins[e]
-            if tw:
-                skip = False
-                for t in tw:
-                    if not used[t] and inv[t] < bound:
-                        skip = True
-                        break
-                if skip:
-                    e = nxt[e]
-                    continue
-        elif ph == 2:
-            p = prev_same[e]
-            if (p >= 0 and not used[p]) or (blind[e] and top is not None and top[1] == 2):
-                # An older op of its class is unused: that one stands for both. Or a
-                # blind op right after an info op: that info op was then pointless.
-                e = nxt[e]
-                continue
+    # Overwrite pruning: need[q] counts the unlinearized ok ops that can only take
+    # effect in state q; leaving q for another state is pointless while need[q] > 0
+    # and no unused op can ever enter q again (with unique values: a read still to
+    # come of the value about to be overwritten).
+    need: list[int] = [0]
+    producers: list[list[int] | None] = [None]
+    req = [-1] * n
+    by_pkey: dict[Hashable, list[int]] = {}
+    prune = True
+    for i, op in enumerate(ops):
+        pk = model.produce_key(op)
+        if pk is ANY:
+            prune = False
+        elif pk is not None:
+            by_pkey.setdefault(pk, []).append(i)
+    if prune:
+        for i in ok_ops:
+            r = model.requires(ops[i])
+            if r is not None:
+                q = sid.get(r, -1)
+                if q < 0:
+                    q = sid[r] = len(states)
+                    states.append(r)
+                    caches.append({})
+                    need.append(0)
+                    producers.append(None)
+                req[i] = q
+                need[q] += 1
+
+    def can_enter(q: int, e: int) -> bool:
+        prods = producers[q]
+        if prods is None:
+            prods = producers[q] = [i for k in model.producer_keys(states[q])
+                                    for i in by_pkey.get(k, ())]
+        for i in prods:
+            if not used[i] and i != e:
+                return True
+        return False
+
+    def trn(e: int, s: int) -> int:
         tr = trans[e]
         if tr is None:
             tr = trans[e] = {}
@@ -384,8 +360,116 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                     sid[nxt_state] = ns
                     states.append(nxt_state)
                     caches.append({})
+                    need.append(0)
+                    producers.append(None)
             tr[s] = ns
-        if ns < 0:
+        return ns
+
+    def first_tries(r: int, s: int, bound: float) -> list[int]:
+        """Just in time: R's own op, or if R is a read, the candidates after which it
+        would be legal; tried before the rest."""
+        if not is_read[r]:
+            return [r]
+        out = []
+        e = nxt[HW]
+        while inv[e] < bound:
+            ns = trn(e, s)
+            if ns >= 0 and trn(r, ns) >= 0:
+                out.append(e)
+            e = nxt[e]
+        return out
+
+    s = 0  # current state id
+    low = 0  # position of the oldest unlinearized ok op
+    win = 0  # ok ops linearized, as bits relative to `low`
+    ib = 0  # info ops linearized
+    top: tuple | None = None  # frames: (op, phase, state, low, win, ib, parent)
+    depth = 0
+    best_depth = -1
+    blocked = -1
+    steps = 0
+    R = rnxt[RH]
+    bound = comp[R]
+    ph = 0  # 0 reads, 1 first tries, 2 other ok ops, 3 info ops
+    pre: list[int] = []
+    pi = 0
+    e = nxt[HR]
+    while True:
+        steps += 1
+        if not steps & 0x3FFF and ((deadline is not None and time.monotonic() > deadline)
+                                   or (max_steps is not None and steps >= max_steps)):
+            return _Search(UNKNOWN, steps)
+        if R == RT:
+            break  # every ok op is linearized
+        if ph == 1:
+            if pi < len(pre):
+                e = pre[pi]
+                pi += 1
+            else:
+                ph = 2
+                e = nxt[HW]
+                continue
+        elif inv[e] > bound:  # this list's candidates are exhausted
+            if ph == 0:
+                ph = 1
+                pre = first_tries(R, s, bound)
+                pi = 0
+                continue
+            if ph == 2:
+                ph = 3
+                e = nxt[HI]
+                continue
+            # backtrack (over forced reads too: their parent fails with them)
+            while True:
+                if depth > best_depth:
+                    best_depth = depth
+                    blocked = R
+                if top is None:
+                    return _Search(False, steps, blocked=blocked)
+                ce, ph, s, low, win, ib, top = top
+                depth -= 1
+                if pos[ce] >= 0:
+                    rprv[rnxt[ce]] = ce
+                    rnxt[rprv[ce]] = ce
+                used[ce] = False
+                if req[ce] >= 0:
+                    need[req[ce]] += 1
+                nxt[prv[ce]] = ce
+                prv[nxt[ce]] = ce
+                R = rnxt[RH]
+                bound = comp[R]
+                if ph:
+                    break
+            if ph == 1:
+                pre = first_tries(R, s, bound)
+                pi = pre.index(ce) + 1
+                continue
+            e = nxt[ce]
+            continue
+        if ph >= 1 and ph < 3:
+            tw = twins[e]
+            if tw:
+                skip = False
+                for t in tw:
+                    if not used[t] and inv[t] < bound:
+                        skip = True
+                        break
+                if skip:
+                    e = nxt[e]
+                    continue
+        elif ph == 3:
+            p = prev_same[e]
+            if (p >= 0 and not used[p]) or (blind[e] and top is not None and top[1] == 3):
+                # An older op of its class is unused: that one stands for both. Or a
+                # blind op right after an info op: that info op was then pointless.
+                e = nxt[e]
+                continue
+        tr = trans[e]
+        ns = -2 if tr is None else tr.get(s, -2)
+        if ns == -2:
+            ns = trn(e, s)
+        if ns < 0 or (prune and ns != s and need[s] > (req[e] == s)
+                      and not can_enter(s, e)):
             e = nxt[e]
             continue
         p = pos[e]
@@ -426,7 +510,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
             if ph == 0:  # a forced read leads where we failed before: so does this
                 e = TAIL
                 bound = -1.0  # makes the next step backtrack (bound reset there)
-                ph = 2
+                ph = 3
                 continue
             e = nxt[e]
             continue
@@ -449,6 +533,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
             R = rnxt[RH]
             bound = comp[R]
         used[e] = True
+        if req[e] >= 0:
+            need[req[e]] -= 1
         ph = 0
         e = nxt[HR]
     res = _Search(True, steps)

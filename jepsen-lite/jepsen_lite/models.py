@@ -29,6 +29,10 @@ class _Illegal:
 ILLEGAL: Any = _Illegal()
 
 
+#: ``produce_key`` of an op that may enter any state.
+ANY: Any = ("#any",)
+
+
 def freeze(v: Any) -> Hashable:
     """A hashable, type-faithful form of a JSON value (lists become tuples; booleans
     are kept apart from the integers 0 and 1 they would otherwise equal)."""
@@ -94,6 +98,23 @@ class Model:
         right before a blind one could as well not have happened."""
         return False
 
+    def requires(self, op: Op) -> Hashable | None:
+        """The one state an ok op can take effect in (a read of v: v), else None.
+        With :meth:`produce_key` it lets the checker prune an order that overwrites a
+        state some op still needs when nothing left can bring that state back."""
+        return None
+
+    def produce_key(self, op: Op) -> Hashable:
+        """A key such that the op, taking effect in any state, can only enter a state
+        ``s`` different from the one it was in if the key is in ``producer_keys(s)``;
+        None if it never changes the state. ANY (the default) means it may enter any
+        state: no pruning then."""
+        return ANY
+
+    def producer_keys(self, state: Hashable) -> list[Hashable]:
+        """The produce keys of the ops that could enter ``state`` (see produce_key)."""
+        return []
+
     def describe(self, op: Op) -> str:
         """A short human form of the op, for reports."""
         out = f" -> {op.output!r}" if op.status == "ok" else ""
@@ -145,6 +166,21 @@ class CasRegister(Model):
     def blind(self, op: Op) -> bool:
         return op.f == "write"
 
+    def requires(self, op: Op) -> Hashable | None:
+        if op.status != "ok":
+            return None
+        if op.f == "read":
+            return freeze(op.output)
+        return freeze(op.value[0]) if op.f == "cas" else None
+
+    def produce_key(self, op: Op) -> Hashable:
+        if op.f == "read":
+            return None
+        return ("v", freeze(op.value if op.f == "write" else op.value[1]))
+
+    def producer_keys(self, state: Hashable) -> list[Hashable]:
+        return [("v", state)]
+
     def describe(self, op: Op) -> str:
         if op.f == "read":
             return f"read -> {_v(op.output)}" if op.status == "ok" else "read ?"
@@ -190,6 +226,18 @@ class KV(Model):
 
     def blind(self, op: Op) -> bool:
         return op.f == "put"
+
+    def requires(self, op: Op) -> Hashable | None:
+        return op.output if op.f == "get" and op.status == "ok" else None
+
+    def produce_key(self, op: Op) -> Hashable:
+        if op.f == "get" or (op.f == "append" and op.value == ""):
+            return None
+        return (op.f, op.value)
+
+    def producer_keys(self, state: Hashable) -> list[Hashable]:
+        s: str = state  # type: ignore[assignment]
+        return [("put", s), *(("append", s[i:]) for i in range(len(s)))]
 
     def describe(self, op: Op) -> str:
         if op.f == "get":
