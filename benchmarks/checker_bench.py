@@ -186,12 +186,15 @@ def _inject(kind: str, rng: random.Random, kv: bool, opinfo: list[dict],
                 r["done"]["value"] = hist[old[-10]][0]
                 return
         elif kind == "lost-write":
-            j = r["seen"]
-            if j < 1 or not replaced(hist, j - 1, r):
+            old = [j for j in range(r["seen"]) if replaced(hist, j, r)]
+            if not old:
                 continue
-            for o in reads:  # every read of w's state sees the state before it instead
-                if o["key"] == r["key"] and o["seen"] == j:
-                    o["done"]["value"] = hist[j - 1][0]
+            j = old[-1]
+            # the writes after state j are lost: every read up to r that saw one of
+            # their states sees state j instead (r itself certainly too late for that)
+            for o in reads:
+                if o["key"] == r["key"] and j < o["seen"] <= r["seen"]:
+                    o["done"]["value"] = hist[j][0]
             return
         else:
             raise ValueError(f"unknown injection {kind!r}")
@@ -333,8 +336,9 @@ def main() -> int:
                     help="concurrent clients for --write/--table (--table default: 10 50 100)")
     ap.add_argument("--model", choices=["cas-register", "kv"], default=None,
                     help="--write/--table: the model (--table default: both)")
-    ap.add_argument("--inject", choices=["stale-read", "lost-write", "duplicate-append"],
-                    default=None, help="--write/--table: break the history this way")
+    ap.add_argument("--inject", choices=["none", "stale-read", "lost-write", "duplicate-append"],
+                    default=None, help="--write/--table: break the history this way (--table "
+                    "default: none, i.e. valid, and each of the others)")
     ap.add_argument("--ops", type=int, default=10000, help="--write/--table: ops per history")
     ap.add_argument("--keys", type=int, default=1, help="--write: keys")
     ap.add_argument("--seed", type=int, default=1, help="--write: random seed")
@@ -349,14 +353,15 @@ def main() -> int:
     a = ap.parse_args()
     if a.write:
         write_history(a.write, generate(a.model or "cas-register", a.ops, a.processes or 10,
-                                        a.keys, a.seed, a.crash, a.inject))
+                                        a.keys, a.seed, a.crash,
+                                        None if a.inject == "none" else a.inject))
         return 0
     if a.table:
         with tempfile.TemporaryDirectory() as d:
             rows = bench_table(a.ops, a.checker, a.timeout, Path(d),
                                [a.processes] if a.processes else [10, 50, 100],
                                [a.model] if a.model else ["cas-register", "kv"],
-                               [a.inject] if a.inject else
+                               [None if a.inject == "none" else a.inject] if a.inject else
                                [None, "stale-read", "lost-write", "duplicate-append"])
         if a.json_out:
             Path(a.json_out).write_text(json.dumps(rows, indent=2))

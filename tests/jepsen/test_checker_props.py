@@ -3,10 +3,9 @@ order allowed by the definition, on small histories generated from a model and o
 mutated ones (most of which are not linearizable)."""
 
 import dataclasses
-import os
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jepsen_lite.checker import _checkable, check_history, prepare_ops
 from jepsen_lite.models import ILLEGAL, get_model, simulate
@@ -105,13 +104,12 @@ def mutate(events, rng, n):
     return ev
 
 
-settings.register_profile("ci", deadline=None, max_examples=150,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", deadline=None, max_examples=3000,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("JEPSEN_LITE_HYPOTHESIS", "ci"))
+# The profile (derandomized "ci" by default, "fuzz" on demand) is tests/conftest.py's;
+# each test pins only its example count.
+CI_EXAMPLES = settings(max_examples=150)
 
 
+@CI_EXAMPLES
 @given(seed=st.integers(0, 10**9), n_ops=st.integers(1, 7), procs=st.integers(1, 4),
        crash=st.sampled_from([0.0, 0.2, 0.5]), model=st.sampled_from(["cas-register", "kv"]))
 def test_generated_histories_are_linearizable_by_both(seed, n_ops, procs, crash, model):
@@ -120,6 +118,7 @@ def test_generated_histories_are_linearizable_by_both(seed, n_ops, procs, crash,
     assert check_history(h, model).valid is True
 
 
+@CI_EXAMPLES
 @given(seed=st.integers(0, 10**9), n_ops=st.integers(2, 7), procs=st.integers(1, 4),
        crash=st.sampled_from([0.0, 0.3]), mutations=st.integers(1, 3),
        model=st.sampled_from(["cas-register", "kv"]))
@@ -142,6 +141,7 @@ def test_mutated_histories_agree_with_brute_force(seed, n_ops, procs, crash, mut
         assert brute_force(prefix, model) is True
 
 
+@CI_EXAMPLES
 @given(seed=st.integers(0, 10**9), n_ops=st.integers(2, 6))
 def test_two_keys_agree_with_brute_force(seed, n_ops):
     h = simulate(ops=n_ops * 2, processes=3, keys=2, values=2, seed=seed, crash=0.2)
@@ -149,3 +149,22 @@ def test_two_keys_agree_with_brute_force(seed, n_ops):
     expected = brute_force(m, "cas-register")
     assert check_history(m).valid is expected
     assert check_history(m, algorithm="frontier").valid is expected
+
+
+@settings(max_examples=300)
+@given(seed=st.integers(0, 10**9), n_ops=st.integers(2, 8), procs=st.integers(2, 8),
+       crash=st.sampled_from([0.0, 0.2, 0.5]), values=st.sampled_from([2, 3, 1000]),
+       mutations=st.integers(0, 3), model=st.sampled_from(["cas-register", "kv"]))
+def test_fast_search_agrees_with_brute_force_up_to_8_processes(
+        seed, n_ops, procs, crash, values, mutations, model):
+    """Up to 8 concurrent processes, info ops, few values (the reductions for
+    identical ops and info classes) or unique ones (overwrite pruning), both models,
+    with injected violations: the depth-first search alone, the default checker and
+    the frontier search all agree with the definition."""
+    h = simulate(model, ops=n_ops, processes=procs, keys=1, values=values, seed=seed,
+                 crash=crash)
+    m = mutate(h, random.Random(seed), mutations) if mutations else h
+    expected = brute_force(m, model)
+    assert check_history(m, model, algorithm="dfs", explain=False).valid is expected
+    assert check_history(m, model, explain=False).valid is expected
+    assert check_history(m, model, algorithm="frontier", explain=False).valid is expected
