@@ -40,6 +40,7 @@ may not have happened"; see :func:`_explain`).
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import dataclasses
 import logging
@@ -334,6 +335,11 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 req[i] = q
                 need[q] += 1
 
+    if prune:
+        stale = _stale_op(ops, model, ok_ops, req, states, by_pkey)
+        if stale is not None:
+            return _Search(False, 0, blocked=stale)
+
     def can_enter(q: int, e: int) -> bool:
         prods = producers[q]
         if prods is None:
@@ -553,6 +559,47 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         res.order = order
         res.states = sts
     return res
+
+
+def _stale_op(ops: Sequence[Op], model: Model, ok_ops: list[int], req: list[int],
+              states: list[Hashable], by_pkey: dict[Hashable, list[int]]) -> int | None:
+    """An ok op that can never take effect, found without search (the one that
+    completes first), else None: it needs state q, and every op that can enter q
+    (and the initial state, if it is q) is followed, in real time, by an ok op that
+    leaves q and completes before this op began. What a completed read pins down:
+    with unique values this finds any stale read in time linear in its window."""
+    changers = sorted((i for i in ok_ops if model.produce_key(ops[i]) is not None),
+                      key=lambda i: ops[i].invoke_index)
+    invs = [ops[i].invoke_index for i in changers]
+    init = states[0]
+    for r in sorted(ok_ops, key=lambda i: ops[i].complete_index):  # type: ignore[arg-type, return-value]
+        q = req[r]
+        if q < 0:
+            continue
+        start = ops[r].invoke_index
+        prods = {i for k in model.producer_keys(states[q]) for i in by_pkey.get(k, ())}
+        after = [ops[p].complete_index if ops[p].status == "ok" else None for p in prods]
+        if states[q] == init:
+            after.append(-1)
+        if any(a is None or a >= start for a in after):
+            continue  # a producer may still be in flight when r begins
+        if all(_overwritten(ops, changers, invs, prods, a, start)  # type: ignore[arg-type]
+               for a in after):
+            return r
+    return None
+
+
+def _overwritten(ops: Sequence[Op], changers: list[int], invs: list[int], prods: set[int],
+                 t: int, start: int) -> bool:
+    """Some ok op, not one of ``prods``, that changes the state ran entirely within
+    (t, start)."""
+    k = bisect.bisect_right(invs, t)
+    while k < len(invs) and invs[k] < start:
+        x = changers[k]
+        if x not in prods and ops[x].complete_index < start:  # type: ignore[operator]
+            return True
+        k += 1
+    return False
 
 
 @dataclass
