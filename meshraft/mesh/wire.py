@@ -177,7 +177,8 @@ def message_kind(msg: Any) -> int:
     """Check a decoded message's shape and field types; return its kind.
 
     ProtocolError for anything malformed (the link that sent it is closed).  Called
-    once per message on the data path: the checks are inline, no helper calls."""
+    once per message on the data path, so the checks are written out here rather
+    than split into helpers (valid_name only for a broadcast's source)."""
     if type(msg) is not list or not msg:
         raise ProtocolError("message is not a non-empty array")
     kind = msg[0]
