@@ -350,6 +350,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 return True
         return False
 
+    dead = model.dead_end(ops)
+
     def trn(e: int, s: int) -> int:
         tr = trans[e]
         if tr is None:
@@ -357,7 +359,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         ns = tr.get(s, -2)
         if ns == -2:
             nxt_state = step(states[s], ops[e])
-            if nxt_state is illegal:
+            if nxt_state is illegal or (dead is not None and dead(ops[e], nxt_state)):
                 ns = -1
             else:
                 ns = sid.get(nxt_state, -1)

@@ -12,7 +12,7 @@ processes) and pass an instance to ``check_history(..., model=MyModel())``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from jepsen_lite.history import Op
@@ -114,6 +114,12 @@ class Model:
     def producer_keys(self, state: Hashable) -> list[Hashable]:
         """The produce keys of the ops that could enter ``state`` (see produce_key)."""
         return []
+
+    def dead_end(self, ops: Sequence[Op]) -> Callable[[Op, Hashable], bool] | None:
+        """Optionally, given a key's ops: a test ``(op, state_after)`` that is True
+        when the op entering that state leaves no way to satisfy the ok ops (a pure
+        function of what the history shows, so the checker may cache it)."""
+        return None
 
     def describe(self, op: Op) -> str:
         """A short human form of the op, for reports."""
@@ -239,6 +245,30 @@ class KV(Model):
         s: str = state  # type: ignore[assignment]
         return [("put", s), *(("append", s[i:]) for i in range(len(s)))]
 
+    def dead_end(self, ops: Sequence[Op]) -> Callable[[Op, Hashable], bool] | None:
+        """With self-delimiting values (every put/append value distinct, non-empty and
+        ending in the one "," it holds, as jepsen-lite's generators write them) a
+        state is a unique sequence of values: an op entering state t is hopeless if a
+        get that shows its value does not start with t (that value exists only from
+        now until the next put, and states then only grow)."""
+        vals = [op.value for op in ops if op.f in ("put", "append")]
+        if len(set(vals)) != len(vals) or any(
+                not v or v.find(",") != len(v) - 1 for v in vals):
+            return None
+        shown: dict[str, list[str]] = {}
+        for op in ops:
+            if op.f == "get" and op.status == "ok" and isinstance(op.output, str):
+                for tok in op.output.split(",")[:-1]:
+                    shown.setdefault(tok + ",", []).append(op.output)
+
+        def dead(op: Op, state: Hashable) -> bool:
+            if op.f == "get":
+                return False
+            t: str = state  # type: ignore[assignment]
+            return any(not g.startswith(t) for g in shown.get(op.value, ()))
+
+        return dead
+
     def describe(self, op: Op) -> str:
         if op.f == "get":
             return f"get -> {op.output!r}" if op.status == "ok" else "get ?"
@@ -267,14 +297,15 @@ def get_model(model: str | Model) -> Model:
 
 def simulate(model: Model | str = "cas-register", *, ops: int = 100, processes: int = 5,
              keys: int = 1, values: int = 5, seed: int = 0, crash: float = 0.0,
-             time_step: int = 1000) -> list[dict[str, Any]]:
+             time_step: int = 1000, unique: bool = False) -> list[dict[str, Any]]:
     """A linearizable history made by running ``model`` with random interleavings.
 
     Each op is invoked, takes effect at a random later moment (its linearization
     point, where its result is computed on the true state), then completes. With
     probability ``crash`` an op ends ``info`` instead (its effect may still happen
     later, or never) and its client continues under a new process id. A cas whose
-    old value does not match fails (no effect). For tests and benchmarks.
+    old value does not match fails (no effect). ``unique``: every written value is
+    new (cas-register: 0, 1, 2, ...; kv: "v0,", "v1,", ...). For tests and benchmarks.
     """
     import random
 
@@ -314,12 +345,18 @@ def simulate(model: Model | str = "cas-register", *, ops: int = 100, processes: 
         if m.name == "kv":
             f = rng.choice(("get", "put", "append"))
             v = None if f == "get" else rng.choice("abcdefgh"[:max(1, values)])
+            if unique and v is not None:
+                v = f"v{started},"
         else:
             f = rng.choice(("read", "write", "cas"))
             v = (None if f == "read" else rng.randrange(values) if f == "write"
                  else [rng.randrange(values), rng.randrange(values)])
             if f == "cas" and rng.random() < 0.3:
                 v[0] = None if rng.random() < 0.2 else v[0]
+            if unique and f == "write":
+                v = started
+            elif unique and f == "cas":
+                v[1] = started
         return {"f": f, "key": k, "value": v}
 
     while started < ops or any(s[1] is not None for s in slots):

@@ -3,6 +3,7 @@ order allowed by the definition, on small histories generated from a model and o
 mutated ones (most of which are not linearizable)."""
 
 import dataclasses
+import json
 import random
 
 from hypothesis import given, settings
@@ -153,18 +154,38 @@ def test_two_keys_agree_with_brute_force(seed, n_ops):
 
 @settings(max_examples=300)
 @given(seed=st.integers(0, 10**9), n_ops=st.integers(2, 8), procs=st.integers(2, 8),
-       crash=st.sampled_from([0.0, 0.2, 0.5]), values=st.sampled_from([2, 3, 1000]),
+       crash=st.sampled_from([0.0, 0.2, 0.5]), values=st.sampled_from([2, 3, 0]),
        mutations=st.integers(0, 3), model=st.sampled_from(["cas-register", "kv"]))
 def test_fast_search_agrees_with_brute_force_up_to_8_processes(
         seed, n_ops, procs, crash, values, mutations, model):
     """Up to 8 concurrent processes, info ops, few values (the reductions for
-    identical ops and info classes) or unique ones (overwrite pruning), both models,
-    with injected violations: the depth-first search alone, the default checker and
-    the frontier search all agree with the definition."""
-    h = simulate(model, ops=n_ops, processes=procs, keys=1, values=values, seed=seed,
-                 crash=crash)
+    identical ops and info classes) or unique ones (values=0: overwrite pruning, the
+    search-free stale-op test, kv's dead ends), both models, with injected
+    violations: the depth-first search alone, the default checker and the frontier
+    search all agree with the definition."""
+    h = simulate(model, ops=n_ops, processes=procs, keys=1, values=values or 3, seed=seed,
+                 crash=crash, unique=not values)
     m = mutate(h, random.Random(seed), mutations) if mutations else h
     expected = brute_force(m, model)
     assert check_history(m, model, algorithm="dfs", explain=False).valid is expected
     assert check_history(m, model, explain=False).valid is expected
     assert check_history(m, model, algorithm="frontier", explain=False).valid is expected
+
+
+@settings(max_examples=200)
+@given(seed=st.integers(0, 10**9), n_ops=st.integers(4, 8), procs=st.integers(2, 8),
+       crash=st.sampled_from([0.0, 0.2]), model=st.sampled_from(["cas-register", "kv"]))
+def test_unique_value_violations_agree_with_brute_force(seed, n_ops, procs, crash, model):
+    """Unique values, one read changed to another value the key held (stale or from
+    the future): what the search-free test and the pruning must get exactly right."""
+    h = simulate(model, ops=n_ops, processes=procs, keys=1, seed=seed, crash=crash,
+                 unique=True)
+    rng = random.Random(seed)
+    reads = [e for e in h if e["type"] == "ok" and e["f"] in ("read", "get")]
+    held = {json.dumps(v): v for v in [e["value"] for e in reads] + ["" if model == "kv"
+                                                                      else None]}
+    if reads:  # one of the values reads saw, or the initial one
+        rng.choice(reads)["value"] = held[rng.choice(sorted(held))]
+    expected = brute_force(h, model)
+    assert check_history(h, model, algorithm="dfs", explain=False).valid is expected
+    assert check_history(h, model, explain=False).valid is expected
