@@ -22,10 +22,9 @@ on a non-loopback address without a token is logged as a WARNING at start.
 
 A node that stopped on an internal error (fail-stop, ``raft.errors.NodeFailed``)
 may hold half-changed state: once the server knows (the first request that meets
-``NodeFailed``, or its look at the node's status every FAILURE_CHECK_INTERVAL
-seconds), every request but status, ping and members gets ``unavailable`` with the
-node's reason at once, serializable reads included (a client with other endpoints
-moves on to them).
+``NodeFailed``, or the node's ``fail_stopped``, read on every request), every
+request but status, ping and members gets ``unavailable`` with the node's reason at
+once, serializable reads included (a client with other endpoints moves on to them).
 
 Why this module is over 600 lines: connection handling (TLS, bounds, framing) and
 the translation of each request into node calls (leader-change retries, large
@@ -76,10 +75,6 @@ LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # Requests a member that stopped serving still answers (they describe it).
 ALWAYS_OPS = ("status", "ping", "members")
-# How often a running server asks its node whether it stopped on an internal error
-# that no request has run into yet (a serializable read does not touch the node).
-# A timer, so the request path pays one attribute test and no clock read.
-FAILURE_CHECK_INTERVAL = 0.2
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -175,7 +170,6 @@ class KVServer:
         self._stopping = False
         # Why the node stopped serving (fail-stop on an internal error), once known.
         self._node_failed: str | None = None
-        self._failure_timer: asyncio.TimerHandle | None = None
         self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -203,7 +197,6 @@ class KVServer:
         self.log.info("serving clients on %s:%s (%s%s)", self.host, self.port,
                       "mutual TLS" if mtls else "TLS" if self.ssl else "plain TCP",
                       ", token required" if self.token else "")
-        self._check_failure()
         if self.token is None and not is_loopback(self.host):
             self.log.warning(
                 "serving clients on non-loopback address %s:%s WITHOUT a client token: "
@@ -219,9 +212,6 @@ class KVServer:
         """Stop accepting, let requests in progress finish (up to ``grace`` seconds),
         answer new ones ``unavailable``, then close every connection."""
         self._stopping = True
-        if self._failure_timer is not None:
-            self._failure_timer.cancel()
-            self._failure_timer = None
         if self._server is not None:
             self._server.close()
         if self._accept_task is not None:
@@ -450,7 +440,8 @@ class KVServer:
         timeout = self._timeout(body)
         if self._stopping:
             return p.error_reply(rid, p.UNAVAILABLE, "this member is shutting down")
-        if self._node_failed is not None and op not in ALWAYS_OPS:
+        if op not in ALWAYS_OPS and (
+                self._node_failed is not None or self._fail_stopped() is not None):
             return p.error_reply(rid, p.UNAVAILABLE,
                                  f"node {getattr(self.node, 'node_id', '?')}: "
                                  f"{self._node_failed}; ask another member")
@@ -478,25 +469,14 @@ class KVServer:
             return await self._member(rid, op, body, timeout)
         return p.error_reply(rid, p.BAD_REQUEST, f"unknown operation {op[:64]!r}")
 
-    def _check_failure(self) -> None:
-        """Every FAILURE_CHECK_INTERVAL seconds while serving: did the node stop after an
-        internal error (fail-stop) that no request has met yet? (A failed disk is not a
-        fail-stop: its member still serves serializable reads, as before.)"""
-        self._failure_timer = None
-        if self._stopping or self._node_failed is not None:
-            return
-        try:
-            st = self.node.status()
-        except Exception as exc:  # a node that cannot say is asked again later
-            self.log.debug("node status failed: %r", exc)
-        else:
-            failed = st.get("failed")
-            storage = st.get("storage")
-            if failed and not (isinstance(storage, dict) and storage.get("failed")):
-                self._note_failure(errors.NodeFailed(str(failed)))
-        if self._node_failed is None:
-            self._failure_timer = asyncio.get_running_loop().call_later(
-                FAILURE_CHECK_INTERVAL, self._check_failure)
+    def _fail_stopped(self) -> str | None:
+        """Has the node stopped after an internal error (fail-stop) that no request has
+        met yet? Asked on every request, so not one is served from half-changed state.
+        (A failed disk is not a fail-stop: its member still serves serializable reads.)"""
+        reason = getattr(self.node, "fail_stopped", None)
+        if reason is not None:
+            self._note_failure(errors.NodeFailed(str(reason)))
+        return reason
 
     def _note_failure(self, exc: BaseException) -> None:
         if isinstance(exc, errors.NodeFailed) and self._node_failed is None:

@@ -315,6 +315,14 @@ class RaftNode:
         return "follower" if self._failed is not None else self._core.role_name
 
     @property
+    def fail_stopped(self) -> str | None:
+        """Why this member stopped serving after an internal error (fail-stop: its
+        state may be half-changed, so not even a serializable read may be served), or
+        None. A failed disk is not a fail-stop: that member still holds a consistent
+        copy, and ``status()["failed"]`` says why it accepts no more writes."""
+        return self._failed if self._fail_cls is NodeFailed else None
+
+    @property
     def applied_index(self) -> int:
         return self._applied
 

@@ -39,7 +39,11 @@ class FakeNode:
         self.addresses: dict[str, object] = {node_id: "self"}
         self.failed: str | None = None  # status()["failed"]: why it stopped serving
         self.storage_failed: str | None = None  # status()["storage"]["failed"]
-        self.status_calls = 0
+
+    @property
+    def fail_stopped(self) -> str | None:
+        """As RaftNode.fail_stopped: the reason of a fail-stop, not of a failed disk."""
+        return self.failed if self.storage_failed is None else None
 
     @property
     def leader_id(self) -> str | None:
@@ -117,7 +121,6 @@ class FakeNode:
                 group.remove(node_id)
 
     def status(self) -> dict:
-        self.status_calls += 1
         return {"id": self.node_id, "role": self.role, "term": 1, "leader": self.leader_id,
                 "commit_index": self.index, "applied_index": self.index,
                 "progress": {"2": 0}, "voters": list(self.voters),
