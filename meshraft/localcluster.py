@@ -48,12 +48,14 @@ __all__ = [
     "MemberAddr",
     "MemberProcess",
     "die_with_parent",
+    "member_status",
     "peers_arg",
     "pick_leader",
     "plan_members",
     "serve_argv",
     "start_process",
     "stop_processes",
+    "try_put",
 ]
 
 PR_SET_PDEATHSIG = 1
@@ -332,12 +334,16 @@ class LocalCluster:
         if self.log_of is None:
             self.log_of = _default_log(self.root)
 
+    def addrs(self) -> list[MemberAddr]:
+        """The members now; a subclass whose membership changes derives them anew."""
+        return self.members
+
     @property
     def ids(self) -> list[str]:
-        return [m.id for m in self.members]
+        return [m.id for m in self.addrs()]
 
     def member(self, member: str) -> MemberAddr:
-        for m in self.members:
+        for m in self.addrs():
             if m.id == member:
                 return m
         raise KeyError(member)
@@ -345,7 +351,7 @@ class LocalCluster:
     def endpoints(self, ids: Iterable[str] | None = None) -> list[str]:
         """Client HOST:PORTs of ``ids`` (default: every member), in member order."""
         wanted = set(ids) if ids is not None else None
-        return [m.client for m in self.members if wanted is None or m.id in wanted]
+        return [m.client for m in self.addrs() if wanted is None or m.id in wanted]
 
     def data_dir(self, member: str) -> Path:
         assert self.data_dir_of is not None
@@ -356,7 +362,7 @@ class LocalCluster:
         return self.log_of(member)
 
     def argv(self, member: str) -> list[str]:
-        argv = serve_argv(self.member(member), self.members, self.data_dir(member),
+        argv = serve_argv(self.member(member), self.addrs(), self.data_dir(member),
                           self.transport, self.extra_args, self.python)
         return self.wrap(member, argv) if self.wrap is not None else argv
 

@@ -87,18 +87,26 @@ class ServerCluster(LocalCluster):
         self.out_dir = out_dir
         nodes = out_dir / "nodes"
         super().__init__(
-            [MemberAddr(n, a.peer_addr, a.client_addr, listen=a.peer_addr)
-             for n, a in net.nodes.items()],
-            nodes, transport=transport, extra_args=extra_args,
+            self.addrs(), nodes, transport=transport, extra_args=extra_args,
             data_dir_of=lambda n: nodes / f"n{n}" / "data",
             log_of=lambda n: nodes / f"n{n}.log",
             wrap=net.wrap, python=python, append_logs=True, log_header="jepsen-lite",
             new_session=True, pdeathsig=signal.SIGKILL,
             on_spawn=lambda p: net.state.add_pid(p.pid))
 
+    def addrs(self) -> list[MemberAddr]:
+        """From the run's network, each time: the member nemesis replaces a node there
+        by a new one (a new id in the old one's place)."""
+        return [MemberAddr(n, a.peer_addr, a.client_addr, listen=a.peer_addr)
+                for n, a in self.net.nodes.items()]
+
     @property
     def node_ids(self) -> list[str]:
         return self.ids
+
+    async def node_status(self, node: str, wait: float = 1.0) -> dict[str, Any] | None:
+        """``node``'s status, None if it does not answer within ``wait`` seconds."""
+        return await self.status(node, wait)
 
     def restart(self, node: str) -> None:
         self.kill(node)
