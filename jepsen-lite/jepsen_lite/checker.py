@@ -230,6 +230,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     Memo: per state, per (low, win), the info sets already explored (win: the ok ops
     linearized, as bits relative to ``low``, the oldest unlinearized ok op).
     """
+    model = model.specialise(ops)
     n = len(ops)
     ok_ops = sorted((i for i in range(n) if ops[i].status == "ok"),
                     key=lambda i: ops[i].invoke_index)
@@ -311,16 +312,18 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
     # and no unused op can ever enter q again (with unique values: a read still to
     # come of the value about to be overwritten).
     need: list[int] = [0]
-    producers: list[list[int] | None] = [None]
+    producers: list[list[Hashable] | None] = [None]  # per state: its producer keys
     req = [-1] * n
-    by_pkey: dict[Hashable, list[int]] = {}
+    pkey: list[Hashable] = [None] * n
+    unused_pk: dict[Hashable, int] = {}  # producer key -> unlinearized ops with it
     prune = True
     for i, op in enumerate(ops):
         pk = model.produce_key(op)
         if pk is ANY:
             prune = False
         elif pk is not None:
-            by_pkey.setdefault(pk, []).append(i)
+            pkey[i] = pk
+            unused_pk[pk] = unused_pk.get(pk, 0) + 1
     if prune:
         for i in ok_ops:
             r = model.requires(ops[i])
@@ -334,23 +337,23 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                     producers.append(None)
                 req[i] = q
                 need[q] += 1
-
-    if prune:
+        by_pkey: dict[Hashable, list[int]] = {}
+        for i in range(n):
+            if pkey[i] is not None:
+                by_pkey.setdefault(pkey[i], []).append(i)
         stale = _stale_op(ops, model, ok_ops, req, states, by_pkey)
         if stale is not None:
             return _Search(False, 0, blocked=stale)
 
     def can_enter(q: int, e: int) -> bool:
-        prods = producers[q]
-        if prods is None:
-            prods = producers[q] = [i for k in model.producer_keys(states[q])
-                                    for i in by_pkey.get(k, ())]
-        for i in prods:
-            if not used[i] and i != e:
+        keys = producers[q]
+        if keys is None:
+            keys = producers[q] = [k for k in model.producer_keys(states[q]) if k in unused_pk]
+        own = pkey[e]
+        for k in keys:
+            if unused_pk[k] > (k == own):
                 return True
         return False
-
-    dead = model.dead_end(ops)
 
     def trn(e: int, s: int) -> int:
         tr = trans[e]
@@ -359,7 +362,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         ns = tr.get(s, -2)
         if ns == -2:
             nxt_state = step(states[s], ops[e])
-            if nxt_state is illegal or (dead is not None and dead(ops[e], nxt_state)):
+            if nxt_state is illegal:
                 ns = -1
             else:
                 ns = sid.get(nxt_state, -1)
@@ -442,6 +445,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 used[ce] = False
                 if req[ce] >= 0:
                     need[req[ce]] += 1
+                if pkey[ce] is not None:
+                    unused_pk[pkey[ce]] += 1
                 nxt[prv[ce]] = ce
                 prv[nxt[ce]] = ce
                 R = rnxt[RH]
@@ -543,6 +548,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         used[e] = True
         if req[e] >= 0:
             need[req[e]] -= 1
+        if pkey[e] is not None:
+            unused_pk[pkey[e]] -= 1
         ph = 0
         e = nxt[HR]
     res = _Search(True, steps)
@@ -574,15 +581,26 @@ def _stale_op(ops: Sequence[Op], model: Model, ok_ops: list[int], req: list[int]
                       key=lambda i: ops[i].invoke_index)
     invs = [ops[i].invoke_index for i in changers]
     init = states[0]
+    cache: dict[int, tuple[set[int], list[int | None]]] = {}
     for r in sorted(ok_ops, key=lambda i: ops[i].complete_index):  # type: ignore[arg-type, return-value]
+        if model.impossible(ops[r]):
+            return r
         q = req[r]
         if q < 0:
             continue
         start = ops[r].invoke_index
-        prods = {i for k in model.producer_keys(states[q]) for i in by_pkey.get(k, ())}
-        after = [ops[p].complete_index if ops[p].status == "ok" else None for p in prods]
-        if states[q] == init:
-            after.append(-1)
+        known = cache.get(q)
+        if known is None:
+            prods = {i for k in model.producer_keys(states[q]) for i in by_pkey.get(k, ())}
+            if len(prods) > 8:  # values are not unique: leave it to the search
+                known = cache[q] = (prods, [None])
+            else:
+                after = [ops[p].complete_index if ops[p].status == "ok" else None
+                         for p in prods]
+                if states[q] == init:
+                    after.append(-1)
+                known = cache[q] = (prods, after)
+        prods, after = known
         if any(a is None or a >= start for a in after):
             continue  # a producer may still be in flight when r begins
         if all(_overwritten(ops, changers, invs, prods, a, start)  # type: ignore[arg-type]
@@ -640,7 +658,7 @@ class _FrontierEngine:
     def __init__(self, ops: Sequence[Op], model: Model,
                  max_configs: int | None = None) -> None:
         self.ops = ops
-        self.model = model
+        self.model = model = model.specialise(ops)
         self.max_configs = MAX_FRONTIER if max_configs is None else max_configs
         self.states: list[Hashable] = [model.init()]
         self.sid: dict[Hashable, int] = {self.states[0]: 0}

@@ -12,7 +12,7 @@ processes) and pass an instance to ``check_history(..., model=MyModel())``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from jepsen_lite.history import Op
@@ -115,11 +115,17 @@ class Model:
         """The produce keys of the ops that could enter ``state`` (see produce_key)."""
         return []
 
-    def dead_end(self, ops: Sequence[Op]) -> Callable[[Op, Hashable], bool] | None:
-        """Optionally, given a key's ops: a test ``(op, state_after)`` that is True
-        when the op entering that state leaves no way to satisfy the ok ops (a pure
-        function of what the history shows, so the checker may cache it)."""
-        return None
+    def specialise(self, ops: Sequence[Op]) -> Model:
+        """This model, told the ops of one history (one key's checkable ops): a model
+        may return a variant whose ``step`` also refuses transitions that the rest
+        of the history rules out, or merges states nothing can tell apart. Called
+        again for every op set checked; the default knows nothing more."""
+        return self
+
+    def impossible(self, op: Op) -> bool:
+        """True if an ok op can never take effect in this history (specialised
+        models only): the checker then refutes the history without search."""
+        return False
 
     def describe(self, op: Op) -> str:
         """A short human form of the op, for reports."""
@@ -245,30 +251,6 @@ class KV(Model):
         s: str = state  # type: ignore[assignment]
         return [("put", s), *(("append", s[i:]) for i in range(len(s)))]
 
-    def dead_end(self, ops: Sequence[Op]) -> Callable[[Op, Hashable], bool] | None:
-        """With self-delimiting values (every put/append value distinct, non-empty and
-        ending in the one "," it holds, as jepsen-lite's generators write them) a
-        state is a unique sequence of values: an op entering state t is hopeless if a
-        get that shows its value does not start with t (that value exists only from
-        now until the next put, and states then only grow)."""
-        vals = [op.value for op in ops if op.f in ("put", "append")]
-        if len(set(vals)) != len(vals) or any(
-                not v or v.find(",") != len(v) - 1 for v in vals):
-            return None
-        shown: dict[str, list[str]] = {}
-        for op in ops:
-            if op.f == "get" and op.status == "ok" and isinstance(op.output, str):
-                for tok in op.output.split(",")[:-1]:
-                    shown.setdefault(tok + ",", []).append(op.output)
-
-        def dead(op: Op, state: Hashable) -> bool:
-            if op.f == "get":
-                return False
-            t: str = state  # type: ignore[assignment]
-            return any(not g.startswith(t) for g in shown.get(op.value, ()))
-
-        return dead
-
     def describe(self, op: Op) -> str:
         if op.f == "get":
             return f"get -> {op.output!r}" if op.status == "ok" else "get ?"
@@ -276,6 +258,74 @@ class KV(Model):
 
     def describe_state(self, state: Hashable) -> str:
         return repr(state)
+
+    def specialise(self, ops: Sequence[Op]) -> Model:
+        vals = [op.value for op in ops if op.f in ("put", "append")]
+        if len(set(vals)) != len(vals) or any(
+                not isinstance(v, str) or not v or v.find(",") != len(v) - 1 for v in vals):
+            return self
+        return _KVHistory(ops)
+
+
+#: The state of a kv key once it holds a value no get ever shows: every such state
+#: behaves the same (no get can follow until a put), so the checker keeps one.
+UNSEEN: Any = ("#unseen",)
+
+
+class _KVHistory(KV):
+    """KV specialised to a history whose put/append values are self-delimiting
+    (distinct, non-empty, each ending in the one "," it holds, as jepsen-lite's
+    generators write them). A state is then a unique sequence of values, and:
+
+    - entering a state t with value x is hopeless if a get showing x does not start
+      with t (x exists only from now to the next put, and states only grow);
+    - a value no get shows makes the state UNSEEN: no get can follow before a put,
+      and a shown value appended then is hopeless by the rule above;
+    - a get showing a value twice, a value nobody wrote, or a put's value anywhere but
+      first, is impossible.
+    """
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.shown: dict[str, list[str]] = {}
+        self.written = {op.value: op.f for op in ops if op.f in ("put", "append")}
+        self.bad: set[str] = set()
+        for op in ops:
+            if op.f == "get" and op.status == "ok" and isinstance(op.output, str):
+                toks = [t + "," for t in op.output.split(",")[:-1]]
+                if "".join(toks) != op.output or len(set(toks)) != len(toks) or not all(
+                        self.written.get(t) == "append"
+                        or (i == 0 and self.written.get(t) == "put")
+                        for i, t in enumerate(toks)):
+                    self.bad.add(op.output)
+                for t in toks:
+                    self.shown.setdefault(t, []).append(op.output)
+
+    def impossible(self, op: Op) -> bool:
+        return op.f == "get" and op.status == "ok" and op.output in self.bad
+
+    def step(self, state: Hashable, op: Op) -> Hashable:
+        f = op.f
+        if state is UNSEEN and f != "put":
+            if f == "get":
+                return state if op.status != "ok" else ILLEGAL
+            return ILLEGAL if op.value in self.shown else UNSEEN
+        ns = super().step(state, op)
+        if ns is ILLEGAL or f == "get":
+            return ns
+        gets = self.shown.get(op.value)
+        if gets is None:
+            return UNSEEN
+        t: str = ns  # type: ignore[assignment]
+        for g in gets:
+            if not g.startswith(t):
+                return ILLEGAL
+        return ns
+
+    def producer_keys(self, state: Hashable) -> list[Hashable]:
+        return [] if state is UNSEEN else super().producer_keys(state)
+
+    def describe_state(self, state: Hashable) -> str:
+        return "(holds a value no get shows)" if state is UNSEEN else repr(state)
 
 
 def _v(x: Any) -> str:
