@@ -200,6 +200,9 @@ class _Search:
     order: list[int] | None = None  # success: op positions in linearization order
     states: list[Hashable] | None = None  # success: state after each op of order
     blocked: int | None = None  # failure: position of the op whose return blocked deepest
+    #: failure found without search: positions of the ops that, with ``blocked``, form
+    #: a minimal set that cannot be linearized
+    witness: list[int] | None = None
 
 
 def _search(ops: Sequence[Op], model: Model, deadline: float | None,
@@ -343,7 +346,7 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 by_pkey.setdefault(pkey[i], []).append(i)
         stale = _stale_op(ops, model, ok_ops, req, states, by_pkey)
         if stale is not None:
-            return _Search(False, 0, blocked=stale)
+            return _Search(False, 0, blocked=stale[0], witness=stale[1])
 
     def can_enter(q: int, e: int) -> bool:
         keys = producers[q]
@@ -571,20 +574,23 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
 
 
 def _stale_op(ops: Sequence[Op], model: Model, ok_ops: list[int], req: list[int],
-              states: list[Hashable], by_pkey: dict[Hashable, list[int]]) -> int | None:
+              states: list[Hashable], by_pkey: dict[Hashable, list[int]]
+              ) -> tuple[int, list[int]] | None:
     """An ok op that can never take effect, found without search (the one that
-    completes first), else None: it needs state q, and every op that can enter q
-    (and the initial state, if it is q) is followed, in real time, by an ok op that
-    leaves q and completes before this op began. What a completed read pins down:
-    with unique values this finds any stale read in time linear in its window."""
+    completes first), with its witnesses, else None: it needs state q, and every op
+    that can enter q (and the initial state, if it is q) is followed, in real time,
+    by an ok op that leaves q and completes before this op began. The witnesses are
+    those producers and overwriters: with the op, a minimal set that cannot be
+    linearized. What a completed read pins down: with unique values this finds any
+    stale read in time linear in its window."""
     changers = sorted((i for i in ok_ops if model.produce_key(ops[i]) is not None),
                       key=lambda i: ops[i].invoke_index)
     invs = [ops[i].invoke_index for i in changers]
     init = states[0]
-    cache: dict[int, tuple[set[int], list[int | None]]] = {}
+    cache: dict[int, tuple[set[int], list[tuple[int, int | None]]]] = {}
     for r in sorted(ok_ops, key=lambda i: ops[i].complete_index):  # type: ignore[arg-type, return-value]
         if model.impossible(ops[r]):
-            return r
+            return r, []
         q = req[r]
         if q < 0:
             continue
@@ -593,33 +599,38 @@ def _stale_op(ops: Sequence[Op], model: Model, ok_ops: list[int], req: list[int]
         if known is None:
             prods = {i for k in model.producer_keys(states[q]) for i in by_pkey.get(k, ())}
             if len(prods) > 8:  # values are not unique: leave it to the search
-                known = cache[q] = (prods, [None])
+                known = cache[q] = (prods, [(-1, None)])
             else:
-                after = [ops[p].complete_index if ops[p].status == "ok" else None
-                         for p in prods]
+                after = [(p, ops[p].complete_index if ops[p].status == "ok" else None)
+                         for p in sorted(prods)]
                 if states[q] == init:
-                    after.append(-1)
+                    after.append((-1, -1))
                 known = cache[q] = (prods, after)
         prods, after = known
-        if any(a is None or a >= start for a in after):
+        if any(a is None or a >= start for _, a in after):
             continue  # a producer may still be in flight when r begins
-        if all(_overwritten(ops, changers, invs, prods, a, start)  # type: ignore[arg-type]
-               for a in after):
-            return r
+        witness: list[int] = []
+        for p, a in after:
+            x = _overwritten(ops, changers, invs, prods, a, start)  # type: ignore[arg-type]
+            if x < 0:
+                break
+            witness += [p, x] if p >= 0 else [x]
+        else:
+            return r, witness
     return None
 
 
 def _overwritten(ops: Sequence[Op], changers: list[int], invs: list[int], prods: set[int],
-                 t: int, start: int) -> bool:
-    """Some ok op, not one of ``prods``, that changes the state ran entirely within
-    (t, start)."""
+                 t: int, start: int) -> int:
+    """Some ok op, not one of ``prods``, that changes the state and ran entirely
+    within (t, start); -1 if none."""
     k = bisect.bisect_right(invs, t)
     while k < len(invs) and invs[k] < start:
         x = changers[k]
         if x not in prods and ops[x].complete_index < start:  # type: ignore[operator]
-            return True
+            return x
         k += 1
-    return False
+    return -1
 
 
 @dataclass
@@ -879,11 +890,13 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
     # 1. least failing prefix; hi fails (the whole history), lo passes (nothing)
     lo, hi = -1, len(comps) - 1
     if frontier is None or frontier.verdict is not False:
-        frontier = _FrontierEngine(ops, model).run(min(deadline, time.monotonic()
-                                                       + EXPLAIN_SECONDS / 2))
+        # found without search: the frontier only adds the possible states, if quick
+        budget = EXPLAIN_SECONDS / (2 if first.witness is None else 40)
+        frontier = _FrontierEngine(ops, model, max_configs=MAX_FRONTIER // 10).run(
+            min(deadline, time.monotonic() + budget))
     probes: list[int] = []
     located = True
-    if frontier.verdict is False and frontier.failed_op is not None:
+    if frontier is not None and frontier.verdict is False and frontier.failed_op is not None:
         hi = comps.index(ops[frontier.failed_op].complete_index)  # type: ignore[arg-type]
         lo = hi - 1
     elif first.blocked is not None and first.blocked >= 0:
@@ -912,14 +925,21 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
             tail = list(zip(w.order, w.states, strict=True))[-12:]
             witness = [(pre[i], model.describe_state(st)) for i, st in tail]
 
-    # 2. shrink within P_k
+    # 2. shrink within P_k (unless found without search: its witnesses are the set)
     base = _prefix(ops, model, cut)
     others = [op for op in base if op.status == "ok" and op.id != y.id]
     others.sort(key=lambda o: -o.complete_index)  # type: ignore[operator]
     window = others[:EXPLAIN_WINDOW]
     context = len(others) - len(window)
     relaxed: set[int] = set()
-    for cand_op in window:
+    by_witness = (first.witness is not None and first.blocked is not None
+                  and ops[first.blocked].id == y.id)
+    if by_witness:
+        keep = {ops[i].id for i in first.witness}  # type: ignore[union-attr]
+        window = [ops[i] for i in first.witness]  # type: ignore[union-attr]
+        relaxed = {op.id for op in others if op.id not in keep}
+        context = 0
+    for cand_op in ([] if by_witness else window):
         if time.monotonic() > deadline:
             complete = False
             break
@@ -942,7 +962,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
     minimal.sort(key=lambda o: o.invoke_index)
     descs = {o.id: model.describe(o) for o in [*minimal, y, *(w for w, _ in witness)]}
     possible = None
-    if frontier.verdict is False and frontier.states_before is not None:
+    if frontier is not None and frontier.verdict is False and frontier.states_before is not None:
         possible = [model.describe_state(st) for st in frontier.states_before]
     return Failure(key=key, op=y, minimal=minimal, prefix_index=cut, prefix_ops=prefix_ops,
                    linearization=witness, context_ops=context, minimal_complete=complete,
