@@ -348,6 +348,35 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         if stale is not None:
             return _Search(False, 0, blocked=stale[0], witness=stale[1])
 
+    # Regions (a kv epoch): need_rg counts the unlinearized ok ops that need a region
+    # that, once left, never comes back; state_rg[q] is q's region (-2: not computed).
+    rg_ids: dict[Hashable, int] = {}
+    need_rg: list[int] = []
+    req_rg = [-1] * n
+    for i in ok_ops:
+        g = model.needs_region(ops[i])
+        if g is not None:
+            req_rg[i] = rg_ids.setdefault(g, len(rg_ids))
+            if req_rg[i] == len(need_rg):
+                need_rg.append(0)
+            need_rg[req_rg[i]] += 1
+    state_rg: list[int] = [-2]
+
+    def region_of(q: int) -> int:
+        while len(state_rg) <= q:
+            state_rg.append(-2)
+        g = state_rg[q]
+        if g == -2:
+            r = model.region(states[q])
+            g = state_rg[q] = -1 if r is None else rg_ids.setdefault(r, len(rg_ids))
+            while len(need_rg) < len(rg_ids):
+                need_rg.append(0)
+        return g
+
+    def leaves_needed_region(s: int, ns: int, e: int) -> bool:
+        g = region_of(s)
+        return g >= 0 and need_rg[g] > (req_rg[e] == g) and region_of(ns) != g
+
     def can_enter(q: int, e: int) -> bool:
         keys = producers[q]
         if keys is None:
@@ -448,6 +477,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 used[ce] = False
                 if req[ce] >= 0:
                     need[req[ce]] += 1
+                if req_rg[ce] >= 0:
+                    need_rg[req_rg[ce]] += 1
                 if pkey[ce] is not None:
                     unused_pk[pkey[ce]] += 1
                 nxt[prv[ce]] = ce
@@ -484,8 +515,9 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         ns = -2 if tr is None else tr.get(s, -2)
         if ns == -2:
             ns = trn(e, s)
-        if ns < 0 or (prune and ns != s and need[s] > (req[e] == s)
-                      and not can_enter(s, e)):
+        if ns < 0 or (prune and ns != s and (
+                (need[s] > (req[e] == s) and not can_enter(s, e))
+                or (need_rg and leaves_needed_region(s, ns, e)))):
             e = nxt[e]
             continue
         p = pos[e]
@@ -551,6 +583,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         used[e] = True
         if req[e] >= 0:
             need[req[e]] -= 1
+        if req_rg[e] >= 0:
+            need_rg[req_rg[e]] -= 1
         if pkey[e] is not None:
             unused_pk[pkey[e]] -= 1
         ph = 0

@@ -127,6 +127,16 @@ class Model:
         models only): the checker then refutes the history without search."""
         return False
 
+    def region(self, state: Hashable) -> Hashable | None:
+        """A region of states that, once left, is never entered again in this history
+        (specialised models only), else None. With :meth:`needs_region`, lets the
+        checker refuse to leave a region an unlinearized ok op still needs."""
+        return None
+
+    def needs_region(self, op: Op) -> Hashable | None:
+        """The region an ok op can only take effect in, else None."""
+        return None
+
     def describe(self, op: Op) -> str:
         """A short human form of the op, for reports."""
         out = f" -> {op.output!r}" if op.status == "ok" else ""
@@ -282,7 +292,9 @@ class _KVHistory(KV):
     - a value no get shows makes the state UNSEEN: no get can follow before a put,
       and a shown value appended then is hopeless by the rule above;
     - a get showing a value twice, a value nobody wrote, or a put's value anywhere but
-      first, is impossible.
+      first, is impossible;
+    - the put that began a state (its epoch) is never repeated: an epoch a get still
+      needs must not be left.
     """
 
     def __init__(self, ops: Sequence[Op]) -> None:
@@ -302,6 +314,18 @@ class _KVHistory(KV):
 
     def impossible(self, op: Op) -> bool:
         return op.f == "get" and op.status == "ok" and op.output in self.bad
+
+    def region(self, state: Hashable) -> Hashable | None:
+        """The epoch: the put that began the state ("" before any), never repeated."""
+        if state is UNSEEN:
+            return None
+        first = state[:state.find(",") + 1]  # type: ignore[index, union-attr]
+        return first if self.written.get(first) == "put" else ""
+
+    def needs_region(self, op: Op) -> Hashable | None:
+        if op.f != "get" or op.status != "ok" or op.output in self.bad:
+            return None
+        return self.region(op.output)
 
     def step(self, state: Hashable, op: Op) -> Hashable:
         f = op.f
