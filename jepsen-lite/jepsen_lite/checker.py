@@ -871,6 +871,9 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
     model = get_model(model)
     t0 = time.monotonic()
     cops = _checkable(ops, model)
+    unseen = model.unobserved_info(cops)
+    if unseen:  # an info op nothing observed: linearized at the end, i.e. left out
+        cops = [op for op in cops if op.id not in unseen]
     frontier: _Frontier | None = None
     if algorithm == "frontier":
         res = _Search(UNKNOWN, 0)

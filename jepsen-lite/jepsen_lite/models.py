@@ -127,6 +127,12 @@ class Model:
         models only): the checker then refutes the history without search."""
         return False
 
+    def unobserved_info(self, ops: Sequence[Op]) -> set[int]:
+        """Ids of info ops whose effect nothing in ``ops`` could observe: taking
+        effect or not changes no verdict, so the checker drops them (as if they
+        took effect at the end). Default: none."""
+        return set()
+
     def region(self, state: Hashable) -> Hashable | None:
         """A region of states that, once left, is never entered again in this history
         (specialised models only), else None. With :meth:`needs_region`, lets the
@@ -202,6 +208,15 @@ class CasRegister(Model):
 
     def producer_keys(self, state: Hashable) -> list[Hashable]:
         return [("v", state)]
+
+    def unobserved_info(self, ops: Sequence[Op]) -> set[int]:
+        """Info writes and cas whose new value no ok read returned and no cas (of any
+        outcome) expected: right after one only a write could follow, so a valid order
+        without it exists whenever one with it does."""
+        seen = {freeze(o.output) for o in ops if o.f == "read" and o.status == "ok"}
+        seen |= {freeze(o.value[0]) for o in ops if o.f == "cas"}
+        return {o.id for o in ops if o.status == "info" and o.f in ("write", "cas")
+                and freeze(o.value if o.f == "write" else o.value[1]) not in seen}
 
     def describe(self, op: Op) -> str:
         if op.f == "read":
