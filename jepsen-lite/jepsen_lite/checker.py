@@ -62,10 +62,10 @@ Verdict = bool | str  # True, False or "unknown"
 #: below this many ops in total, keys are checked in this process (no pool start-up)
 PARALLEL_THRESHOLD = 4000
 #: cache entries kept before the memo is dropped (correct, only slower): bounds memory
-MAX_CACHE = 3_000_000
+MAX_CACHE = 1_000_000
 #: configurations the frontier search may hold at one return before it gives up
 #: (verdict unknown): what bounds its memory when info ops make the frontier explode
-MAX_FRONTIER = 2_000_000
+MAX_FRONTIER = 600_000
 #: time the failure analysis may take, at most, per failing key
 EXPLAIN_SECONDS = 10.0
 #: time the depth-first search gets before the frontier search takes over: this, or
@@ -889,6 +889,15 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
         frontier = _FrontierEngine(cops, model).run(deadline)
         verdict = frontier.verdict
         steps += frontier.steps
+        if verdict == UNKNOWN and algorithm == "auto" and (
+                deadline is None or time.monotonic() < deadline):
+            # the frontier hit its memory bound: back to depth first, which always
+            # ends (its memo is bounded), for as long as the time limit allows
+            res = _search(cops, model, deadline)
+            verdict = res.verdict
+            steps += res.steps
+            if verdict != UNKNOWN:
+                frontier = None
     kr = KeyResult(key=key, valid=verdict, ops=len(cops),
                    info_ops=sum(1 for o in cops if o.status == "info"), steps=steps)
     if verdict == UNKNOWN:
