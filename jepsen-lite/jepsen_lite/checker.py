@@ -70,8 +70,8 @@ MAX_FRONTIER = 600_000
 EXPLAIN_SECONDS = 10.0
 #: time the depth-first search gets before the frontier search takes over: this, or
 #: DFS_SECONDS_PER_OP per op if more
-DFS_SECONDS = 2.0
-DFS_SECONDS_PER_OP = 100e-6
+DFS_SECONDS = 10.0
+DFS_SECONDS_PER_OP = 300e-6
 #: ops (besides the failing one) the minimality search considers, nearest first
 EXPLAIN_WINDOW = 48
 
