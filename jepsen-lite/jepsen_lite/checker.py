@@ -5,37 +5,44 @@ model's partition key (P-compositionality: a history is linearizable iff every
 key's sub-history is), and searches each key in a worker process. It never reads
 or writes files, never prints, and never trusts event order beyond ``index``.
 
-Semantics (DESIGN.md): an ``ok`` op took effect between its invoke and completion;
-a ``fail`` op did not take effect (dropped); an ``info`` op, or an invoke that never
-completed, may take effect at any point after its invoke, or never. Read-only ops of
-unknown outcome constrain nothing and are dropped.
+Semantics (docs/architecture.md#jepsen-lite): an ``ok`` op took effect between its
+invoke and completion; a ``fail`` op did not take effect (dropped); an ``info`` op,
+or an invoke that never completed, may take effect at any point after its invoke,
+or never. Read-only ops of unknown outcome constrain nothing and are dropped, and so
+are info ops whose effect nothing observed (``Model.unobserved_info``: as if they
+took effect at the end).
 
-The search (Lowe's refinement of Wing & Gong, as in porcupine): call and return
-entries in one doubly linked list; linearize the first call that the model allows
-and whose (linearized set, state) was not seen before, else backtrack when a return
-is reached. An explicit stack of frames, never recursion. The linearized set is a
-Python int bitset kept *relative to the oldest unlinearized ok op* (plus a bitset of
-info ops), so a cache entry costs the width of the concurrency window rather than of
-the history: memory stays bounded on 100,000-op histories. States are interned to
-small integers and each op's transitions are cached per state, so after warm-up the
-hot loop does list lookups and small-int arithmetic; a step forward allocates only
-its memo key and its stack frame (two small tuples), a step back nothing.
+First, what the history knows, without search (:func:`_stale_op`): an ok op that
+needs a state every possible producer of which was overwritten, in real time, before
+the op began — with unique values, any stale read — refutes the key at once, and
+the producer, the overwriter and the op are the minimal failing set.
 
-Info ops (optional, never expiring) are what makes the search explode, so: they are
-tried only when no ok op can go on; of several with the same f, key and argument only
-the oldest unused one is tried; a blind op (a write) is never tried right after another
-info op; and a configuration that used a superset of another's info ops is pruned.
+Then the search (Lowe's refinement of Wing & Gong, as in porcupine): depth first over
+the ops, an explicit stack of frames, never recursion; the linearized set is a Python
+int bitset kept *relative to the oldest unlinearized ok op* (plus a bitset of info
+ops), with a memo of (linearized set, state) so that no configuration is explored
+twice. On top of porcupine (see :func:`_search`): reads legal now are linearized at
+once and never backtracked over; identical ops are tried in return order only; the
+returning op, or what makes the returning read legal, is tried first; a state (or a
+kv epoch) that an unlinearized op still needs is never left when nothing can bring
+it back; and a model may specialise itself to the history (kv with self-delimiting
+values: hopeless appends are refused, values no get shows merge into one state).
 
-A depth-first search finds a linearization of a valid history almost greedily, but
-proving a violation means exhausting the past. Past a time budget the frontier
+A depth-first search finds a linearization of a valid history almost greedily;
+proving a violation can mean exhausting the past. Past a time budget the frontier
 search (Lowe's just-in-time linearizability, breadth first) takes over: it carries
 every configuration the history so far allows, event by event, and the first return
-that leaves none is where linearizability breaks.
+that leaves none is where linearizability breaks. If that grows past its memory
+bound, depth first resumes until the time limit (without one: until decided).
 
 On a violation it reports, for the key: the op whose completion first makes the
 history non-linearizable, the longest linearizable prefix (with a witness order), and
 a 1-minimal set of ops that cannot be linearized (every other op relaxed to "may or
 may not have happened"; see :func:`_explain`).
+
+Over 600 lines because the search, the frontier search and the failure analysis
+share the op encoding, the memo and the time budget; split apart they would expose
+those internals across modules.
 """
 
 from __future__ import annotations
@@ -727,6 +734,8 @@ class _FrontierEngine:
         return ns
 
     def run(self, deadline: float | None) -> _Frontier:
+        """Walk the events. Over 80 lines: the hot loop keeps its state in locals (a
+        method call per configuration would dominate in CPython)."""
         ops = self.ops
         evs: list[tuple[int, int, int]] = []
         for i, op in enumerate(ops):
@@ -837,7 +846,7 @@ def _relaxed(op: Op) -> Op:
                                complete_line=None, complete_time=None)
 
 
-def _checkable(ops: Iterable[Op], model: Model) -> list[Op]:
+def checkable_ops(ops: Iterable[Op], model: Model) -> list[Op]:
     """Drop what constrains nothing: fail ops, and read-only ops of unknown outcome."""
     return [op for op in ops
             if op.status == "ok" or (op.status == "info" and not model.read_only(op))]
@@ -870,7 +879,7 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
     """
     model = get_model(model)
     t0 = time.monotonic()
-    cops = _checkable(ops, model)
+    cops = checkable_ops(ops, model)
     unseen = model.unobserved_info(cops)
     if unseen:  # an info op nothing observed: linearized at the end, i.e. left out
         cops = [op for op in cops if op.id not in unseen]
@@ -913,6 +922,9 @@ def check_key(key: Any, ops: Sequence[Op], model: Model | str, deadline: float |
 def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
              frontier: _Frontier | None, deadline: float) -> Failure:
     """Find the first completion that breaks linearizability, and a minimal failing set.
+
+    Over 80 lines: locating, the witness order and shrinking share the prefix cut and
+    the deadline; as separate functions they would pass a dozen values around.
 
     1. The ok completions c_1 < c_2 < ... ; prefix P_k (events up to c_k) is
        linearizable for small k and not for k = all, and linearizability is
@@ -1051,7 +1063,8 @@ def check_history(events: Sequence[dict[str, Any]] | Sequence[Op],
                   lines: list[int] | None = None,
                   parallel_threshold: int = PARALLEL_THRESHOLD,
                   algorithm: str = "auto") -> CheckResult:
-    """Check a history (event dicts as in DESIGN.md, or paired Ops) for linearizability.
+    """Check a history (event dicts as in docs/architecture.md#jepsen-lite,
+    or paired Ops) for linearizability.
 
     Keys are checked independently; with at least ``parallel_threshold`` ops and more
     than one key they run in worker processes (``workers`` defaults to the CPU count).

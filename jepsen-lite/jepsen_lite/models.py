@@ -395,6 +395,7 @@ def simulate(model: Model | str = "cas-register", *, ops: int = 100, processes: 
     later, or never) and its client continues under a new process id. A cas whose
     old value does not match fails (no effect). ``unique``: every written value is
     new (cas-register: 0, 1, 2, ...; kv: "v0,", "v1,", ...). For tests and benchmarks.
+    Over 80 lines: one simulation loop whose closures share the true state.
     """
     import random
 

@@ -8,7 +8,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jepsen_lite.checker import _checkable, check_history, prepare_ops
+from jepsen_lite.checker import check_history, checkable_ops, prepare_ops
 from jepsen_lite.models import ILLEGAL, get_model, simulate
 
 
@@ -21,7 +21,7 @@ def brute_force(events, model_name):
 
 
 def brute_force_ops(ops, model):
-    ops = _checkable(ops, model)
+    ops = checkable_ops(ops, model)
     by_key = {}
     for o in ops:
         by_key.setdefault(o.key, []).append(o)
