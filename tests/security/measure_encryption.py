@@ -29,6 +29,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Run by hand as a script: benchmarks/ is a directory of scripts (not an installed
+# package; pytest adds it through pyproject's pythonpath, a script cannot), so its
+# mesh_bench is found through the path.
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mesh_bench import MESHPING, PY, Procs, responder, run_json  # noqa: E402
