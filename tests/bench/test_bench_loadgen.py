@@ -9,7 +9,7 @@ import io
 import json
 
 import pytest
-from etcd_driver import HttpConnection, HttpError
+from etcd_driver import HttpConnection, HttpError, parse_response
 
 from meshraft.bench import (
     BenchError,
@@ -126,56 +126,23 @@ def test_keys_and_percentiles() -> None:
     assert percentile([5], 99) == 5
 
 
-async def _answer_with(raw: bytes) -> tuple[asyncio.Server, int]:
-    """A server that reads one request and answers ``raw`` verbatim, then closes."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
-            writer.write(raw)
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def _post_raw(raw: bytes) -> tuple[int, bytes]:
-    server, port = await _answer_with(raw)
-    conn = HttpConnection("127.0.0.1", port, timeout=5)
-    try:
-        async with asyncio.timeout(10):
-            return await conn.post("/x", b"{}")
-    finally:
-        await conn.close()
-        server.close()
-        await server.wait_closed()
-
-
-async def test_http_connection_reads_response_shapes_and_refuses_malformed_ones() -> None:
-    """What the hand-written parser was tested for, through the aiohttp-based client:
-    a Content-Length body, a chunked body (with a chunk extension), and an
-    HttpError for every malformed response."""
+def test_parse_response_shapes() -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-    assert await _post_raw(ok) == (200, b"hello")
+    assert parse_response(ok) == (200, {"content-length": "5"}, b"hello", len(ok))
+    assert parse_response(ok[:-1]) is None
+    assert parse_response(b"HTTP/1.1 200 OK\r\nContent-Le") is None
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
-    assert await _post_raw(chunked) == (200, b"abcde")
-    with pytest.raises(HttpError):  # cut short: the server closed mid-body
-        await _post_raw(ok[:-1])
+               b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\nNEXT")
+    status, _, body, used = parse_response(chunked)
+    assert (status, body, chunked[used:]) == (200, b"abcde", b"NEXT")
+    assert parse_response(chunked[:-8]) is None
     for bad in (b"SMTP 200\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n",
                 b"HTTP/1.1 200 OK\r\nContent-Length: -4\r\n\r\n",
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"):
+                b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\n\r\nbody without a length"):
         with pytest.raises(HttpError):
-            await _post_raw(bad)
-    # HTTP/1.1 allows a body delimited by the server closing the connection
-    # (RFC 9112 6.3); the hand-written parser refused it, aiohttp reads it whole.
-    assert await _post_raw(b"HTTP/1.1 200 OK\r\n\r\nbody without a length") == (
-        200, b"body without a length")
+            parse_response(bad)
 
 
 async def test_http_connection_keeps_alive_and_reconnects() -> None:
