@@ -384,13 +384,53 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
         g = region_of(s)
         return g >= 0 and need_rg[g] > (req_rg[e] == g) and region_of(ns) != g
 
+    # For can_enter's timing test: per producer key its ops by invoke, per needed state
+    # the ops needing it by completion, each with a pointer below which all are used.
+    pk_list: dict[Hashable, list[int]] = {}
+    for i in sorted(range(n), key=lambda i: inv[i]):
+        if pkey[i] is not None:
+            pk_list.setdefault(pkey[i], []).append(i)
+    nd_list: dict[int, list[int]] = {}
+    for i in sorted(ok_ops, key=lambda i: comp[i]):
+        if req[i] >= 0:
+            nd_list.setdefault(req[i], []).append(i)
+    lpos = [0] * n  # position in its pk_list; npos: in its nd_list
+    npos = [0] * n
+    for lst in pk_list.values():
+        for j, i in enumerate(lst):
+            lpos[i] = j
+    for lst in nd_list.values():
+        for j, i in enumerate(lst):
+            npos[i] = j
+    pk_ptr = dict.fromkeys(pk_list, 0)
+    nd_ptr = dict.fromkeys(nd_list, 0)
+
+    def first_unused(lst: list[int], ptrs: dict[Any, int], key: Any, e: int) -> int:
+        j = ptrs[key]
+        while j < len(lst) and used[lst[j]]:
+            j += 1
+        ptrs[key] = j
+        while j < len(lst) and (used[lst[j]] or lst[j] == e):
+            j += 1
+        return lst[j] if j < len(lst) else -1
+
     def can_enter(q: int, e: int) -> bool:
+        """Can state q, about to be left by e, be entered again in time for the op
+        needing it that completes first? (A producer must be invoked before that op
+        completes, to be linearized before it.)"""
         keys = producers[q]
         if keys is None:
             keys = producers[q] = [k for k in model.producer_keys(states[q]) if k in unused_pk]
         own = pkey[e]
+        if not any(unused_pk[k] > (k == own) for k in keys):
+            return False
+        r = first_unused(nd_list[q], nd_ptr, q, e)
+        if r < 0:
+            return True
+        t = comp[r]
         for k in keys:
-            if unused_pk[k] > (k == own):
+            p = first_unused(pk_list[k], pk_ptr, k, e)
+            if p >= 0 and inv[p] < t:
                 return True
         return False
 
@@ -484,10 +524,14 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 used[ce] = False
                 if req[ce] >= 0:
                     need[req[ce]] += 1
+                    if npos[ce] < nd_ptr[req[ce]]:
+                        nd_ptr[req[ce]] = npos[ce]
                 if req_rg[ce] >= 0:
                     need_rg[req_rg[ce]] += 1
                 if pkey[ce] is not None:
                     unused_pk[pkey[ce]] += 1
+                    if lpos[ce] < pk_ptr[pkey[ce]]:
+                        pk_ptr[pkey[ce]] = lpos[ce]
                 nxt[prv[ce]] = ce
                 prv[nxt[ce]] = ce
                 R = rnxt[RH]
