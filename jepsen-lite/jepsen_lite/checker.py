@@ -295,9 +295,10 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
             by_class.setdefault((_info_class(op), freeze(op.output)), []).append(i)
     for members in by_class.values():
         if len(members) > 1:
-            for i in members:
-                twins[i] = [t for t in members
-                            if t != i and inv[i] < comp[t] < comp[i]]
+            members.sort(key=lambda i: comp[i])
+            comps = [comp[i] for i in members]
+            for j, i in enumerate(members):  # those completing within (inv[i], comp[i])
+                twins[i] = members[bisect.bisect_right(comps, inv[i]):j]
     prev_same = [-1] * n
     blind = [False] * n
     ibit = [0] * n
