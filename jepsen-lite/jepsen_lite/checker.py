@@ -435,6 +435,21 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
                 return True
         return False
 
+    blind_any = [model.blind(op) for op in ops]
+
+    def info_useful(e: int, ns: int, bound: float) -> bool:
+        """Info op e, about to be linearized: is there a candidate that is not blind and
+        legal right after it? An info op never expires, so it can always wait until
+        just before the op that needs its effect; if only a blind op could follow it,
+        it was pointless (the configuration without it is explored anyway)."""
+        for head in (HR, HW, HI):
+            y = nxt[head]
+            while inv[y] < bound:
+                if y != e and not blind_any[y] and trn(y, ns) >= 0:
+                    return True
+                y = nxt[y]
+        return False
+
     def trn(e: int, s: int) -> int:
         tr = trans[e]
         if tr is None:
@@ -569,7 +584,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float | None,
             ns = trn(e, s)
         if ns < 0 or (prune and ns != s and (
                 (need[s] > (req[e] == s) and not can_enter(s, e))
-                or (need_rg and leaves_needed_region(s, ns, e)))):
+                or (need_rg and leaves_needed_region(s, ns, e)))) or (
+                ph == 3 and not info_useful(e, ns, bound)):
             e = nxt[e]
             continue
         p = pos[e]
