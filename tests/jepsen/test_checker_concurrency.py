@@ -53,6 +53,14 @@ def test_100_processes_stale_read_is_refuted_and_explained(model):
     assert [o.f for o in f.minimal][-1] in ("read", "get") and len(f.minimal) == 3
     j = r.to_json()["failures"][0]
     assert j["op"]["complete_index"] == bad["index"] and len(j["minimal"]) == 3
+    # the HTML report draws that window and names the first op
+    from html import escape
+
+    from jepsen_lite.report import render_report
+
+    page = render_report(r)
+    for o in f.minimal:
+        assert escape(f.descriptions[o.id]) in page
 
 
 def test_unobserved_info_writes_do_not_multiply_the_search():
