@@ -28,8 +28,9 @@ importing one module of the package does not load the others.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meshraft.lazy import lazy_exports
 
 __all__ = [
     "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "DeleteResult", "KVServer",
@@ -71,14 +72,4 @@ if TYPE_CHECKING:
     from meshraft.kv.state_machine import KVStateMachine, Limits
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

@@ -38,46 +38,35 @@ use, so ``import meshraft.raft.errors`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from meshraft.lazy import lazy_exports
 
-# name -> the submodule that defines it
+# name -> the module that defines it
 _EXPORTS = {
-    "RaftNode": "node",
-    "NodeConfig": "node",
-    "StateMachine": "node",
-    "TransportFactory": "node",
-    "MembershipRefused": "node",
-    "udp_transport_factory": "udp",
-    "RaftError": "errors",
-    "NotLeader": "errors",
-    "Unavailable": "errors",
-    "Busy": "errors",
-    "Timeout": "errors",
-    "StorageFailed": "errors",
-    "Removed": "errors",
-    "NodeFailed": "errors",
-    "StorageError": "errors",
-    "Entry": "messages",
-    "EntryType": "messages",
-    "RaftCore": "core",
-    "RaftConfig": "core",
-    "ConfChangeVerdict": "core",
-    "ConfChangeOutcome": "core",
-    "Storage": "storage",
+    "RaftNode": "meshraft.raft.node",
+    "NodeConfig": "meshraft.raft.node",
+    "StateMachine": "meshraft.raft.node",
+    "TransportFactory": "meshraft.raft.node",
+    "MembershipRefused": "meshraft.raft.node",
+    "udp_transport_factory": "meshraft.raft.udp",
+    "RaftError": "meshraft.raft.errors",
+    "NotLeader": "meshraft.raft.errors",
+    "Unavailable": "meshraft.raft.errors",
+    "Busy": "meshraft.raft.errors",
+    "Timeout": "meshraft.raft.errors",
+    "StorageFailed": "meshraft.raft.errors",
+    "Removed": "meshraft.raft.errors",
+    "NodeFailed": "meshraft.raft.errors",
+    "StorageError": "meshraft.raft.errors",
+    "Entry": "meshraft.raft.messages",
+    "EntryType": "meshraft.raft.messages",
+    "RaftCore": "meshraft.raft.core",
+    "RaftConfig": "meshraft.raft.core",
+    "ConfChangeVerdict": "meshraft.raft.core",
+    "ConfChangeOutcome": "meshraft.raft.core",
+    "Storage": "meshraft.raft.storage",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meshraft.raft' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"meshraft.raft.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
