@@ -1058,7 +1058,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
         window = [ops[i] for i in first.witness]  # type: ignore[union-attr]
         relaxed = {op.id for op in others if op.id not in keep}
         context = 0
-    for cand_op in ([] if by_witness else window):
+    for cand_op in window:  # (by witness: only checks that each one is needed)
         if time.monotonic() > deadline:
             complete = False
             break
@@ -1091,6 +1091,9 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
 def _decide(ops: Sequence[Op], model: Model, deadline: float | None) -> Verdict:
     """Depth first with a step budget (fast when linearizable), then the frontier
     search (fast to refute)."""
+    unseen = model.unobserved_info(ops)
+    if unseen:
+        ops = [op for op in ops if op.id not in unseen]
     stop = time.monotonic() + max(DFS_SECONDS / 10, len(ops) * DFS_SECONDS_PER_OP / 5)
     res = _search(ops, model, min(stop, deadline) if deadline is not None else stop)
     if res.verdict != UNKNOWN or (deadline is not None and time.monotonic() >= deadline):

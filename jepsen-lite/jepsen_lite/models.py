@@ -284,6 +284,22 @@ class KV(Model):
     def describe_state(self, state: Hashable) -> str:
         return repr(state)
 
+    def unobserved_info(self, ops: Sequence[Op]) -> set[int]:
+        """Info appends whose value is in no ok get's output, and info puts no ok get's
+        output starts with: until the next put every state holds that value (at its
+        start, for a put), so no get came between it and the next put, and a valid
+        order without it exists whenever one with it does."""
+        gets = [o.output for o in ops if o.f == "get" and o.status == "ok"
+                and isinstance(o.output, str)]
+        out = set()
+        for o in ops:
+            if o.status != "info" or not isinstance(o.value, str) or not o.value:
+                continue
+            if (o.f == "append" and not any(o.value in g for g in gets)) or (
+                    o.f == "put" and not any(g.startswith(o.value) for g in gets)):
+                out.add(o.id)
+        return out
+
     def specialise(self, ops: Sequence[Op]) -> Model:
         vals = [op.value for op in ops if op.f in ("put", "append")]
         if len(set(vals)) != len(vals) or any(
