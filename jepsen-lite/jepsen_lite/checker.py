@@ -1010,7 +1010,7 @@ def _explain(key: Any, ops: list[Op], model: Model, first: _Search,
     lo, hi = -1, len(comps) - 1
     if frontier is None or frontier.verdict is not False:
         # found without search: the frontier only adds the possible states, if quick
-        budget = EXPLAIN_SECONDS / (2 if first.witness is None else 40)
+        budget = EXPLAIN_SECONDS / (2 if first.witness is None else 100)
         frontier = _FrontierEngine(ops, model, max_configs=MAX_FRONTIER // 10).run(
             min(deadline, time.monotonic() + budget))
     probes: list[int] = []
