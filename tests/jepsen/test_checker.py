@@ -1,4 +1,4 @@
-"""The checker on hand-built histories: one test per rule of DESIGN.md, the classic
+"""The checker on hand-built histories: one test per rule of the history contract (docs/architecture.md#jepsen-lite), the classic
 cases, the failure explanation, time limits, parallel workers, and histories recorded
 from a real (in-process, threaded) linearizable register."""
 
