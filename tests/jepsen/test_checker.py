@@ -1,6 +1,7 @@
-"""The checker on hand-built histories: one test per rule of the history contract (docs/architecture.md#jepsen-lite), the classic
-cases, the failure explanation, time limits, parallel workers, and histories recorded
-from a real (in-process, threaded) linearizable register."""
+"""The checker on hand-built histories: one test per rule of the history contract
+(docs/architecture.md#jepsen-lite), the classic cases, the failure explanation, time
+limits, parallel workers, and histories recorded from a real (in-process, threaded)
+linearizable register."""
 
 import random
 import threading
