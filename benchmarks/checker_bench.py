@@ -43,8 +43,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jepsen-lite"))
-
 from jepsen_lite.checker import check_file, check_history
 from jepsen_lite.history import read_lines, write_history
 from jepsen_lite.models import simulate

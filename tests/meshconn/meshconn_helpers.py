@@ -4,18 +4,14 @@ and protocols that work unchanged over UDP and over the mesh."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from mesh_rawpeer import RawPeer
 
 from meshraft.mesh import Router
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
-from mesh_rawpeer import RawPeer
 
 __all__ = ["FAST", "Collector", "Echo", "RawPeer", "eventually", "mesh_fixture"]
 
