@@ -43,7 +43,8 @@ import math
 import os
 import socket
 import ssl as _ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import PurePath
 from typing import Any
 
@@ -75,6 +76,10 @@ LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # Requests a member that stopped serving still answers (they describe it).
 ALWAYS_OPS = ("status", "ping", "members")
+BUILTIN_OPS = ("put", "delete", "cas", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
+
+# An operation served by another module (see KVServer.register_op).
+OpHandler = Callable[["KVServer", Any, dict[str, Any], float], Awaitable[dict[str, Any]]]
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -171,6 +176,20 @@ class KVServer:
         # Why the node stopped serving (fail-stop on an internal error), once known.
         self._node_failed: str | None = None
         self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
+        # Operations that live in their own modules (maintenance, ...), by name.
+        self._ops: dict[str, OpHandler] = {}
+        # Called after every request with (op, result code or "ok", seconds taken):
+        # how metrics see requests without this module knowing about them.
+        self.request_observers: list[Callable[[str, str, float], None]] = []
+
+    def register_op(self, name: str, handler: OpHandler) -> None:
+        """Serve requests with ``op == name`` by ``await handler(server, rid, body,
+        timeout)``, which returns the reply body (``protocol.ok_reply``/``error_reply``)
+        or raises ``CommandError``/``ProtocolError``. Checks that apply to every request
+        (token, stopping, failed or removed node) run before the handler."""
+        if name in self._ops or name in BUILTIN_OPS:
+            raise ValueError(f"operation {name!r} is already served")
+        self._ops[name] = handler
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -408,6 +427,7 @@ class KVServer:
                 "unauthorized: " + ("missing client token" if body.get("token") is None
                                     else "wrong client token"))
             return reply  # no node id or leader either: an outsider learns nothing
+        started = time.monotonic()
         try:
             reply = await self.handle(body)
         except (CommandError, p.ProtocolError) as exc:
@@ -422,7 +442,19 @@ class KVServer:
         if "leader" not in reply:
             leader = getattr(self.node, "leader_id", None)
             reply["leader"] = None if leader is None else str(leader)
+        if self.request_observers:
+            self._observe(body.get("op"), reply, time.monotonic() - started)
         return reply
+
+    def _observe(self, op: Any, reply: dict[str, Any], seconds: float) -> None:
+        # Operation names are bounded (unknown ones are one label), never keys.
+        name = op if isinstance(op, str) and (op in BUILTIN_OPS or op in self._ops) else "other"
+        code = "ok" if reply.get("ok") else str(reply.get("error", "unknown"))
+        for observer in self.request_observers:
+            try:
+                observer(name, code, seconds)
+            except Exception:  # metrics must never fail a request
+                self.log.exception("a request observer failed")
 
     def _timeout(self, body: dict[str, Any]) -> float:
         t = body.get("timeout")
@@ -467,6 +499,9 @@ class KVServer:
             return p.ok_reply(rid, {})
         if op in MEMBER_OPS:
             return await self._member(rid, op, body, timeout)
+        handler = self._ops.get(op)
+        if handler is not None:
+            return await handler(self, rid, body, timeout)
         return p.error_reply(rid, p.BAD_REQUEST, f"unknown operation {op[:64]!r}")
 
     def _fail_stopped(self) -> str | None:
