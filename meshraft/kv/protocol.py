@@ -26,9 +26,15 @@ Operations and their arguments (keys and values are msgpack bin):
 - ``delete`` key [cid seq ack]       -> {revision, deleted}
 - ``cas`` key expected(nil = absent) value [cid seq ack] -> {revision, succeeded}
   (a mismatch is the error ``cas-mismatch`` with ``revision`` and ``mod_revision``)
-- ``get`` key [serializable]         -> {kv: {key value create_revision mod_revision version},
+- ``get`` key [serializable revision] -> {kv: {key value create_revision mod_revision version},
   revision}; an absent key is the error ``not-found`` with ``revision``
-- ``list`` [prefix after limit serializable] -> {kvs: [...], more: bool, revision}
+- ``list`` [prefix after limit serializable revision] -> {kvs: [...], more: bool, revision}
+  (``revision``: read the store as it was at that revision; 0 or absent = now. Below the
+  compaction point: error ``compacted`` with ``compact_revision``; above the current
+  revision: error ``future-revision`` with ``revision``; ``revision`` in the reply is
+  always the current one)
+- ``compact`` revision [cid seq ack] -> {revision, compact_revision}: drop history below
+  ``revision`` (errors ``future-revision``, ``compacted`` as above)
 - ``status``                         -> the node's status (plain data)
 - ``members``                        -> {voters, learners, addresses, leader}
 - ``member_add`` member address [learner] / ``member_promote`` member /
@@ -53,8 +59,10 @@ import msgpack
 from meshraft.kv.state_machine import (
     BAD_REQUEST,
     CAS_MISMATCH,
+    COMPACTED,
     DEFAULT_MAX_KEY,
     DEFAULT_MAX_VALUE,
+    FUTURE_REVISION,
     NOT_FOUND,
     STALE,
     TOO_LARGE,
@@ -72,11 +80,12 @@ TLS_REQUIRED = "tls-required"  # a plain-TCP client on a TLS port (sent in plain
 
 ERROR_CODES = frozenset({
     NOT_FOUND, CAS_MISMATCH, BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, BUSY, UNAVAILABLE,
-    NOT_LEADER, TIMEOUT, STALE, INTERNAL, TLS_REQUIRED,
+    NOT_LEADER, TIMEOUT, STALE, INTERNAL, TLS_REQUIRED, COMPACTED, FUTURE_REVISION,
 })
 
 __all__ = [
-    "BAD_REQUEST", "BUSY", "CAS_MISMATCH", "ERROR_CODES", "INTERNAL", "NOT_FOUND", "NOT_LEADER",
+    "BAD_REQUEST", "BUSY", "CAS_MISMATCH", "COMPACTED", "ERROR_CODES", "FUTURE_REVISION",
+    "INTERNAL", "NOT_FOUND", "NOT_LEADER",
     "STALE", "TIMEOUT", "TLS_REQUIRED", "TOO_LARGE", "UNAUTHORIZED", "UNAVAILABLE", "FrameTooLarge",
     "ProtocolError", "decode_body", "encode_frame", "max_frame_for", "read_frame",
 ]

@@ -13,6 +13,11 @@ changes something; each key remembers the revision that created it
 many times it was written since it was created (``version``). A write's
 answer carries the store revision after it, usable as a fencing token.
 
+History: the versions of each key since the last compaction, the events of each
+revision, reads at a past revision and compaction live in ``meshraft.kv.mvcc``
+(this module drives them and re-exports its types). ``compact`` is a replicated
+command like ``put``; it does not bump the revision.
+
 Large commands: a Raft entry must fit one datagram, so the server splits a
 command larger than that into ``frag`` commands (one entry each, proposed in
 order, all with one random fragment key). The state machine stages the pieces
@@ -37,6 +42,28 @@ from typing import Any
 
 import msgpack
 
+from meshraft.kv.mvcc import (
+    COMPACTED,
+    DELETE,
+    FUTURE_REVISION,
+    PUT,
+    CommandError,
+    Compacted,
+    Event,
+    FutureRevision,
+    History,
+    KeyValue,
+    Listener,
+    check_revision,
+)
+
+__all__ = [
+    "BAD_REQUEST", "CAS_MISMATCH", "COMPACTED", "DELETE", "FUTURE_REVISION", "NOT_FOUND", "PUT",
+    "STALE", "TOO_LARGE", "CommandError", "Compacted", "Event", "FutureRevision", "KVStateMachine",
+    "KeyValue", "Limits", "Listener", "check_revision", "check_write", "decode_command",
+    "encode_command", "fragment_command",
+]
+
 # Error codes shared with the client protocol (meshraft.kv.protocol re-exports them).
 NOT_FOUND = "not-found"
 CAS_MISMATCH = "cas-mismatch"
@@ -49,9 +76,11 @@ DEFAULT_MAX_VALUE = 1024 * 1024
 DEFAULT_MAX_SESSIONS = 10_000
 # Answers kept per client: at least what one client id may have in flight at once.
 DEFAULT_MAX_ANSWERS = 128
-SNAPSHOT_VERSION = 1
+# 2: with history (versions, compaction point); version 1 snapshots still restore.
+SNAPSHOT_VERSION = 2
+READABLE_SNAPSHOT_VERSIONS = (1, 2)
 
-WRITE_OPS = ("put", "delete", "cas")
+WRITE_OPS = ("put", "delete", "cas", "compact")
 FRAG_OP = "frag"
 # A Raft entry must fit one datagram, a command may not (a 1 MiB value): the server
 # splits a large command into fragments of at most this many bytes, one entry each.
@@ -91,36 +120,9 @@ APPLY_LIMITS = Limits(APPLY_MAX_KEY, APPLY_MAX_VALUE)
 
 
 @dataclass(slots=True)
-class KeyValue:
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "value": self.value,
-            "create_revision": self.create_revision,
-            "mod_revision": self.mod_revision,
-            "version": self.version,
-        }
-
-
-@dataclass(slots=True)
 class _Session:
     floor: int = 0
     answers: dict[int, Any] | None = None
-
-
-class CommandError(Exception):
-    """A command that is invalid on its face (size, type). ``code`` is a protocol code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def error_result(code: str, message: str) -> dict[str, Any]:
@@ -184,7 +186,14 @@ def check_write(cmd: Any, limits: Limits) -> dict[str, Any]:
     op = cmd.get("op")
     if op not in WRITE_OPS:
         raise CommandError(BAD_REQUEST, f"unknown write operation {op!r}")
-    out: dict[str, Any] = {"op": op, "key": validate_key(cmd.get("key"), limits)}
+    if op == "compact":
+        revision = cmd.get("revision")
+        if not isinstance(revision, int) or isinstance(revision, bool) or not (
+                0 <= revision < 2**63):
+            raise CommandError(BAD_REQUEST, "compact needs a non-negative integer revision")
+        out: dict[str, Any] = {"op": op, "revision": revision}
+    else:
+        out = {"op": op, "key": validate_key(cmd.get("key"), limits)}
     if op == "put":
         out["value"] = validate_value(cmd.get("value"), limits)
     elif op == "cas":
@@ -258,11 +267,43 @@ class KVStateMachine:
         self.limits = limits or Limits()
         self.max_sessions = max_sessions
         self.max_answers = max_answers
-        self.revision = 0
-        self._data: dict[bytes, KeyValue] = {}
+        self._history = History()
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         # fragment key -> [pieces received, count expected, bytes so far]
         self._staged: OrderedDict[str, list[Any]] = OrderedDict()
+
+    @property
+    def revision(self) -> int:
+        """The store's current revision (bumped by every write that changes something)."""
+        return self._history.revision
+
+    @property
+    def compact_revision(self) -> int:
+        """The compaction point: reads below it are impossible (0: never compacted)."""
+        return self._history.compact_revision
+
+    # -- history listeners (watch) -----------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener.on_revision/on_restore/on_compact`` from now on (synchronously,
+        inside apply: it must be quick and must not raise; exceptions are only counted
+        in ``listener_errors``)."""
+        self._history.listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._history.listeners:
+            self._history.listeners.remove(listener)
+
+    @property
+    def listener_errors(self) -> int:
+        return self._history.listener_errors
+
+    def events_since(self, start_revision: int,
+                     max_events: int) -> list[tuple[int, tuple[Event, ...]]]:
+        """The events of the revisions >= ``start_revision``, whole revisions in order,
+        stopping once ``max_events`` is reached (at least one revision if there is any).
+        Raises ``Compacted`` if that history is gone."""
+        return self._history.events_since(start_revision, max_events)
 
     # -- the StateMachine protocol ----------------------------------------------------------
 
@@ -340,11 +381,7 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         state = {
             "v": SNAPSHOT_VERSION,
-            "revision": self.revision,
-            "kv": [
-                [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
-                for kv in self._data.values()
-            ],
+            **self._history.snapshot_state(),
             "sessions": [
                 [cid, s.floor, sorted((s.answers or {}).items())]
                 for cid, s in self._sessions.items()
@@ -355,7 +392,10 @@ class KVStateMachine:
 
     def restore(self, data: bytes) -> None:
         if not data:
-            self.__init__(self.limits, self.max_sessions, self.max_answers)  # type: ignore[misc]
+            self._sessions = OrderedDict()
+            self._staged = OrderedDict()
+            self._history.restore_state({"revision": 0, "kv": [], "compact_revision": 0,
+                                         "first": 1})
             return
         # A snapshot can hold many keys: arrays are bounded by the snapshot's own size
         # (one byte per item at least); maps are small (the state, per-write answers).
@@ -369,12 +409,10 @@ class KVStateMachine:
             max_map_len=64,
             max_ext_len=0,
         )
-        if not isinstance(state, dict) or state.get("v") != SNAPSHOT_VERSION:
+        if not isinstance(state, dict) or state.get("v") not in READABLE_SNAPSHOT_VERSIONS:
             raise ValueError("not a meshraft kv snapshot (or an unknown version)")
-        revision = int(state["revision"])
-        store: dict[bytes, KeyValue] = {}
-        for key, value, create, mod, version in state["kv"]:
-            store[bytes(key)] = KeyValue(bytes(key), bytes(value), create, mod, version)
+        if state["v"] == 1:
+            state.pop("compact_revision", None)  # version 1 has no history
         sessions: OrderedDict[str, _Session] = OrderedDict()
         for cid, floor, answers in state["sessions"]:
             sessions[cid] = _Session(floor, {int(s): a for s, a in answers})
@@ -382,22 +420,28 @@ class KVStateMachine:
         for fk, pieces, n in state.get("staged", []):
             pieces = [bytes(x) for x in pieces]
             staged[fk] = [pieces, n, sum(len(x) for x in pieces)]
-        self.revision, self._data, self._sessions = revision, store, sessions
-        self._staged = staged
+        self._sessions, self._staged = sessions, staged
+        self._history.restore_state(state)
 
     # -- reads (local; the server puts a read barrier in front for linearizability) ----------
 
-    def get(self, key: bytes) -> KeyValue | None:
-        return self._data.get(key)
+    def get(self, key: bytes, revision: int | None = None) -> KeyValue | None:
+        """``key`` now, or as it was right after ``revision`` was applied. Raises
+        ``Compacted`` below the compaction point, ``FutureRevision`` above the current."""
+        return self._history.get(key, revision)
 
-    def list(self, prefix: bytes = b"", limit: int | None = None) -> list[KeyValue]:
-        keys = sorted(k for k in self._data if k.startswith(prefix))
-        if limit is not None:
-            keys = keys[:limit]
-        return [self._data[k] for k in keys]
+    def list(self, prefix: bytes = b"", limit: int | None = None,
+             revision: int | None = None) -> list[KeyValue]:
+        """The keys with ``prefix``, sorted, now or at ``revision`` (as ``get``)."""
+        return self._history.list(prefix, limit, revision)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._history.data)
+
+    @property
+    def version_count(self) -> int:
+        """Versions of keys held in history (tombstones included)."""
+        return self._history.version_count()
 
     @property
     def session_count(self) -> int:
@@ -407,17 +451,28 @@ class KVStateMachine:
 
     def _execute(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd["op"]
+        h = self._history
+        if op == "compact":
+            try:
+                h.compact(cmd["revision"])
+            except Compacted as exc:
+                return {**error_result(exc.code, exc.message),
+                        "compact_revision": exc.compact_revision, "revision": h.revision}
+            except FutureRevision as exc:
+                return {**error_result(exc.code, exc.message), "revision": h.revision}
+            return {"revision": h.revision, "compact_revision": h.compact_revision}
         key = cmd["key"]
-        current = self._data.get(key)
         if op == "put":
-            return self._put(key, cmd["value"], current)
+            return self._put(key, cmd["value"])
         if op == "delete":
-            if current is None:
-                return {"revision": self.revision, "deleted": 0}
-            self.revision += 1
-            del self._data[key]
-            return {"revision": self.revision, "deleted": 1}
+            if key not in h.data:
+                return {"revision": h.revision, "deleted": 0}
+            h.begin()
+            h.delete(key)
+            h.end()
+            return {"revision": h.revision, "deleted": 1}
         # cas: expected None means "only if absent"
+        current = h.data.get(key)
         expected = cmd["expected"]
         matches = current is None if expected is None else (
             current is not None and current.value == expected)
@@ -425,23 +480,21 @@ class KVStateMachine:
             return {
                 "error": CAS_MISMATCH,
                 "message": "the current value is not the expected one",
-                "revision": self.revision,
+                "revision": h.revision,
                 # Not the value itself: answers are kept for retries, so they stay small.
                 "mod_revision": current.mod_revision if current is not None else 0,
             }
-        result = self._put(key, cmd["value"], current)
+        result = self._put(key, cmd["value"])
         result["succeeded"] = True
         return result
 
-    def _put(self, key: bytes, value: bytes, current: KeyValue | None) -> dict[str, Any]:
-        self.revision += 1
-        if current is None:
-            kv = KeyValue(key, value, self.revision, self.revision, 1)
-        else:
-            kv = KeyValue(key, value, current.create_revision, self.revision, current.version + 1)
-        self._data[key] = kv
+    def _put(self, key: bytes, value: bytes) -> dict[str, Any]:
+        h = self._history
+        h.begin()
+        kv = h.put(key, value)
+        h.end()
         return {
-            "revision": self.revision,
+            "revision": h.revision,
             "create_revision": kv.create_revision,
             "version": kv.version,
         }
