@@ -51,15 +51,19 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0  # the lease the key is attached to (0: none; meshraft.kv.lease)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "key": self.key,
             "value": self.value,
             "create_revision": self.create_revision,
             "mod_revision": self.mod_revision,
             "version": self.version,
         }
+        if self.lease:  # absent means none (clients tolerate its absence)
+            out["lease"] = self.lease
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +156,15 @@ class History:
         """Start the changes of one revision."""
         self._pending = []
 
-    def put(self, key: bytes, value: bytes) -> KeyValue:
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> KeyValue:
         assert self._pending is not None, "put outside begin()/end()"
         current = self.data.get(key)
         rev = self.revision + 1
         if current is None:
-            kv = KeyValue(key, value, rev, rev, 1)
+            kv = KeyValue(key, value, rev, rev, 1, lease)
         else:  # reuse the key's bytes: one object per key, however many versions
-            kv = KeyValue(current.key, value, current.create_revision, rev, current.version + 1)
+            kv = KeyValue(current.key, value, current.create_revision, rev, current.version + 1,
+                          lease)
         self.data[kv.key] = kv
         versions = self.versions.get(kv.key)
         if versions is None:
@@ -312,14 +317,15 @@ class History:
             if self.data.get(key) is versions[-1]:
                 versions = versions[:-1]
             if versions:
+                # (a leased version carries its lease as a fifth field)
                 old.append([key, [[kv.value, kv.create_revision, kv.mod_revision, kv.version]
-                                  for kv in versions]])
+                                  + ([kv.lease] if kv.lease else []) for kv in versions]])
         order = [[self.first + i, [ev.kv.key for ev in events]]
                  for i, events in enumerate(self.events) if len(events) > 1]
         return {
             "revision": self.revision,
             "kv": [[kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
-                   for kv in self.data.values()],
+                   + ([kv.lease] if kv.lease else []) for kv in self.data.values()],
             "compact_revision": self.compact_revision,
             "first": self.first,
             "old": old,
@@ -333,9 +339,9 @@ class History:
         listeners, errors = self.listeners, self.listener_errors
         self.reset()
         self.listeners, self.listener_errors = listeners, errors
-        for key, value, create, mod, version in state["kv"]:
+        for key, value, create, mod, version, *lease in state["kv"]:
             key = bytes(key)
-            kv = KeyValue(key, bytes(value), create, mod, version)
+            kv = KeyValue(key, bytes(value), create, mod, version, int(lease[0]) if lease else 0)
             self.data[key] = kv
         self.revision = revision
         if "compact_revision" not in state:  # no history: a version-1 snapshot
@@ -359,7 +365,8 @@ class History:
             current = self.data.get(key)
             if current is not None:
                 key = current.key
-            self.versions[key] = [KeyValue(key, bytes(v), c, m, n) for v, c, m, n in versions]
+            self.versions[key] = [KeyValue(key, bytes(v), c, m, n, int(rest[0]) if rest else 0)
+                                  for v, c, m, n, *rest in versions]
         for key, kv in self.data.items():
             self.versions.setdefault(key, []).append(kv)
         by_rev: dict[int, list[Event]] = {}

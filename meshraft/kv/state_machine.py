@@ -18,6 +18,11 @@ revision, reads at a past revision and compaction live in ``meshraft.kv.mvcc``
 (this module drives them and re-exports its types). ``compact`` is a replicated
 command like ``put``; it does not bump the revision.
 
+Leases: the lease table (``meshraft.kv.lease``) is part of this state; a put may
+attach its key to a lease (``KeyValue.lease``), ``lease_revoke`` deletes the
+lease's keys in one revision. Expiry is never decided here: the leader commits
+it as a revoke (docs/architecture.md#leases).
+
 Large commands: a Raft entry must fit one datagram, so the server splits a
 command larger than that into ``frag`` commands (one entry each, proposed in
 order, all with one random fragment key). The state machine stages the pieces
@@ -42,6 +47,13 @@ from typing import Any
 
 import msgpack
 
+from meshraft.kv.lease import (
+    LEASE_OPS,
+    LeaseError,
+    LeaseTable,
+    check_lease_command,
+    validate_lease_id,
+)
 from meshraft.kv.mvcc import (
     COMPACTED,
     DELETE,
@@ -80,7 +92,7 @@ DEFAULT_MAX_ANSWERS = 128
 SNAPSHOT_VERSION = 2
 READABLE_SNAPSHOT_VERSIONS = (1, 2)
 
-WRITE_OPS = ("put", "delete", "cas", "compact")
+WRITE_OPS = ("put", "delete", "cas", "compact", *LEASE_OPS)
 FRAG_OP = "frag"
 # A Raft entry must fit one datagram, a command may not (a 1 MiB value): the server
 # splits a large command into fragments of at most this many bytes, one entry each.
@@ -186,16 +198,26 @@ def check_write(cmd: Any, limits: Limits) -> dict[str, Any]:
     op = cmd.get("op")
     if op not in WRITE_OPS:
         raise CommandError(BAD_REQUEST, f"unknown write operation {op!r}")
-    if op == "compact":
+    if op in LEASE_OPS:
+        try:
+            out: dict[str, Any] = check_lease_command(cmd)
+        except LeaseError as exc:
+            raise CommandError(exc.code, exc.message) from None
+    elif op == "compact":
         revision = cmd.get("revision")
         if not isinstance(revision, int) or isinstance(revision, bool) or not (
                 0 <= revision < 2**63):
             raise CommandError(BAD_REQUEST, "compact needs a non-negative integer revision")
-        out: dict[str, Any] = {"op": op, "revision": revision}
+        out = {"op": op, "revision": revision}
     else:
         out = {"op": op, "key": validate_key(cmd.get("key"), limits)}
     if op == "put":
         out["value"] = validate_value(cmd.get("value"), limits)
+        if cmd.get("lease"):  # 0 or absent: no lease
+            try:
+                out["lease"] = validate_lease_id(cmd["lease"])
+            except LeaseError as exc:
+                raise CommandError(exc.code, exc.message) from None
     elif op == "cas":
         expected = cmd.get("expected")
         out["expected"] = None if expected is None else validate_value(
@@ -268,6 +290,8 @@ class KVStateMachine:
         self.max_sessions = max_sessions
         self.max_answers = max_answers
         self._history = History()
+        # Leases (meshraft.kv.lease): each key's lease is its KeyValue.lease.
+        self.leases = LeaseTable()
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         # fragment key -> [pieces received, count expected, bytes so far]
         self._staged: OrderedDict[str, list[Any]] = OrderedDict()
@@ -387,6 +411,7 @@ class KVStateMachine:
                 for cid, s in self._sessions.items()
             ],
             "staged": [[fk, st[0], st[1]] for fk, st in self._staged.items()],
+            "leases": self.leases.to_snapshot(),
         }
         return msgpack.packb(state, use_bin_type=True)
 
@@ -396,6 +421,7 @@ class KVStateMachine:
             self._staged = OrderedDict()
             self._history.restore_state({"revision": 0, "kv": [], "compact_revision": 0,
                                          "first": 1})
+            self.leases.restore(None)
             return
         # A snapshot can hold many keys: arrays are bounded by the snapshot's own size
         # (one byte per item at least); maps are small (the state, per-write answers).
@@ -422,6 +448,9 @@ class KVStateMachine:
             staged[fk] = [pieces, n, sum(len(x) for x in pieces)]
         self._sessions, self._staged = sessions, staged
         self._history.restore_state(state)
+        self.leases.restore(state.get("leases"), ((kv.key, kv.lease)
+                                                  for kv in self._history.data.values()
+                                                  if kv.lease))
 
     # -- reads (local; the server puts a read barrier in front for linearizability) ----------
 
@@ -461,15 +490,25 @@ class KVStateMachine:
             except FutureRevision as exc:
                 return {**error_result(exc.code, exc.message), "revision": h.revision}
             return {"revision": h.revision, "compact_revision": h.compact_revision}
+        if op in LEASE_OPS:
+            return self._lease(cmd)
         key = cmd["key"]
         if op == "put":
-            return self._put(key, cmd["value"])
+            lease = cmd.get("lease", 0)
+            if lease:
+                try:
+                    self.leases.check_attach(lease, key)
+                except LeaseError as exc:  # nothing changed
+                    return {**error_result(exc.code, exc.message), "revision": h.revision}
+            return self._put(key, cmd["value"], lease)
         if op == "delete":
             if key not in h.data:
                 return {"revision": h.revision, "deleted": 0}
             h.begin()
-            h.delete(key)
+            prev = h.delete(key)
             h.end()
+            if prev is not None and prev.lease:
+                self.leases.detach(prev.lease, key)
             return {"revision": h.revision, "deleted": 1}
         # cas: expected None means "only if absent"
         current = h.data.get(key)
@@ -488,10 +527,33 @@ class KVStateMachine:
         result["succeeded"] = True
         return result
 
-    def _put(self, key: bytes, value: bytes) -> dict[str, Any]:
+    def _lease(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """lease_grant / lease_revoke. A revoke (or expiry, which the leader commits
+        as a revoke) deletes the lease's keys in one revision."""
         h = self._history
+        try:
+            if cmd["op"] == "lease_grant":
+                lease = self.leases.grant(cmd["id"], cmd["ttl"])
+                return {"id": lease.id, "ttl": lease.ttl, "revision": h.revision}
+            keys = self.leases.revoke(cmd["id"])
+        except LeaseError as exc:
+            return {**error_result(exc.code, exc.message), "revision": h.revision}
+        if keys:
+            h.begin()
+            for key in keys:
+                h.delete(key)
+            h.end()
+        return {"revision": h.revision, "deleted": len(keys)}
+
+    def _put(self, key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
+        h = self._history
+        current = h.data.get(key)
+        if current is not None and current.lease and current.lease != lease:
+            self.leases.detach(current.lease, key)
+        if lease:
+            self.leases.attach(lease, key)
         h.begin()
-        kv = h.put(key, value)
+        kv = h.put(key, value, lease)
         h.end()
         return {
             "revision": h.revision,
