@@ -36,6 +36,7 @@ __all__ = ["MAX_DATAGRAM_SIZE", "MeshPacketConn", "create_mesh_endpoint"]
 
 MAX_DATAGRAM_SIZE = 65507
 DEFAULT_RECV_BUFFER = 4096  # datagrams
+MAX_FAILURE_PEERS = 256  # destinations counted by name in send_failures
 _INLINE_BUDGET_S = 0.002  # per mesh read: deliver at once for this long, then buffer
 _DRAIN_BUDGET_S = 0.005  # per loop callback draining the buffer, so I/O interleaves
 _now = time.perf_counter
@@ -68,6 +69,9 @@ class MeshPacketConn(asyncio.DatagramTransport):
         self._lost_called = False
         self._write_limits = (0, 0)
         self._stats: Counter[str] = Counter()
+        # Datagrams not sent (no route, link write bound reached), by destination: at
+        # most MAX_FAILURE_PEERS names, the rest under "_other" (a caller may name anyone).
+        self.send_failures: Counter[str] = Counter()
         self._route_link = router.route_link
         self._encode = router.unicast_encoder(channel).encode
         self._reads = router.reads
@@ -178,11 +182,19 @@ class MeshPacketConn(asyncio.DatagramTransport):
         link = self._route_link(addr)
         if link is None:
             self._stats["no_route"] += 1
+            self._send_failed(addr)
             self._loop.call_soon(self._report_error, OSError(
                 errno.EHOSTUNREACH, f"no route to mesh peer {addr!r}"))
             return
         if not link.send(self._encode(addr, data)):
             self._stats["dropped_out"] += 1
+            self._send_failed(addr)
+
+    def _send_failed(self, addr: str) -> None:
+        failures = self.send_failures
+        if addr not in failures and len(failures) >= MAX_FAILURE_PEERS:
+            addr = "_other"
+        failures[addr] += 1
 
     def _report_error(self, exc: OSError) -> None:
         if not self._closing:

@@ -33,6 +33,31 @@ if TYPE_CHECKING:
 
 MAX_PENDING_LINKS = 64  # connections still in the handshake, at most
 
+# Why a connection ended before its handshake completed, as a small fixed set (a metric
+# label: never the free text of the reason). Matched on the reasons connection.py and
+# this module give; anything else is "protocol" (a malformed or unexpected frame).
+HANDSHAKE_FAILURE_KINDS = ("timeout", "version", "password", "self", "duplicate",
+                           "refused", "overload", "closed", "protocol")
+_HANDSHAKE_REASONS = (
+    ("handshake timeout", "timeout"), ("protocol version mismatch", "version"),
+    ("password mismatch", "password"), ("authentication failed", "password"),
+    ("connected to ourselves", "self"), ("duplicate link", "duplicate"),
+    ("name collision", "refused"), ("older life", "refused"), ("link filter", "refused"),
+    ("is reserved", "refused"), ("router stopping", "refused"),
+    ("connections in handshake", "overload"), ("closed by peer", "closed"),
+    ("truncated frame", "closed"),
+)
+
+
+def handshake_failure_kind(reason: str | None) -> str:
+    """One of HANDSHAKE_FAILURE_KINDS for a handshake's close reason."""
+    if not reason:
+        return "closed"
+    for text, kind in _HANDSHAKE_REASONS:
+        if text in reason:
+            return kind
+    return "protocol"
+
 
 class LocalPeer:
     """The links of one router, and the decisions about them (a ``LinkOwner``)."""
@@ -156,6 +181,8 @@ class LocalPeer:
     def closed(self, link: Link, was: str) -> None:
         self.conns.discard(link)
         name = link.remote_name
+        if link.established_at is None and not self.stopped:
+            self.stats["handshake_failed:" + handshake_failure_kind(link.close_reason)] += 1
         if name is not None and self.links.get(name) is link:
             del self.links[name]
             self.log.log(logging.DEBUG if self.stopped else logging.INFO, "link down %s: %s",
@@ -182,6 +209,7 @@ class LocalPeer:
         for link in list(self.conns):
             if link.state == ESTABLISHED:
                 if now - link.last_recv > timeout and not starved:
+                    self.stats["link_timeouts"] += 1
                     link.fail(f"heartbeat timeout: silent for {now - link.last_recv:.2f}s")
                     continue
                 link.send(heartbeat)

@@ -70,7 +70,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from meshraft.raft.cluster import ClusterGate
 from meshraft.raft.core import ConfChangeOutcome, RaftConfig, RaftCore
+from meshraft.raft.datadir import read_cluster_id
 from meshraft.raft.envelope import (
     decode_member_context,
     decode_snapshot_envelope_full,
@@ -97,6 +99,7 @@ from meshraft.raft.messages import (
     EntryType,
     InvalidMessage,
     Message,
+    MessageType,
     Ready,
     Snapshot,
     decode_message,
@@ -245,7 +248,20 @@ class RaftNode:
         self._seen_lead: str | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self.stats = {"readies": 0, "fsync_batches": 0, "proposals": 0, "applied": 0,
-                      "snapshots": 0, "snapshots_installed": 0, "sent": 0, "received": 0}
+                      "snapshots": 0, "snapshots_installed": 0, "sent": 0, "received": 0,
+                      "leader_changes": 0, "proposals_failed": 0, "snapshots_sent": 0,
+                      "snapshot_chunks_sent": 0}
+        # Observability hooks (meshraft.ops turns them into metrics; this layer stays free
+        # of any metrics library). Called synchronously, must be cheap and must not raise:
+        # rtt_observers(peer, seconds) for each heartbeat answered while leading (the time
+        # from our latest heartbeat to that peer until its answer), and
+        # snapshot_observers(kind, seconds) with kind "save" (this member wrote one) or
+        # "install" (it installed one from the leader).
+        self.rtt_observers: list[Callable[[str, float], None]] = []
+        self.snapshot_observers: list[Callable[[str, float], None]] = []
+        self._heartbeat_sent: dict[str, float] = {}
+        # Messages the transport refused to send, by peer (a bounded key set: members).
+        self.peer_send_failures: dict[str, int] = {}
 
         t0 = time.monotonic()
         check_data_dir_identity(data_dir, self.node_id)
@@ -254,6 +270,10 @@ class RaftNode:
             io=disk_io, logger=self.log)
         try:
             await asyncio.to_thread(write_member_id, self._data_dir, self.node_id)
+            # A restored cluster tags datagrams with its id, refuses others' (cluster.py).
+            fresh = self.storage.last_index() == 0 and self.storage.hard_state.term == 0
+            self._cluster = ClusterGate(self._data_dir, read_cluster_id(self._data_dir),
+                                        may_adopt=join and fresh, logger=self.log)
             snap = self.storage.snapshot()
             if snap.meta.index > 0:
                 addrs, sm_data, removed = decode_snapshot_envelope_full(snap.data)
@@ -327,6 +347,21 @@ class RaftNode:
         return self._applied
 
     @property
+    def term(self) -> int:
+        """The current term (cheap: no status())."""
+        return self._core.term
+
+    @property
+    def commit_index(self) -> int:
+        """The highest log index this member knows is committed (cheap: no status())."""
+        return self._core.commit
+
+    @property
+    def pending_proposals(self) -> int:
+        """Proposals (and membership changes) made here and not answered yet."""
+        return len(self._waiters)
+
+    @property
     def max_proposal_bytes(self) -> int:
         """The largest ``data`` :meth:`propose` takes (one entry must fit a datagram)."""
         return self._max_entry_bytes - len(self._tag(0))
@@ -365,6 +400,8 @@ class RaftNode:
             "failed": self._failed,
             "removed": self._removed,
             "removed_ids": dict(sorted(self._removed_ids.items())),
+            "cluster_id": self._cluster.cluster_id,
+            "lead_transferee": core.get("lead_transferee"),
         }
 
     # ------------------------------------------------------------------------ public API
@@ -397,8 +434,15 @@ class RaftNode:
         fut = self._loop.create_future()
         self._waiters[seq] = fut
         # However it ends (answered, failed, cancelled by a caller that stopped waiting).
-        fut.add_done_callback(lambda _f: self._waiters.pop(seq, None))
+        fut.add_done_callback(lambda f: self._waiter_done(seq, f))
         return seq, fut
+
+    def _waiter_done(self, seq: int, fut: asyncio.Future) -> None:
+        self._waiters.pop(seq, None)
+        # Failed: the caller stopped waiting (its timeout) or Raft refused or lost it; a
+        # state machine's own "no" (an apply error) is an applied proposal, not a failure.
+        if fut.cancelled() or isinstance(fut.exception(), RaftError):
+            self.stats["proposals_failed"] += 1
 
     @staticmethod
     async def _bounded(fut: asyncio.Future, timeout: float, message: str) -> Any:
@@ -418,11 +462,16 @@ class RaftNode:
         proposal). Errors known at once (Unavailable, Busy, ...) are raised here."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("propose() takes bytes")
-        seq, fut = self._new_waiter()
+        try:
+            seq, fut = self._new_waiter()
+        except RaftError:
+            self.stats["proposals_failed"] += 1
+            raise
         try:
             index = self._core.propose(self._tag(seq) + bytes(data))
         except Exception as exc:
             self._waiters.pop(seq, None)
+            fut.cancel()  # nobody waits on it; its done callback counts it as failed
             raise self._map_core_error(exc, "core.propose") from exc
         if index is not None:  # we lead: we know where it must land
             self._proposed_at[index] = seq
@@ -471,6 +520,9 @@ class RaftNode:
         lead = self.leader_id
         if lead != self._seen_lead:
             self._seen_lead = lead
+            if lead is not None:
+                self.stats["leader_changes"] += 1
+            self._heartbeat_sent.clear()
             fut, self._leader_change = self._leader_change, None
             if fut is not None and not fut.done():
                 fut.set_result(lead)
@@ -679,6 +731,11 @@ class RaftNode:
         if len(data) > self.config.max_datagram + 1024:
             self._count("oversize", f"{len(data)} bytes from {addr!r}")
             return
+        accepted = self._cluster.accept(data, addr)  # refuses (and logs) other clusters'
+        if accepted is None:
+            self._count("wrong_cluster", f"from {addr!r}", level=logging.DEBUG)
+            return
+        data = accepted
         if is_control(data):
             self._on_control(data, addr)
             return
@@ -706,6 +763,12 @@ class RaftNode:
             return
         if m.frm in self._removed_ids and not self._removed:
             self._notify_removed(m.frm)  # it has not learned yet (down or behind then)
+        if m.type is MessageType.HEARTBEAT_RESP and self.rtt_observers:
+            sent = self._heartbeat_sent.pop(m.frm, None)
+            if sent is not None:
+                rtt = self._loop.time() - sent
+                for observe in self.rtt_observers:
+                    observe(m.frm, rtt)
         try:
             self._core.step(m)
         except InvalidMessage as exc:  # input the core cannot take: counted, dropped
@@ -832,17 +895,27 @@ class RaftNode:
             if addr is None:
                 self._count("no_address", f"{m.type.name} to {m.to!r}", level=logging.DEBUG)
                 continue
-            data = encode_message(m)
+            data = self._cluster.wrap(encode_message(m))
             if len(data) > self.config.max_datagram + 1024:
                 self._count("oversize_out", f"{m.type.name} of {len(data)} bytes to {m.to}")
                 continue
+            t = m.type
+            if t is MessageType.HEARTBEAT:
+                # The newest heartbeat to each peer: its answer gives the round trip.
+                self._heartbeat_sent[m.to] = self._loop.time()
+            elif t is MessageType.SNAP:
+                self.stats["snapshot_chunks_sent"] += 1
+                if m.snapshot is not None and m.snapshot.offset == 0:
+                    self.stats["snapshots_sent"] += 1
             try:
                 self._transport.sendto(data, addr)
                 self.stats["sent"] += 1
             except (OSError, ValueError) as exc:
                 self._count("send_error", f"{m.type.name} to {m.to}: {exc}", logging.DEBUG)
+                self.peer_send_failures[m.to] = self.peer_send_failures.get(m.to, 0) + 1
 
     def _install_snapshot(self, snap: Snapshot) -> None:
+        t0 = time.monotonic()
         addrs, sm_data, removed = decode_snapshot_envelope_full(snap.data)
         self._learn_addresses(addrs)
         self._removed_ids.update(removed)
@@ -852,6 +925,8 @@ class RaftNode:
         for index in [i for i in self._proposed_at if i <= snap.meta.index]:
             del self._proposed_at[index]
         self.stats["snapshots_installed"] += 1
+        for observe in self.snapshot_observers:
+            observe("install", time.monotonic() - t0)
         self.log.info("installed snapshot at %d (term %d) from the leader",
                       snap.meta.index, snap.meta.term)
 
@@ -965,7 +1040,8 @@ class RaftNode:
         if addr is None or self._transport is None:
             return
         self._removed_notice_at[nid] = now
-        data = encode_removed_notice(RemovedNotice(nid, self.node_id, self._removed_ids[nid]))
+        data = self._cluster.wrap(encode_removed_notice(
+            RemovedNotice(nid, self.node_id, self._removed_ids[nid])))
         try:
             self._transport.sendto(data, addr)
         except (OSError, ValueError) as exc:
@@ -1049,8 +1125,10 @@ class RaftNode:
         try:
             await self.storage.create_snapshot(index, snap.meta.conf_state, snap.data)
             self.stats["snapshots"] += 1
-            self.log.info("snapshot at %d (%d bytes) in %.3fs", index, len(snap.data),
-                          time.monotonic() - t0)
+            took = time.monotonic() - t0
+            for observe in self.snapshot_observers:
+                observe("save", took)
+            self.log.info("snapshot at %d (%d bytes) in %.3fs", index, len(snap.data), took)
         except StorageFailed as exc:
             self._on_storage_failed(str(exc))
         except Exception as exc:

@@ -77,7 +77,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,6 +361,11 @@ class Storage:
         self.failed: str | None = None
         self.recovery = RecoveryInfo()
         self.fsyncs = 0
+        # Observability (meshraft.ops reads these; no metrics library here): bytes written
+        # to the WAL, and fsync_observers(seconds) called after every WAL fsync of save()
+        # -- in the worker thread that did it, so an observer must be thread-safe.
+        self.wal_bytes_written = 0
+        self.fsync_observers: list[Callable[[float], None]] = []
 
     # ---------------------------------------------------------------- opening
 
@@ -727,9 +732,15 @@ class Storage:
     def _write_sync(self, buf: bytes, sync: bool = True) -> None:
         self.io.write(self._fd, buf)
         self._segments[-1].size += len(buf)
+        self.wal_bytes_written += len(buf)
         if sync:
+            t0 = time.perf_counter()
             self.io.fsync(self._fd)
             self.fsyncs += 1
+            if self.fsync_observers:
+                took = time.perf_counter() - t0
+                for observe in self.fsync_observers:
+                    observe(took)
 
     async def save(self, hard_state: HardState | None = None, entries: Sequence[Entry] = (),
                    snapshot: Snapshot | None = None) -> bool:
