@@ -68,6 +68,17 @@ from meshraft.kv.mvcc import (
     Listener,
     check_revision,
 )
+from meshraft.kv.txn import (
+    APPLY_MAX_TXN_OPS,
+    DEFAULT_MAX_TXN_OPS,
+    MAX_READ_BYTES,
+    TXN_OP,
+    TxnError,
+    cas_answer,
+    cas_txn,
+    check_txn,
+)
+from meshraft.kv.txn import execute as execute_txn
 
 __all__ = [
     "BAD_REQUEST", "CAS_MISMATCH", "COMPACTED", "DELETE", "FUTURE_REVISION", "NOT_FOUND", "PUT",
@@ -92,7 +103,7 @@ DEFAULT_MAX_ANSWERS = 128
 SNAPSHOT_VERSION = 2
 READABLE_SNAPSHOT_VERSIONS = (1, 2)
 
-WRITE_OPS = ("put", "delete", "cas", "compact", *LEASE_OPS)
+WRITE_OPS = ("put", "delete", "cas", "compact", TXN_OP, *LEASE_OPS)
 FRAG_OP = "frag"
 # A Raft entry must fit one datagram, a command may not (a 1 MiB value): the server
 # splits a large command into fragments of at most this many bytes, one entry each.
@@ -114,10 +125,13 @@ APPLY_MAX_VALUE = 32 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The largest key and value a member accepts from clients (``serve
-    --max-key-bytes/--max-value-bytes``); at most APPLY_MAX_KEY / APPLY_MAX_VALUE."""
+    --max-key-bytes/--max-value-bytes``); at most APPLY_MAX_KEY / APPLY_MAX_VALUE.
+    ``max_txn_ops`` (``serve --max-txn-ops``): compares, and ops per branch, of one
+    transaction; at most APPLY_MAX_TXN_OPS (meshraft.kv.txn)."""
 
     max_key: int = DEFAULT_MAX_KEY
     max_value: int = DEFAULT_MAX_VALUE
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_key <= APPLY_MAX_KEY:
@@ -126,9 +140,12 @@ class Limits:
         if not 0 <= self.max_value <= APPLY_MAX_VALUE:
             raise ValueError(f"max value size must be 0..{APPLY_MAX_VALUE} bytes, "
                              f"got {self.max_value}")
+        if not 1 <= self.max_txn_ops <= APPLY_MAX_TXN_OPS:
+            raise ValueError(f"max operations per transaction must be "
+                             f"1..{APPLY_MAX_TXN_OPS}, got {self.max_txn_ops}")
 
 
-APPLY_LIMITS = Limits(APPLY_MAX_KEY, APPLY_MAX_VALUE)
+APPLY_LIMITS = Limits(APPLY_MAX_KEY, APPLY_MAX_VALUE, APPLY_MAX_TXN_OPS)
 
 
 @dataclass(slots=True)
@@ -203,6 +220,11 @@ def check_write(cmd: Any, limits: Limits) -> dict[str, Any]:
             out: dict[str, Any] = check_lease_command(cmd)
         except LeaseError as exc:
             raise CommandError(exc.code, exc.message) from None
+    elif op == TXN_OP:
+        try:
+            out = check_txn(cmd, limits, limits.max_txn_ops)
+        except TxnError as exc:
+            raise CommandError(exc.code, exc.message) from None
     elif op == "compact":
         revision = cmd.get("revision")
         if not isinstance(revision, int) or isinstance(revision, bool) or not (
@@ -269,7 +291,8 @@ def _unpack_limits(limits: Limits, total: int) -> dict[str, int]:
 
 def decode_command(data: bytes, limits: Limits, allow_fragment: bool = True) -> dict[str, Any]:
     try:
-        cmd = msgpack.unpackb(data, raw=False, strict_map_key=True, **_unpack_limits(limits, 64))
+        cmd = msgpack.unpackb(data, raw=False, strict_map_key=True, **{
+            **_unpack_limits(limits, 64), "max_array_len": max(64, limits.max_txn_ops)})
     except Exception as exc:  # msgpack raises several types for hostile bytes
         raise CommandError(BAD_REQUEST, f"undecodable command: {exc.__class__.__name__}") from None
     if allow_fragment and isinstance(cmd, dict) and cmd.get("op") == FRAG_OP:
@@ -492,6 +515,8 @@ class KVStateMachine:
             return {"revision": h.revision, "compact_revision": h.compact_revision}
         if op in LEASE_OPS:
             return self._lease(cmd)
+        if op == TXN_OP:
+            return self._txn(cmd)
         key = cmd["key"]
         if op == "put":
             lease = cmd.get("lease", 0)
@@ -510,22 +535,38 @@ class KVStateMachine:
             if prev is not None and prev.lease:
                 self.leases.detach(prev.lease, key)
             return {"revision": h.revision, "deleted": 1}
-        # cas: expected None means "only if absent"
-        current = h.data.get(key)
-        expected = cmd["expected"]
-        matches = current is None if expected is None else (
-            current is not None and current.value == expected)
-        if not matches:
-            return {
-                "error": CAS_MISMATCH,
-                "message": "the current value is not the expected one",
-                "revision": h.revision,
-                # Not the value itself: answers are kept for retries, so they stay small.
-                "mod_revision": current.mod_revision if current is not None else 0,
-            }
-        result = self._put(key, cmd["value"])
-        result["succeeded"] = True
-        return result
+        # cas: a transaction (meshraft.kv.txn.cas_txn) with the cas answer; its read of
+        # the key is not kept (the answer holds only the mod_revision).
+        out = self._txn(cas_txn(key, cmd["expected"], cmd["value"]), max_read_bytes=None)
+        return out if "error" in out else cas_answer(out, h.revision)
+
+    def _txn(self, cmd: dict[str, Any], max_read_bytes: int | None = MAX_READ_BYTES
+             ) -> dict[str, Any]:
+        """A transaction (meshraft.kv.txn): decided there, its writes applied here as
+        one revision. An error (a put's lease is gone, reads too large) writes nothing."""
+        h = self._history
+        try:
+            out = execute_txn(cmd, h, h.revision, check_lease=self.leases.check_attach,
+                              max_read_bytes=max_read_bytes)
+        except (TxnError, LeaseError) as exc:
+            return {**error_result(exc.code, exc.message), "revision": h.revision}
+        if out.writes:
+            h.begin()
+            for w in out.writes:
+                if w[0] == "put":
+                    _, key, value, lease = w
+                    current = h.data.get(key)
+                    if current is not None and current.lease and current.lease != lease:
+                        self.leases.detach(current.lease, key)
+                    if lease:
+                        self.leases.attach(lease, key)
+                    h.put(key, value, lease)
+                else:
+                    prev = h.delete(w[1])
+                    if prev is not None and prev.lease:
+                        self.leases.detach(prev.lease, w[1])
+            h.end()
+        return out.answer
 
     def _lease(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """lease_grant / lease_revoke. A revoke (or expiry, which the leader commits

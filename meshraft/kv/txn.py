@@ -55,7 +55,7 @@ from typing import Any, Protocol
 # Protocol error codes (the same strings as meshraft.kv.protocol's).
 BAD_REQUEST = "bad-request"
 TOO_LARGE = "too-large"
-NOT_FOUND = "not-found"
+LEASE_NOT_FOUND = "lease-not-found"  # meshraft.kv.lease's code
 
 TXN_OP = "txn"
 TARGETS = ("value", "version", "create", "mod", "lease")
@@ -335,19 +335,23 @@ class _View:
 
 
 def execute(cmd: dict[str, Any], store: Store, revision: int, *,
-            lease_exists: Callable[[int], bool] | None = None,
+            check_lease: Callable[[int, bytes], None] | None = None,
             max_read_bytes: int | None = MAX_READ_BYTES) -> TxnOutcome:
     """Run a validated txn command against ``store`` (at ``revision``); return its
     answer and its writes, without changing anything. Raises TxnError (nothing is to
-    be written then). ``lease_exists``: is a lease id live (None: no leases exist);
+    be written then). ``check_lease(lease, key)``: raises (an error of the caller's
+    own type) if ``key`` may not be attached to ``lease``; called for every put with a
+    lease in the branch that runs, before anything else (None: no lease exists).
     ``max_read_bytes``: the bound on what the reads return (None: unbounded, for
     callers that keep no reads in their answer)."""
     succeeded = all(compare_holds(c, store.get(c["key"])) for c in cmd["compare"])
     ops: Sequence[dict[str, Any]] = cmd["success" if succeeded else "failure"]
     for o in ops:
         lease = o.get("lease", 0)
-        if o["op"] == "put" and lease and (lease_exists is None or not lease_exists(lease)):
-            raise TxnError(NOT_FOUND, f"lease {lease:x} not found")
+        if o["op"] == "put" and lease:
+            if check_lease is None:
+                raise TxnError(LEASE_NOT_FOUND, f"lease {lease} not found")
+            check_lease(lease, o["key"])
     view = _View(store, revision)
     writes: list[tuple[Any, ...]] = []
     responses: list[dict[str, Any]] = []
@@ -401,12 +405,12 @@ def cas_txn(key: bytes, expected: bytes | None, value: bytes) -> dict[str, Any]:
             "failure": [{"op": "get", "key": key}]}
 
 
-def cas_answer(outcome: TxnOutcome, revision: int) -> dict[str, Any]:
+def cas_answer(answer: dict[str, Any], revision: int) -> dict[str, Any]:
     """A ``cas`` command's answer from its transaction's outcome (the cas protocol:
     success ``{revision, create_revision, version, succeeded}``, mismatch the error
     ``cas-mismatch`` with ``revision`` and the key's ``mod_revision``). Small: never
-    the value, since answers are kept for retries."""
-    a = outcome.answer
+    the value, since answers are kept for retries. ``answer``: the txn's answer."""
+    a = answer
     if a["succeeded"]:
         put = a["responses"][0]
         return {"revision": put["revision"], "create_revision": put["create_revision"],

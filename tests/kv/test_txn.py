@@ -250,9 +250,15 @@ def test_a_lease_must_exist():
                                                "lease": 7}]}, LIMITS)
     with pytest.raises(TxnError) as e:
         execute(cmd, s, 0)
-    assert e.value.code == "not-found" and "lease 7 not found" in e.value.message
-    out = execute(cmd, s, 0, lease_exists=lambda lease: lease == 7)
-    assert out.writes == [("put", b"k", b"v", 7)]
+    assert e.value.code == "lease-not-found" and "lease 7 not found" in e.value.message
+    asked = []
+    out = execute(cmd, s, 0, check_lease=lambda lease, key: asked.append((lease, key)))
+    assert out.writes == [("put", b"k", b"v", 7)] and asked == [(7, b"k")]
+
+    def refuse(lease, key):
+        raise KeyError(lease)
+    with pytest.raises(KeyError):
+        execute(cmd, s, 0, check_lease=refuse)
 
 
 def test_reads_beyond_the_budget_refuse_the_whole_transaction():
@@ -285,16 +291,16 @@ def test_execute_is_deterministic_and_changes_nothing_itself():
 def test_cas_is_a_transaction_with_the_cas_answer():
     s = Store()
     out = s.txn(txn.cas_txn(b"k", None, b"v1"))
-    assert txn.cas_answer(out, s.revision) == {"revision": 1, "create_revision": 1,
+    assert txn.cas_answer(out.answer, s.revision) == {"revision": 1, "create_revision": 1,
                                                "version": 1, "succeeded": True}
     out = s.txn(txn.cas_txn(b"k", None, b"v2"))  # not absent any more
-    assert txn.cas_answer(out, s.revision) == {
+    assert txn.cas_answer(out.answer, s.revision) == {
         "error": "cas-mismatch", "message": "the current value is not the expected one",
         "revision": 1, "mod_revision": 1}
     out = s.txn(txn.cas_txn(b"k", b"v1", b"v2"))
-    assert txn.cas_answer(out, s.revision)["version"] == 2
+    assert txn.cas_answer(out.answer, s.revision)["version"] == 2
     out = s.txn(txn.cas_txn(b"gone", b"v1", b"v2"))
-    assert txn.cas_answer(out, s.revision)["mod_revision"] == 0
+    assert txn.cas_answer(out.answer, s.revision)["mod_revision"] == 0
 
 
 # -- builders ----------------------------------------------------------------------------
