@@ -840,6 +840,11 @@ def cluster(nodes: int, base_port: int | None, data_dir: Path, transport: str) -
 from meshraft.bench import bench_command  # noqa: E402
 
 main.add_command(bench_command, "bench")
+# `meshraft snapshot save|restore|status`, `meshraft move-leader`: meshraft.cli_maint.
+from meshraft.cli_maint import build_commands  # noqa: E402
+
+for _name, _command in build_commands(sys.modules[__name__]).items():
+    main.add_command(_command, _name)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from meshraft.kv.maintenance import register as register_maintenance
 from meshraft.kv.server import KVServer
 from meshraft.kv.state_machine import KVStateMachine, Limits
 
@@ -269,6 +270,8 @@ class Member:
                 member_address=self.transport.member_address,
                 member_addresses=self.transport.member_addresses(),
                 ssl=c.client_tls, token=c.client_token)
+            # snapshot download and move-leader (meshraft.kv.maintenance)
+            register_maintenance(self.server)
             await self.server.start(sock=self._client_sock)
         except BaseException:
             await self.stop()

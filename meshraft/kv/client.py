@@ -47,7 +47,7 @@ import ssl as _ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -426,6 +426,51 @@ class AsyncClient:
     async def ping(self, *, timeout: float | None = None) -> None:
         await self._read({"op": "ping"}, timeout)
 
+    # -- maintenance (served by meshraft.kv.maintenance) ---------------------------------------
+
+    async def move_leader(self, member: str, *,
+                          timeout: float | None = None) -> dict[str, Any]:
+        """Hand leadership to voter ``member`` (the request goes to the leader); returns
+        ``{"leader", "term"}`` once it leads. BadRequest: an unknown id, a learner, or a
+        voter that has not caught up."""
+        r = await self._read({"op": "move_leader", "member": member}, timeout)
+        return r["result"]
+
+    async def snapshot(self, sink: Callable[[dict[str, Any], bytes], Any], *,
+                       timeout: float | None = None) -> dict[str, Any]:
+        """Download a consistent snapshot (the state at one revision) from one member,
+        chunk by chunk: ``sink(info, chunk)`` for each chunk in order (``info``: revision,
+        keys, compact_revision, size, checksum, node). Returns ``info``. The member holds
+        the snapshot until the last chunk; each chunk is asked for once the previous one
+        was sunk, so a slow sink never grows the member's buffers."""
+        total = self.timeout if timeout is None else timeout
+        r = await self._read({"op": "snapshot_begin"}, total)
+        info = dict(r["result"])
+        node = r.get("node")
+        info["node"] = node
+        endpoint = self._ids.get(node, self.endpoint) if isinstance(node, str) else self.endpoint
+        # The held snapshot lives on that member only: ask it, and only it, for chunks.
+        pinned = AsyncClient([endpoint], ssl=self.ssl, token=self.token, timeout=total,
+                             attempt_timeout=self.attempt_timeout, prefer_leader=False,
+                             retry_refused=False)
+        sid, size, offset = info["snapshot"], info["size"], 0
+        try:
+            while offset < size:
+                c = await pinned._read({"op": "snapshot_chunk", "snapshot": sid,
+                                        "offset": offset}, total)
+                chunk = c["result"]["data"]
+                if not chunk:
+                    raise ProtocolViolation(f"member {node} sent an empty chunk at {offset}")
+                res = sink(info, chunk)
+                if asyncio.iscoroutine(res):
+                    await res
+                offset += len(chunk)
+            with contextlib.suppress(MeshraftError):
+                await pinned._read({"op": "snapshot_end", "snapshot": sid}, 2.0)
+        finally:
+            await pinned.close()
+        return info
+
     # -- machinery ----------------------------------------------------------------------------
 
     async def _connection(self, endpoint: tuple[str, int]) -> _Connection:
@@ -682,6 +727,9 @@ class Client:
 
     def remove_member(self, member: str, **kw) -> None:
         self._run(self._client.remove_member(member, **kw))
+
+    def move_leader(self, member: str, **kw) -> dict[str, Any]:
+        return self._run(self._client.move_leader(member, **kw))
 
     def close(self) -> None:
         if self._closed:
