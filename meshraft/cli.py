@@ -10,9 +10,9 @@ Why this module is over 600 lines: it is the one place every command, flag and
 exit code is declared (click decorators and help texts are most of it); each
 command is short and its logic lives in the layer it drives.
 
-Exit codes: 0 ok, 1 the operation's own "no" (key absent, cas mismatch),
-2 usage or input error (also: unauthorized, TLS misconfigured), 3 unavailable
-or outcome unknown.
+Exit codes: 0 ok, 1 the operation's own "no" (key absent, cas mismatch, revision
+compacted), 2 usage or input error (also: unauthorized, TLS misconfigured, future
+revision), 3 unavailable or outcome unknown.
 
 Client-port security flags: ``serve --client-cert/--client-key`` (TLS),
 ``--trusted-ca`` (also require client certificates: mutual TLS),
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from meshraft import __version__
+from meshraft.kv.compactor import DEFAULT_RETENTION
 from meshraft.kv.state_machine import (
     APPLY_MAX_KEY,
     APPLY_MAX_VALUE,
@@ -221,6 +222,8 @@ def run_client(endpoints: str | None, timeout: float,
         code = asyncio.run(go())
     except kc.OutcomeUnknown as exc:
         fail(f"outcome unknown: {exc.message}", EXIT_UNAVAILABLE)
+    except kc.Compacted as exc:  # the history asked for is gone: a "no", like not-found
+        fail(exc.message, EXIT_NO)
     except kc.BadRequest as exc:
         fail(exc.message, EXIT_USAGE)
     except kc.Unauthorized as exc:
@@ -285,18 +288,23 @@ def put(key: str, value: str | None, endpoints: str | None, timeout: float,
     run_client(endpoints, timeout, op)
 
 
+REV_HELP = ("Read the store as it was at this revision [default: now]; exit 1 if it was "
+            "compacted, 2 if it is in the future.")
+
+
 @main.command()
 @click.argument("key")
 @click.option("--serializable", is_flag=True,
               help="Read this member's local copy (faster, possibly stale).")
+@click.option("--rev", type=click.IntRange(min=0), default=0, help=REV_HELP)
 @client_options
-def get(key: str, serializable: bool, endpoints: str | None, timeout: float,
+def get(key: str, serializable: bool, rev: int, endpoints: str | None, timeout: float,
         as_json: bool) -> None:
     """Print KEY's value (exit 1 if it is absent)."""
     k = arg_bytes(key, "KEY")
 
     async def op(c) -> int:
-        kv = await c.get(k, serializable=serializable)
+        kv = await c.get(k, serializable=serializable, revision=rev or None)
         if kv is None:
             if as_json:
                 emit(True, {"key": show_key(k), "found": False}, None)
@@ -370,14 +378,15 @@ def cas(key: str, values: tuple[str, ...], absent: bool, endpoints: str | None,
 @click.argument("prefix", default="")
 @click.option("--serializable", is_flag=True, help="Read this member's local copy.")
 @click.option("--keys-only", is_flag=True, help="Print keys, not values.")
+@click.option("--rev", type=click.IntRange(min=0), default=0, help=REV_HELP)
 @client_options
-def list_(prefix: str, serializable: bool, keys_only: bool, endpoints: str | None,
+def list_(prefix: str, serializable: bool, keys_only: bool, rev: int, endpoints: str | None,
           timeout: float, as_json: bool) -> None:
     """List keys starting with PREFIX (all keys if omitted), sorted."""
     pre = arg_bytes(prefix, "PREFIX")
 
     async def op(c) -> int:
-        kvs = await c.list(pre, serializable=serializable)
+        kvs = await c.list(pre, serializable=serializable, revision=rev or None)
         if as_json:
             emit(True, {"count": len(kvs), "kvs": [
                 {"key": show_key(kv.key), **show_bytes(kv.value),
@@ -389,6 +398,25 @@ def list_(prefix: str, serializable: bool, keys_only: bool, endpoints: str | Non
             out.write(kv.key if keys_only else kv.key + b"\t" + kv.value)
             out.write(b"\n")
         out.flush()
+        return EXIT_OK
+
+    run_client(endpoints, timeout, op)
+
+
+@main.command()
+@click.argument("revision", type=click.IntRange(min=0))
+@client_options
+def compact(revision: int, endpoints: str | None, timeout: float, as_json: bool) -> None:
+    """Drop the history before REVISION on every member (through the log).
+
+    Reads and watches at REVISION and later still work; earlier ones get
+    "compacted". Exit 1 if REVISION is at or below the compaction point already,
+    2 if it is above the current revision."""
+
+    async def op(c) -> int:
+        r = await c.compact(revision)
+        emit(as_json, {"revision": r.revision, "compact_revision": r.compact_revision},
+             f"compacted at revision {r.compact_revision} (current revision {r.revision})")
         return EXIT_OK
 
     run_client(endpoints, timeout, op)
@@ -422,6 +450,8 @@ def format_status(st: dict[str, Any]) -> str:
     lines += [
         f"term:           {st['term']}",
         f"leader:         {st['leader'] if st['leader'] is not None else '(none)'}",
+        *([f"transfer:       leadership moving to {st['lead_transferee']}"]
+          if st.get("lead_transferee") else []),
         f"commit index:   {st['commit_index']}",
         f"applied index:  {st['applied_index']}",
     ]
@@ -510,13 +540,16 @@ def member_list(endpoints: str | None, timeout: float, as_json: bool) -> None:
         if as_json:
             emit(True, {"members": rows, "leader": m.get("leader"),
                         "last_index": m.get("last_index"), "answered_by": m.get("answered_by"),
-                        "removed_ids": sorted(m.get("removed_ids") or {})}, None)
+                        "removed_ids": sorted(m.get("removed_ids") or {}),
+                        "lead_transferee": m.get("lead_transferee")}, None)
         else:
             click.echo("ID\tROLE\tADDRESS\tMATCH")
             for r in rows:
                 mark = "\tleader" if r["leader"] else ""
                 shown = "-" if r["match"] is None else r["match"]
                 click.echo(f"{r['id']}\t{r['role']}\t{r['address'] or '-'}\t{shown}{mark}")
+            if m.get("lead_transferee"):
+                click.echo(f"(leadership transfer to {m['lead_transferee']} in progress)")
             if not match:
                 click.echo(f"(match indexes are known to the leader; member "
                            f"{m.get('answered_by')} answered)")
@@ -577,12 +610,11 @@ def member_remove(member_id: str, endpoints: str | None, timeout: float,
 # -- serve --------------------------------------------------------------------------------------
 
 
-def setup_logging(level: str, node_id: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format=f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, node_id: str, fmt: str = "text") -> None:
+    """Every record on stderr names the member, as text or JSON lines (meshraft.ops)."""
+    from meshraft.ops.logformat import configure
+
+    configure(level, node_id, fmt)
 
 
 @main.command()
@@ -621,13 +653,25 @@ def setup_logging(level: str, node_id: str) -> None:
 @click.option("--max-value-bytes", type=click.IntRange(0, APPLY_MAX_VALUE),
               default=DEFAULT_MAX_VALUE, show_default=True,
               help="Largest value this member accepts from clients.")
+@click.option("--auto-compact-retention", type=click.IntRange(min=0),
+              default=DEFAULT_RETENTION, show_default=True, metavar="N",
+              help="The leader compacts history to about the last N revisions (checked "
+                   "every second); 0: never (history grows until `meshraft compact`).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: one object per line (time, level, member, term, logger, message, "
+                   "fields).")
+@click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and /health, /livez, /readyz over HTTP here "
+                   "(port 0: any free port; `meshraft status` shows it).")
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
           trusted_ca: str | None, client_token_file: str | None, max_key_bytes: int,
-          max_value_bytes: int, log_level: str) -> None:
+          max_value_bytes: int, log_level: str, log_format: str,
+          metrics_addr: str | None, auto_compact_retention: int) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
@@ -661,14 +705,16 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"cannot create --data-dir {data_dir}: {exc}", EXIT_USAGE)
-    setup_logging(log_level, node_id)
+    metrics = parse_hostport(metrics_addr, "--metrics") if metrics_addr else None
+    setup_logging(log_level, node_id, log_format)
     from meshraft.member import MemberConfig, StartupError
 
     config = MemberConfig(
         node_id=node_id, peers=peers, listen=listen_addr, client=client, data_dir=data_dir,
         transport=transport, password=password, join=join, snapshot_entries=snapshot_entries,
         client_tls=client_tls, client_token=client_token,
-        limits=(max_key_bytes, max_value_bytes))
+        limits=(max_key_bytes, max_value_bytes), metrics=metrics,
+        auto_compact_retention=auto_compact_retention)
     try:
         asyncio.run(run_member(config))
     except KeyboardInterrupt:
@@ -712,7 +758,11 @@ async def run_member(config: MemberConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from meshraft.ops.logformat import set_term_source
+
     async with Member(config) as m:
+        node = m.node
+        set_term_source(lambda: node.term)
         click.echo(f"meshraft node {config.node_id}: clients on {m.client_endpoint}, "
                    f"peers on {config.listen[0]}:{config.listen[1]} ({config.transport}), "
                    f"data in {config.data_dir}", err=False)
@@ -845,6 +895,10 @@ from meshraft.cli_maint import build_commands  # noqa: E402
 
 for _name, _command in build_commands(sys.modules[__name__]).items():
     main.add_command(_command, _name)
+# `meshraft endpoint health`: meshraft.cli_ops.
+from meshraft.cli_ops import endpoint_group  # noqa: E402
+
+main.add_command(endpoint_group, "endpoint")
 
 
 if __name__ == "__main__":

@@ -56,23 +56,31 @@ from meshraft.kv import retry
 from meshraft.kv.errors import (
     BadRequest,
     Busy,
+    Compacted,
+    FutureRevision,
+    LeaseNotFound,
     MeshraftError,
     OutcomeUnknown,
     ProtocolViolation,
     TLSFailure,
     TooLarge,
+    TooManyLeases,
     Unauthorized,
     Unavailable,
 )
 from meshraft.kv.retry import Action, Backoff, Event
 from meshraft.kv.state_machine import APPLY_MAX_KEY, APPLY_MAX_VALUE
 from meshraft.kv.tls import client_context
+from meshraft.kv.txn import Compare, Op, to_wire_list
 
 __all__ = [
-    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "DeleteResult", "KeyValue",
+    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "CompactResult", "Compacted",
+    "DeleteResult", "FutureRevision", "KeyValue",
     "MeshraftError", "OutcomeUnknown", "ProtocolViolation", "PutResult", "TLSFailure",
     "TooLarge", "Unauthorized", "Unavailable", "parse_endpoint", "parse_endpoints",
 ]
+__all__ += ["Compare", "ListResult", "Op", "TxnResult"]  # transactions (meshraft.kv.txn)
+__all__ += ["LeaseGrant", "LeaseNotFound", "LeaseTTL", "TooManyLeases"]  # leases
 
 log = logging.getLogger("meshraft.kv.client")
 
@@ -94,13 +102,41 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0  # the lease the key is attached to (0: none)
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> KeyValue:
         return cls(
             bytes(d["key"]), bytes(d["value"]), int(d["create_revision"]),
-            int(d["mod_revision"]), int(d["version"]),
+            int(d["mod_revision"]), int(d["version"]), int(d.get("lease") or 0),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    id: int
+    ttl: int  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTTL:
+    id: int
+    ttl: int  # whole seconds left on the leader's clock (rounded up)
+    granted_ttl: int
+    remaining: float  # seconds left, to the millisecond
+    key_count: int
+    keys: tuple[bytes, ...] | None = None  # with keys=True (at most 1000)
+
+
+# A lease's own "no" answers, raised as their own classes (meshraft.kv.errors).
+_LEASE_ERRORS = {"lease-not-found": LeaseNotFound, "too-many-leases": TooManyLeases,
+                 "lease-too-many-keys": BadRequest}
+
+
+def _raise_lease_error(reply: dict[str, Any]) -> None:
+    cls = _LEASE_ERRORS.get(reply.get("error"))  # type: ignore[arg-type]
+    if cls is not None:
+        raise cls(str(reply.get("message", "")), code=str(reply.get("error")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +153,73 @@ class DeleteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactResult:
+    revision: int  # the store's current revision (compaction does not change it)
+    compact_revision: int
+
+
+# Errors of a read at a revision (and of compact): raised as their own classes.
+_REVISION_ERRORS = (p.COMPACTED, p.FUTURE_REVISION)
+
+
+def _raise_revision_error(reply: dict[str, Any]) -> None:
+    """Raise Compacted / FutureRevision for such an error reply (else return)."""
+    code = reply.get("error")
+    if code not in _REVISION_ERRORS:
+        return
+    details = {k: reply[k] for k in ("compact_revision", "revision") if k in reply}
+    cls = Compacted if code == p.COMPACTED else FutureRevision
+    raise cls(str(reply.get("message", code)), **details)
+
+
+def _revision_arg(revision: int | None) -> int:
+    if revision is None:
+        return 0
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise BadRequest("revision must be a non-negative integer")
+    return revision
+
+
+@dataclass(frozen=True, slots=True)
 class CasResult:
     succeeded: bool
     revision: int
     # the key's mod_revision when the cas failed (0: the key was absent)
     mod_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """A list inside a transaction: the keys, and whether its limit cut off more."""
+
+    kvs: list[KeyValue]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """A transaction's outcome: ``succeeded`` (the compares held, so the success ops
+    ran; else the failure ops ran), the store ``revision`` after it (all its writes
+    have this mod_revision), and one response per op that ran, in order: PutResult,
+    DeleteResult, KeyValue or None (get), ListResult (list)."""
+
+    succeeded: bool
+    revision: int
+    responses: list[Any]
+
+
+def _txn_response(r: dict[str, Any], revision: int) -> Any:
+    op = r.get("op")
+    if op == "put":
+        return PutResult(r["revision"], r.get("create_revision", 0), r.get("version", 0))
+    if op == "delete":
+        return DeleteResult(revision, r.get("deleted", 0))
+    if op == "get":
+        return None if r.get("kv") is None else KeyValue.from_wire(r["kv"])
+    if op == "list":
+        return ListResult([KeyValue.from_wire(d) for d in r.get("kvs", [])],
+                          bool(r.get("more")))
+    raise ProtocolViolation(f"unknown response in a transaction's answer: {op!r}")
 
 
 def parse_endpoint(endpoint: str | tuple[str, int]) -> tuple[str, int]:
@@ -347,10 +445,15 @@ class AsyncClient:
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def put(self, key: bytes | str, value: bytes | str, *,
+    async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0,
                   timeout: float | None = None) -> PutResult:
-        r = await self._write({"op": "put", "key": _as_bytes(key, "key"),
-                               "value": _as_bytes(value, "value")}, timeout)
+        """Set ``key``; with ``lease`` (an id from lease_grant) the key is deleted when
+        the lease is revoked or expires (LeaseNotFound if there is no such lease)."""
+        body = {"op": "put", "key": _as_bytes(key, "key"), "value": _as_bytes(value, "value")}
+        if lease:
+            body["lease"] = lease
+        r = await self._write(body, timeout, answers=tuple(_LEASE_ERRORS))
+        _raise_lease_error(r)
         res = r["result"]
         return PutResult(res["revision"], res.get("create_revision", 0), res.get("version", 0))
 
@@ -370,33 +473,76 @@ class AsyncClient:
             return CasResult(True, r["result"]["revision"])
         return CasResult(False, r.get("revision", 0), r.get("mod_revision", 0))
 
+    async def txn(self, compare: Sequence[Compare | dict[str, Any]] = (),
+                  success: Sequence[Op | dict[str, Any]] = (),
+                  failure: Sequence[Op | dict[str, Any]] = (), *,
+                  timeout: float | None = None) -> TxnResult:
+        """If every compare holds, run the ``success`` ops, else the ``failure`` ops,
+        atomically (one revision). Compares: ``Compare.value(key) == b"x"``,
+        ``Compare.version(key) == 0`` (absent), ``.create``/``.mod``/``.lease``, with
+        ``==``/``!=``/``>``/``<``. Ops: ``Op.put(key, value)``, ``Op.delete(key)``,
+        ``Op.get(key)``, ``Op.list(prefix)``. Exactly once, like put; a bad
+        transaction (a key written twice, too many ops) raises BadRequest/TooLarge."""
+        r = await self._write({"op": "txn", "compare": to_wire_list(compare, "compare"),
+                               "success": to_wire_list(success, "success"),
+                               "failure": to_wire_list(failure, "failure")}, timeout)
+        res = r["result"]
+        return TxnResult(bool(res["succeeded"]), int(res["revision"]),
+                         [_txn_response(x, int(res["revision"]))
+                          for x in res.get("responses", [])])
+
     async def get(self, key: bytes | str, *, serializable: bool = False,
-                  timeout: float | None = None) -> KeyValue | None:
-        r = await self._read({"op": "get", "key": _as_bytes(key, "key"),
-                              "serializable": serializable}, timeout, answers=(p.NOT_FOUND,))
+                  timeout: float | None = None, revision: int | None = None) -> KeyValue | None:
+        """``key``'s value, or None if absent; with ``revision``, as it was at that
+        revision (raises ``Compacted`` / ``FutureRevision``)."""
+        req: dict[str, Any] = {"op": "get", "key": _as_bytes(key, "key"),
+                               "serializable": serializable}
+        if revision:
+            req["revision"] = _revision_arg(revision)
+        r = await self._read(req, timeout, answers=(p.NOT_FOUND, *_REVISION_ERRORS))
         if not r.get("ok"):
+            _raise_revision_error(r)
             return None
         return KeyValue.from_wire(r["result"]["kv"])
 
     async def list(self, prefix: bytes | str = b"", *, serializable: bool = False,
-                   timeout: float | None = None, limit: int | None = None) -> list[KeyValue]:
-        """Every key with ``prefix``, sorted, fetched in pages (each page linearizable)."""
+                   timeout: float | None = None, limit: int | None = None,
+                   revision: int | None = None) -> list[KeyValue]:
+        """Every key with ``prefix``, sorted, fetched in pages (each page linearizable).
+        With ``revision``, the keys as they were at that revision (every page reads that
+        same revision; raises ``Compacted`` / ``FutureRevision``)."""
         out: list[KeyValue] = []
         after: bytes | None = None
+        rev = _revision_arg(revision)
         while True:
             req: dict[str, Any] = {"op": "list", "prefix": _as_bytes(prefix, "prefix"),
                                    "serializable": serializable}
+            if rev:
+                req["revision"] = rev
             if after is not None:
                 req["after"] = after
             if limit is not None:
                 req["limit"] = limit - len(out)
-            r = await self._read(req, timeout)
+            r = await self._read(req, timeout, answers=_REVISION_ERRORS)
+            _raise_revision_error(r)
             page = [KeyValue.from_wire(d) for d in r["result"]["kvs"]]
             out.extend(page)
             if not r["result"].get("more") or not page or (limit is not None
                                                             and len(out) >= limit):
                 return out
             after = page[-1].key
+
+    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
+        """Drop the history before ``revision`` (through the log, on every member).
+        Raises ``Compacted`` if it is at or below the compaction point, ``FutureRevision``
+        if it is above the current revision."""
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise BadRequest("revision must be a non-negative integer")
+        r = await self._write({"op": "compact", "revision": revision}, timeout,
+                              answers=_REVISION_ERRORS)
+        _raise_revision_error(r)
+        res = r["result"]
+        return CompactResult(res["revision"], res["compact_revision"])
 
     async def status(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The status of the node the client talks to (the first endpoint that answers)."""
@@ -425,6 +571,52 @@ class AsyncClient:
 
     async def ping(self, *, timeout: float | None = None) -> None:
         await self._read({"op": "ping"}, timeout)
+
+    # -- leases (served by meshraft.kv.lease_manager) -----------------------------------------
+
+    async def lease_grant(self, ttl: int, *, lease_id: int = 0,
+                          timeout: float | None = None) -> LeaseGrant:
+        """A new lease of ``ttl`` whole seconds (``lease_id`` 0: the cluster picks)."""
+        r = await self._write({"op": "lease_grant", "ttl": ttl, "lease_id": lease_id}, timeout,
+                              answers=tuple(_LEASE_ERRORS))
+        _raise_lease_error(r)
+        return LeaseGrant(int(r["result"]["id"]), int(r["result"]["ttl"]))
+
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> DeleteResult:
+        """Revoke the lease: its keys are deleted in one revision (LeaseNotFound)."""
+        r = await self._write({"op": "lease_revoke", "lease_id": lease_id}, timeout,
+                              answers=tuple(_LEASE_ERRORS))
+        _raise_lease_error(r)
+        return DeleteResult(r["result"]["revision"], r["result"].get("deleted", 0))
+
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Renew the lease on the leader; its TTL in seconds. Once this returns, the
+        lease lives at least that long after this call began (LeaseNotFound: gone)."""
+        r = await self._read({"op": "lease_keepalive", "lease_id": lease_id}, timeout,
+                             answers=tuple(_LEASE_ERRORS))
+        _raise_lease_error(r)
+        return int(r["result"]["ttl"])
+
+    async def lease_ttl(self, lease_id: int, *, keys: bool = False,
+                        timeout: float | None = None) -> LeaseTTL:
+        """The lease's remaining time on the leader's clock (LeaseNotFound)."""
+        r = await self._read({"op": "lease_ttl", "lease_id": lease_id, "keys": keys}, timeout,
+                             answers=tuple(_LEASE_ERRORS))
+        _raise_lease_error(r)
+        res = r["result"]
+        return LeaseTTL(int(res["id"]), int(res["ttl"]), int(res["granted_ttl"]),
+                        float(res["remaining"]), int(res["key_count"]),
+                        tuple(bytes(k) for k in res["keys"]) if "keys" in res else None)
+
+    async def leases(self, *, timeout: float | None = None) -> list[int]:
+        """The ids of every live lease, in order."""
+        out: list[int] = []
+        while True:
+            r = await self._read({"op": "lease_leases", "after": out[-1] if out else 0},
+                                 timeout)
+            out.extend(int(i) for i in r["result"]["leases"])
+            if not r["result"].get("more") or not r["result"]["leases"]:
+                return out
 
     # -- maintenance (served by meshraft.kv.maintenance) ---------------------------------------
 
@@ -555,6 +747,8 @@ class AsyncClient:
         attempt = 0
         tls_failed: set[tuple[str, int]] = set()
         refused: set[tuple[str, int]] = set()
+        hint: tuple[str, int] | None = None  # the leader's endpoint, after a not-leader
+        redirected = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -605,9 +799,23 @@ class AsyncClient:
                     if d.action is Action.RETURN:
                         return reply
                     last = f"{endpoint[0]}:{endpoint[1]}: {last_code}: {message}"
+                    if last_code == p.NOT_LEADER and d.action is Action.RETRY_NEXT:
+                        hint = self._ids.get(reply.get("leader"))  # type: ignore[arg-type]
             maybe_applied = d.maybe_applied
             if d.action is Action.RAISE:
                 raise d.exception() from None
+            if hint is not None and hint != endpoint and hint in self.endpoints:
+                # Only the leader serves it (a lease keepalive): go there, at once the
+                # first time (the leader's endpoint is known from its replies).
+                self._current = self.endpoints.index(hint)
+                hint = None
+                attempt += 1
+                if not redirected:
+                    redirected = True
+                    continue
+                await self._backoff(attempt, deadline)
+                continue
+            hint = None
             if d.action is Action.RETRY_NEXT:
                 self._rotate()
             attempt += 1
@@ -710,8 +918,14 @@ class Client:
     def cas(self, key, expected, new, **kw) -> CasResult:
         return self._run(self._client.cas(key, expected, new, **kw))
 
+    def txn(self, compare=(), success=(), failure=(), **kw) -> TxnResult:
+        return self._run(self._client.txn(compare, success, failure, **kw))
+
     def list(self, prefix=b"", **kw) -> list[KeyValue]:
         return self._run(self._client.list(prefix, **kw))
+
+    def compact(self, revision: int, **kw) -> CompactResult:
+        return self._run(self._client.compact(revision, **kw))
 
     def status(self, **kw) -> dict[str, Any]:
         return self._run(self._client.status(**kw))
@@ -730,6 +944,21 @@ class Client:
 
     def move_leader(self, member: str, **kw) -> dict[str, Any]:
         return self._run(self._client.move_leader(member, **kw))
+
+    def lease_grant(self, ttl: int, **kw) -> LeaseGrant:
+        return self._run(self._client.lease_grant(ttl, **kw))
+
+    def lease_revoke(self, lease_id: int, **kw) -> DeleteResult:
+        return self._run(self._client.lease_revoke(lease_id, **kw))
+
+    def lease_keepalive(self, lease_id: int, **kw) -> int:
+        return self._run(self._client.lease_keepalive(lease_id, **kw))
+
+    def lease_ttl(self, lease_id: int, **kw) -> LeaseTTL:
+        return self._run(self._client.lease_ttl(lease_id, **kw))
+
+    def leases(self, **kw) -> list[int]:
+        return self._run(self._client.leases(**kw))
 
     def close(self) -> None:
         if self._closed:

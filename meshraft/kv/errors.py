@@ -6,6 +6,7 @@ This module owns the client's error classes and nothing else: the retry policy
 of an error is its class and its ``code``.
 
 - ``BadRequest`` (``TooLarge``): the request is invalid; retrying will not help.
+  ``Compacted`` and ``FutureRevision`` (reads at a revision, compaction) are kinds of it.
 - ``Unavailable`` (``Busy``): the request certainly did not take effect.
 - ``OutcomeUnknown``: the write was sent and may or may not take effect.
 - ``Unauthorized``: the server wants a client token and this one is missing or wrong.
@@ -20,8 +21,9 @@ from typing import Any
 from meshraft.kv import protocol as p
 
 __all__ = [
-    "BadRequest", "Busy", "MeshraftError", "OutcomeUnknown", "ProtocolViolation", "TLSFailure",
-    "TooLarge", "Unauthorized", "Unavailable",
+    "BadRequest", "Busy", "Compacted", "FutureRevision", "LeaseNotFound", "MeshraftError",
+    "OutcomeUnknown", "ProtocolViolation", "TLSFailure", "TooLarge", "TooManyLeases",
+    "Unauthorized", "Unavailable",
 ]
 
 # The code of a TLS set-up failure (client side only: no server ever sends it).
@@ -47,6 +49,38 @@ class BadRequest(MeshraftError):
 
 class TooLarge(BadRequest):
     code = p.TOO_LARGE
+
+
+class Compacted(BadRequest):
+    """The revision asked for is below the compaction point (``compact_revision``)."""
+
+    code = p.COMPACTED
+
+    def __init__(self, message: str, code: str | None = None, **details: Any) -> None:
+        super().__init__(message, code, **details)
+        self.compact_revision = int(details.get("compact_revision") or 0)
+
+
+class FutureRevision(BadRequest):
+    """The revision asked for is above the store's current one (``current_revision``)."""
+
+    code = p.FUTURE_REVISION
+
+    def __init__(self, message: str, code: str | None = None, **details: Any) -> None:
+        super().__init__(message, code, **details)
+        self.current_revision = int(details.get("revision") or 0)
+
+
+class LeaseNotFound(BadRequest):
+    """The lease does not exist (never granted, revoked or expired)."""
+
+    code = "lease-not-found"  # meshraft.kv.lease.LEASE_NOT_FOUND
+
+
+class TooManyLeases(BadRequest):
+    """A grant beyond the member's maximum number of leases."""
+
+    code = "too-many-leases"  # meshraft.kv.lease.TOO_MANY_LEASES
 
 
 class Unauthorized(MeshraftError):
