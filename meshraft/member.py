@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from meshraft.kv.compactor import DEFAULT_RETENTION, Compactor
 from meshraft.kv.maintenance import register as register_maintenance
 from meshraft.kv.server import KVServer
 from meshraft.kv.state_machine import KVStateMachine, Limits
@@ -72,6 +73,10 @@ class MemberConfig:
     client_tls: ssl.SSLContext | None = None
     client_token: bytes | None = None
     limits: tuple[int, int] | None = None  # (max key bytes, max value bytes) from clients
+    # The leader compacts history to about this many revisions (0: never; meshraft.kv.compactor)
+    auto_compact_retention: int = DEFAULT_RETENTION
+    # Serve /metrics, /health, /livez, /readyz over HTTP here (meshraft.ops; port 0: any)
+    metrics: tuple[str, int] | None = None
 
 
 class _MemberLog(logging.LoggerAdapter):
@@ -123,6 +128,7 @@ class MeshTransport:
         self._create_endpoint = create_mesh_endpoint
         self.config = config
         self.router: Any = None
+        self.endpoint: Any = None  # Raft's MeshPacketConn, once the node asked for it
 
     async def start(self) -> None:
         c = self.config
@@ -134,7 +140,9 @@ class MeshTransport:
             raise StartupError(f"cannot listen on {c.listen[0]}:{c.listen[1]}: {exc}") from None
 
     async def factory(self, protocol_factory: ProtocolFactory) -> Any:
-        return await self._create_endpoint(self.router, protocol_factory, channel="raft")
+        made = await self._create_endpoint(self.router, protocol_factory, channel="raft")
+        self.endpoint = made[0]
+        return made
 
     def raft_peers(self) -> dict[str, Any]:
         return {pid: pid for pid in self.config.peers}
@@ -223,6 +231,8 @@ class Member:
         self.sm: KVStateMachine | None = None
         self.node: Any = None
         self.server: KVServer | None = None
+        self.compactor: Compactor | None = None
+        self.ops: Any = None  # meshraft.ops.http.OpsServer, with config.metrics
         self._client_sock: socket.socket | None = None
 
     @property
@@ -266,24 +276,63 @@ class Member:
                 raise StartupError(str(exc)) from None
             self.server = KVServer(
                 self.node, self.sm, host=c.client[0], port=c.client[1],
-                status_extra=self.transport.status,
+                status_extra=self._status_extra,
                 member_address=self.transport.member_address,
                 member_addresses=self.transport.member_addresses(),
                 ssl=c.client_tls, token=c.client_token)
             # snapshot download and move-leader (meshraft.kv.maintenance)
             register_maintenance(self.server)
             await self.server.start(sock=self._client_sock)
+            if c.auto_compact_retention > 0:
+                self.compactor = Compactor(self.node, self.sm, c.auto_compact_retention)
+                self.compactor.start()
+            if c.metrics is not None:
+                await self._start_ops(c.metrics)
         except BaseException:
             await self.stop()
             raise
         self.log.info("started: clients on %s, peers on %s:%d (%s)", self.client_endpoint,
                       c.listen[0], c.listen[1], self.transport.kind)
 
+    def _status_extra(self) -> dict[str, Any]:
+        """The transport's sections of ``status``, and where /metrics and /health are
+        served (``metrics``: HOST:PORT, or None: how ``endpoint health`` finds them)."""
+        extra = self.transport.status() if self.transport is not None else {}
+        extra["metrics"] = self.ops.address if self.ops is not None else None
+        return extra
+
+    async def _start_ops(self, address: tuple[str, int]) -> None:
+        from meshraft.ops.http import OpsServer
+        from meshraft.ops.metrics import MemberMetrics, MetricsSources
+
+        transport = self.transport
+        metrics = MemberMetrics(MetricsSources(
+            node=self.node, server=self.server, sm=self.sm,
+            router=getattr(transport, "router", None),
+            endpoint=getattr(transport, "endpoint", None), data_dir=self.config.data_dir))
+        ops = OpsServer(self.node, metrics, host=address[0], port=address[1])
+        try:
+            await ops.start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {address[0]}:{address[1]}: "
+                               f"{exc.strerror or exc}") from None
+        metrics.attach()
+        self.ops = ops
+        self.log.info("metrics and health on http://%s/metrics", ops.address)
+
     async def stop(self) -> None:
         """Stop the kv server, the node and the transport (safe to call twice)."""
+        compactor, self.compactor = self.compactor, None
+        if compactor is not None:  # first: it must not propose to a stopping node
+            await compactor.stop()
         server, node, transport, sock = self.server, self.node, self.transport, self._client_sock
+        ops, self.ops = self.ops, None
         self.server = self.node = self.transport = self._client_sock = None
         try:
+            if ops is not None:
+                if ops.metrics is not None:
+                    ops.metrics.detach()
+                await ops.stop()
             if server is not None:
                 await server.stop()
             if node is not None:

@@ -53,7 +53,10 @@ from meshraft.kv.state_machine import (
     DEFAULT_FRAGMENT_BYTES,
     INCOMPLETE,
     CommandError,
+    Compacted,
+    FutureRevision,
     KVStateMachine,
+    check_revision,
     check_write,
     encode_command,
     fragment_command,
@@ -76,7 +79,7 @@ LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # Requests a member that stopped serving still answers (they describe it).
 ALWAYS_OPS = ("status", "ping", "members")
-BUILTIN_OPS = ("put", "delete", "cas", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
+BUILTIN_OPS = ("put", "delete", "cas", "compact", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
 
 # An operation served by another module (see KVServer.register_op).
 OpHandler = Callable[["KVServer", Any, dict[str, Any], float], Awaitable[dict[str, Any]]]
@@ -115,6 +118,14 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, errors.RaftError):  # Unavailable, StorageFailed, Removed
         return p.UNAVAILABLE
     return p.INTERNAL
+
+
+def _revision_error(rid: Any, exc: Compacted | FutureRevision, current: int) -> dict[str, Any]:
+    """A read at a revision that is compacted or in the future, with the revisions."""
+    if isinstance(exc, Compacted):
+        return p.error_reply(rid, exc.code, exc.message, compact_revision=exc.compact_revision,
+                             revision=current)
+    return p.error_reply(rid, exc.code, exc.message, revision=current)
 
 
 class _FragmentFailed(Exception):
@@ -482,12 +493,16 @@ class KVServer:
             return p.error_reply(rid, p.UNAVAILABLE,
                                  f"node {getattr(self.node, 'node_id', '?')} was removed from "
                                  "the cluster; it serves nothing more (ask another member)")
-        if op in ("put", "delete", "cas"):
+        if op in ("put", "delete", "cas", "compact"):
             return await self._write(rid, body, timeout)
         if op == "get":
             key = validate_key(body.get("key"), self.limits)
+            revision = check_revision(body.get("revision"))
             await self._barrier(body, timeout)
-            kv = self.sm.get(key)
+            try:
+                kv = self.sm.get(key, revision)
+            except (Compacted, FutureRevision) as exc:
+                return _revision_error(rid, exc, self.sm.revision)
             if kv is None:
                 return p.error_reply(rid, p.NOT_FOUND, "key not found", revision=self.sm.revision)
             return p.ok_reply(rid, {"kv": kv.to_wire(), "revision": self.sm.revision})
@@ -548,11 +563,16 @@ class KVServer:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
             raise p.ProtocolError(p.BAD_REQUEST, "limit must be a positive integer")
         limit = min(limit, LIST_PAGE_MAX)
+        revision = check_revision(body.get("revision"))
         await self._barrier(body, timeout)
+        try:
+            found = self.sm.list(prefix, revision=revision)
+        except (Compacted, FutureRevision) as exc:
+            return _revision_error(rid, exc, self.sm.revision)
         kvs: list[dict[str, Any]] = []
         size = 0
         more = False
-        for kv in self.sm.list(prefix):
+        for kv in found:
             if after is not None and kv.key <= after:
                 continue
             item_size = len(kv.key) + len(kv.value) + 64
@@ -750,6 +770,7 @@ class KVServer:
                 st["status_extra_error"] = repr(exc)
         st["kv"] = {
             "revision": self.sm.revision,
+            "compact_revision": self.sm.compact_revision,
             "keys": len(self.sm),
             "sessions": self.sm.session_count,
             "inflight": self.inflight,
