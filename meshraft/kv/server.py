@@ -629,7 +629,8 @@ class KVServer:
                 "addresses": addresses, "leader": st.get("leader"),
                 "match": st.get("progress", {}) if st.get("role") == "leader" else {},
                 "last_index": st.get("last_index"), "removed_ids": st.get("removed_ids", {}),
-                "answered_by": st.get("id"), "role": st.get("role")}))
+                "answered_by": st.get("id"), "role": st.get("role"),
+                "lead_transferee": st.get("lead_transferee")}))
         nid = body.get("member")
         if not isinstance(nid, str) or not 0 < len(nid) <= 64 or not nid.isprintable():
             raise p.ProtocolError(p.BAD_REQUEST, "member id must be a short printable string")
