@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py [--runs 3] [--duration 10] [--clients 64]
         [--systems meshraft-mesh,meshraft-udp,etcd,pysyncobj] [--workloads put,get,seq-put]
+    python benchmarks/compare.py --ops watch [...]   (watchers: see watch_compare.py)
 
 Each run starts every system in turn (a fresh 3-node cluster on loopback, data in a
 temp dir), drives each workload through :func:`meshraft.bench.run_load` (the same
@@ -355,6 +356,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> None:
+    raw = sys.argv[1:] if argv is None else argv
+    if "--ops=watch" in raw or ["--ops", "watch"] in (raw[i:i + 2] for i in range(len(raw))):
+        import watch_compare  # the watch benchmark: its own options and report (issue 18)
+
+        watch_compare.main(raw)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     opts = parse_args(argv)
     if opts.from_json is not None:

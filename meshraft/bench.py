@@ -11,6 +11,9 @@ This module owns three things:
 - the meshraft side: starting a throw-away local cluster of ``meshraft serve``
   processes (or targeting ``--endpoints``) and adapting the kv Python client.
 
+``--ops watch`` is a different load shape (watchers, a paced writer, several worker
+processes) and lives in :mod:`meshraft.bench_watch`; this command only hands it on.
+
 Why over 600 lines: the runner, its report and the ``meshraft bench`` command are
 one measuring tool whose numbers must mean the same for all three systems
 ``benchmarks/compare.py`` drives; the processes of a local cluster live in
@@ -47,6 +50,7 @@ import click
 from tqdm import tqdm
 
 from meshraft import localcluster
+from meshraft.bench_watch import watch_cli, watch_options
 from meshraft.localcluster import ClusterContext, ClusterNotReady, MemberProcess, stop_processes
 
 log = logging.getLogger("meshraft.bench")
@@ -732,8 +736,9 @@ def _client_security(remote: bool, cacert: str | None, cert: str | None, key: st
               help="Seconds measured.")
 @click.option("--warmup", type=float, default=1.0, show_default=True,
               help="Seconds of load before measuring.")
-@click.option("--ops", type=click.Choice(list(OPS)), default="put", show_default=True,
-              help="put; get (linearizable); serializable-get; mixed (1:1 put/get); cas.")
+@click.option("--ops", type=click.Choice([*OPS, "watch"]), default="put", show_default=True,
+              help="put; get (linearizable); serializable-get; mixed (1:1 put/get); cas; "
+                   "watch (watchers on one prefix under a paced writer: meshraft.bench_watch).")
 @click.option("--key-size", type=int, default=16, show_default=True, help="Bytes per key.")
 @click.option("--value-size", type=int, default=100, show_default=True,
               help="Bytes per value.")
@@ -760,13 +765,25 @@ def _client_security(remote: bool, cacert: str | None, cert: str | None, key: st
               default=None,
               help="Local cluster only: authenticate and encrypt its mesh with the "
                    "password in this file (to measure what encryption costs).")
+@watch_options
 def bench(endpoints: str | None, nodes: int, transport: str, data_dir: Path | None,
           clients: int, duration: float, warmup: float, ops: str, key_size: int,
           value_size: int, keyspace: int, max_ops: int, op_timeout: float, seed: int,
           as_json: bool, progress: bool | None, cacert: str | None, cert: str | None,
           cert_key: str | None, token_file: str | None,
-          password_file: Path | None) -> None:
+          password_file: Path | None, watchers: int, rate: float, watch_procs: int) -> None:
     """Drive a bounded load and report ops/s and latency p50/p90/p99/max."""
+    if ops == "watch":
+        watch_cli(endpoints=endpoints, nodes=nodes, transport=transport, clients=clients,
+                  duration=duration, warmup=warmup, value_size=value_size, keyspace=keyspace,
+                  max_ops=max_ops, op_timeout=op_timeout, seed=seed, as_json=as_json,
+                  progress=progress,
+                  unsupported=[n for n, v in (("--cacert", cacert), ("--cert", cert),
+                                              ("--key", cert_key), ("--token-file", token_file),
+                                              ("--password-file", password_file),
+                                              ("--data-dir", data_dir)) if v],
+                  watchers=watchers, rate=rate, watch_procs=watch_procs)
+        return
     spec = LoadSpec(ops=ops, clients=clients, duration=duration, warmup=warmup,
                     key_size=key_size, value_size=value_size, keyspace=keyspace,
                     max_ops=max_ops, op_timeout=op_timeout, seed=seed)
