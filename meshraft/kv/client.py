@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshraft.kv import protocol as p
 from meshraft.kv import retry
@@ -71,7 +71,10 @@ from meshraft.kv.errors import (
 from meshraft.kv.retry import Action, Backoff, Event
 from meshraft.kv.state_machine import APPLY_MAX_KEY, APPLY_MAX_VALUE
 from meshraft.kv.tls import client_context
-from meshraft.kv.txn import Compare, Op, to_wire_list
+from meshraft.kv.txn import APPLY_MAX_TXN_OPS, Compare, Op, to_wire_list
+
+if TYPE_CHECKING:
+    from meshraft.kv.watch_client import SyncWatch, Watch
 
 __all__ = [
     "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "CompactResult", "Compacted",
@@ -269,6 +272,12 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.waiters: dict[int, asyncio.Future] = {}
+        # Watches (meshraft.kv.watch_client): pushed frames go to their sink by watch id;
+        # a watch request's sink is attached as its reply is read, before any frame.
+        self.pushes: dict[int, Callable[[dict[str, Any] | None], None]] = {}
+        self.push_for: dict[int, Callable[[dict[str, Any] | None], None]] = {}
+        self.heard = 0.0  # loop time of the last frame read
+        self.probe: asyncio.Future | None = None  # a watch's liveness ping in flight
         self.ids = itertools.count(1)
         self.reader_task: asyncio.Task | None = None
         self.closed = False
@@ -296,7 +305,13 @@ class _Connection:
                             "(give --cacert, or ssl=/cacert= in Python)") from None
                     raise
                 body = p.decode_body(payload, MAX_REPLY_FRAME, max_items=1 << 20)
+                self.heard = asyncio.get_running_loop().time()
                 rid = body.get("id")
+                if rid is None and "watch" in body:  # a watch's pushed frame
+                    sink = self.pushes.get(body["watch"])  # type: ignore[arg-type]
+                    if sink is not None:
+                        sink(body)
+                    continue
                 if rid is None and body.get("error") == p.TLS_REQUIRED:
                     error = TLSFailure(
                         f"{self.endpoint[0]}:{self.endpoint[1]} speaks TLS and this client "
@@ -312,6 +327,11 @@ class _Connection:
                         code if isinstance(code, str) else None)
                     continue
                 fut = self.waiters.pop(rid, None)
+                sink = self.push_for.pop(rid, None)
+                if sink is not None and body.get("ok"):
+                    wid = (body.get("result") or {}).get("watch_id")
+                    if isinstance(wid, int):
+                        self.pushes[wid] = sink
                 if fut is not None and not fut.done():
                     fut.set_result(body)
         except asyncio.CancelledError:
@@ -326,6 +346,9 @@ class _Connection:
             error = ProtocolViolation(f"bad reply from {self.endpoint}: {exc.message}")
         finally:
             self.closed = True
+            sinks, self.pushes = list(self.pushes.values()), {}
+            for sink in sinks:
+                sink(None)  # the watch resumes elsewhere
             for fut in self.waiters.values():
                 if not fut.done():
                     fut.set_exception(error)
@@ -333,14 +356,18 @@ class _Connection:
             if self.writer is not None:
                 self.writer.close()
 
-    async def request(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def request(self, body: dict[str, Any], timeout: float,
+                      push: Callable[[dict[str, Any] | None], None] | None = None
+                      ) -> dict[str, Any]:
         """Send one request and wait for its reply. Raises _ConnectionLost or TimeoutError
-        (after sending)."""
+        (after sending). ``push``: for a watch request, where its pushed frames go."""
         if self.closed or self.writer is None:
             raise _ConnectionLost("not connected", False)
         rid = next(self.ids)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self.waiters[rid] = fut
+        if push is not None:
+            self.push_for[rid] = push
         try:
             try:
                 self.writer.write(p.encode_frame({**body, "id": rid}))
@@ -350,6 +377,7 @@ class _Connection:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self.waiters.pop(rid, None)
+            self.push_for.pop(rid, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: the reader may have failed it after a send error
 
@@ -483,9 +511,14 @@ class AsyncClient:
         ``==``/``!=``/``>``/``<``. Ops: ``Op.put(key, value)``, ``Op.delete(key)``,
         ``Op.get(key)``, ``Op.list(prefix)``. Exactly once, like put; a bad
         transaction (a key written twice, too many ops) raises BadRequest/TooLarge."""
-        r = await self._write({"op": "txn", "compare": to_wire_list(compare, "compare"),
-                               "success": to_wire_list(success, "success"),
-                               "failure": to_wire_list(failure, "failure")}, timeout)
+        body = {"op": "txn", "compare": to_wire_list(compare, "compare"),
+                "success": to_wire_list(success, "success"),
+                "failure": to_wire_list(failure, "failure")}
+        for name in ("compare", "success", "failure"):
+            if len(body[name]) > APPLY_MAX_TXN_OPS:  # no member decodes more
+                raise TooLarge(f"too many operations in the transaction: {len(body[name])} "
+                               f"in {name}, no member accepts more than {APPLY_MAX_TXN_OPS}")
+        r = await self._write(body, timeout)
         res = r["result"]
         return TxnResult(bool(res["succeeded"]), int(res["revision"]),
                          [_txn_response(x, int(res["revision"]))
@@ -571,6 +604,23 @@ class AsyncClient:
 
     async def ping(self, *, timeout: float | None = None) -> None:
         await self._read({"op": "ping"}, timeout)
+
+    # -- watch (meshraft.kv.watch_client) -------------------------------------------------------
+
+    def watch(self, key: bytes | str, *, prefix: bool = False,
+              start_revision: int | None = None, prev_kv: bool = False,
+              progress_notify: bool = True) -> Watch:
+        """Every change to ``key`` (or every key under it, with ``prefix``) from
+        ``start_revision`` (inclusive; None: from now) on: ``async for ev in watch``,
+        ``async with client.watch(...) as w``, ``await watch.cancel()``. It resumes by
+        itself on another member after a failure, and raises ``Compacted`` when the
+        history it needs is gone, ``Unavailable`` when no member would serve it for
+        the client's ``timeout``."""
+        from meshraft.kv.watch_client import Watch
+
+        return Watch(_WatchLink(self), _as_bytes(key, "key"), prefix=prefix,
+                     start_revision=start_revision, prev_kv=prev_kv,
+                     progress_notify=progress_notify)
 
     # -- leases (served by meshraft.kv.lease_manager) -----------------------------------------
 
@@ -862,6 +912,58 @@ class AsyncClient:
         return event, f"cannot connect to {where}: {exc or 'timed out'}"
 
 
+class _WatchLink:
+    """What a watch (meshraft.kv.watch_client) needs of its client: its endpoints and
+    connections, requests with the token, pushed frames, a liveness check."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.endpoints = client.endpoints
+        self.timeout = client.timeout
+        self.attempt_timeout = client.attempt_timeout
+
+    def preferred(self) -> int:
+        return self.client._current
+
+    async def open(self, endpoint: tuple[str, int]) -> _Connection:
+        return await self.client._connection(endpoint)
+
+    async def request(self, conn: _Connection, body: dict[str, Any], timeout: float,
+                      push: Callable[[dict[str, Any] | None], None] | None = None
+                      ) -> dict[str, Any]:
+        req = {**body, "timeout": max(0.05, timeout - 0.05)}
+        if self.client.token is not None:
+            req["token"] = self.client.token
+        try:
+            reply = await conn.request(req, timeout, push)
+        except _ConnectionLost as exc:
+            raise ConnectionError(str(exc)) from None
+        self.client._learn(conn.endpoint, reply)
+        return reply
+
+    async def alive(self, conn: _Connection) -> bool:
+        """Does ``conn`` still answer? (one ping per connection at a time)"""
+        if conn.closed:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() - conn.heard < 1.0:
+            return True
+        probe = conn.probe  # shared by every watch on this connection
+        if probe is None or probe.done():
+            probe = conn.probe = asyncio.ensure_future(self._ping(conn))
+        return await asyncio.shield(probe)
+
+    async def _ping(self, conn: _Connection) -> bool:
+        try:
+            await self.request(conn, {"op": "ping"}, self.attempt_timeout)
+        except (ConnectionError, TimeoutError, OSError):
+            return False
+        return True
+
+    def detach(self, conn: _Connection, watch_id: int) -> None:
+        conn.pushes.pop(watch_id, None)
+
+
 def _tls_reason(exc: _ssl.SSLError) -> str:
     reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
     hints = {
@@ -941,6 +1043,13 @@ class Client:
 
     def remove_member(self, member: str, **kw) -> None:
         self._run(self._client.remove_member(member, **kw))
+
+    def watch(self, key, **kw) -> SyncWatch:
+        """As ``AsyncClient.watch``: ``for ev in client.watch(...)``; ``close()`` it
+        (or use ``with``)."""
+        from meshraft.kv.watch_client import SyncWatch
+
+        return SyncWatch(self._client.watch(key, **kw), self._run)
 
     def move_leader(self, member: str, **kw) -> dict[str, Any]:
         return self._run(self._client.move_leader(member, **kw))

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
-    "APPLY_MAX_LEASES", "DEFAULT_MAX_LEASES", "LEASE_NOT_FOUND", "LEASE_OPS", "LEASE_TOO_MANY_KEYS",
+    "APPLY_MAX_LEASES", "DEFAULT_MAX_LEASES", "LEASE_NOT_FOUND", "LEASE_OPS", "LEASE_RENEWED",
+    "LEASE_TOO_MANY_KEYS",
     "MAX_KEYS_PER_LEASE", "MAX_TTL", "MIN_TTL", "TOO_MANY_LEASES", "Lease", "LeaseError",
     "LeaseObserver", "LeaseTable", "check_lease_command", "validate_lease_id",
 ]
@@ -36,6 +37,7 @@ __all__ = [
 LEASE_NOT_FOUND = "lease-not-found"
 TOO_MANY_LEASES = "too-many-leases"
 LEASE_TOO_MANY_KEYS = "lease-too-many-keys"
+LEASE_RENEWED = "lease-renewed"  # an expiry that lost the race with a logged keepalive
 _BAD_REQUEST = "bad-request"  # the same string as state_machine.BAD_REQUEST
 
 MIN_TTL = 1  # seconds
@@ -47,7 +49,9 @@ DEFAULT_MAX_LEASES = 100_000
 MAX_KEYS_PER_LEASE = 10_000
 MAX_LEASE_ID = 2**63 - 1
 
-LEASE_OPS = ("lease_grant", "lease_revoke")
+# lease_keepalive is logged only when a follower forwards a keepalive through Raft
+# (docs/architecture.md#leases); the leader renews without touching the log.
+LEASE_OPS = ("lease_grant", "lease_revoke", "lease_keepalive")
 
 
 class LeaseError(Exception):
@@ -78,16 +82,24 @@ def validate_ttl(value: Any) -> int:
 
 def check_lease_command(cmd: dict[str, Any]) -> dict[str, Any]:
     """Validate a lease write command; return its normalised fields (without the
-    session fields, which the state machine checks for every write)."""
+    session fields, which the state machine checks for every write). The lease's id
+    travels as ``lease_id`` (a request's ``id`` is the protocol's request id)."""
     op = cmd.get("op")
     if op == "lease_grant":
         return {"op": op, "ttl": validate_ttl(cmd.get("ttl")),
-                "id": validate_lease_id(cmd.get("id", 0), allow_zero=True)}
+                "lease_id": validate_lease_id(cmd.get("lease_id", 0),
+                                                          allow_zero=True)}
     if op == "lease_revoke":
-        out = {"op": op, "id": validate_lease_id(cmd.get("id"))}
+        out = {"op": op, "lease_id": validate_lease_id(cmd.get("lease_id"))}
         if cmd.get("expired") is True:  # proposed by the leader's expiry clock
             out["expired"] = True
+            renewals = cmd.get("renewals", 0)
+            if not isinstance(renewals, int) or isinstance(renewals, bool) or renewals < 0:
+                raise LeaseError(_BAD_REQUEST, "renewals must be a non-negative integer")
+            out["renewals"] = renewals
         return out
+    if op == "lease_keepalive":
+        return {"op": op, "lease_id": validate_lease_id(cmd.get("lease_id"))}
     raise LeaseError(_BAD_REQUEST, f"unknown lease operation {op!r}")
 
 
@@ -99,6 +111,8 @@ class LeaseObserver(Protocol):
 
     def on_revoke(self, lease_id: int) -> None: ...
 
+    def on_keepalive(self, lease_id: int, ttl: int) -> None: ...
+
     def on_restore(self) -> None: ...
 
 
@@ -107,6 +121,7 @@ class Lease:
     id: int
     ttl: int
     keys: set[bytes] = field(default_factory=set)
+    renewals: int = 0  # keepalives that went through the log
 
 
 class LeaseTable:
@@ -154,15 +169,34 @@ class LeaseTable:
             self.observer.on_grant(lease_id, ttl)
         return lease
 
-    def revoke(self, lease_id: int) -> list[bytes]:
+    def revoke(self, lease_id: int, renewals: int | None = None) -> list[bytes]:
         """Remove the lease; return its keys (sorted), which the caller deletes in
-        one revision. LeaseError(lease-not-found) if there is no such lease."""
-        lease = self._leases.pop(lease_id, None)
+        one revision. LeaseError(lease-not-found) if there is no such lease. An expiry
+        (``renewals``: the count the leader saw when it decided) is refused
+        (lease-renewed) if a logged keepalive was applied since."""
+        lease = self._leases.get(lease_id)
         if lease is None:
             raise LeaseError(LEASE_NOT_FOUND, f"lease {lease_id} not found")
+        if renewals is not None and renewals != lease.renewals:
+            raise LeaseError(LEASE_RENEWED, f"lease {lease_id} was kept alive meanwhile")
+        del self._leases[lease_id]
         if self.observer is not None:
             self.observer.on_revoke(lease_id)
         return sorted(lease.keys)
+
+    def renew(self, lease_id: int) -> Lease:
+        """A keepalive that went through the log (LeaseError if no such lease)."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            raise LeaseError(LEASE_NOT_FOUND, f"lease {lease_id} not found")
+        lease.renewals += 1
+        if self.observer is not None:
+            self.observer.on_keepalive(lease_id, lease.ttl)
+        return lease
+
+    def renewals(self, lease_id: int) -> int:
+        lease = self._leases.get(lease_id)
+        return 0 if lease is None else lease.renewals
 
     def check_attach(self, lease_id: int, key: bytes) -> None:
         """Could ``key`` be attached to ``lease_id``? LeaseError if not."""
@@ -188,7 +222,8 @@ class LeaseTable:
         """Plain data for the state machine's snapshot. Keys are not repeated here:
         each key's ``lease`` field says which lease holds it (see ``restore``)."""
         return {"next_id": self.next_id,
-                "leases": [[lease.id, lease.ttl] for lease in self._leases.values()]}
+                "leases": [[lease.id, lease.ttl, lease.renewals]
+                           for lease in self._leases.values()]}
 
     def restore(self, data: dict[str, Any] | None,
                 attached: Iterable[tuple[bytes, int]] = ()) -> None:
@@ -198,8 +233,9 @@ class LeaseTable:
         next_id = 1
         if data:
             next_id = int(data.get("next_id", 1))
-            for lease_id, ttl in data.get("leases", []):
-                leases[int(lease_id)] = Lease(int(lease_id), int(ttl))
+            for lease_id, ttl, *renewals in data.get("leases", []):
+                leases[int(lease_id)] = Lease(int(lease_id), int(ttl), set(),
+                                              int(renewals[0]) if renewals else 0)
         for key, lease_id in attached:
             lease = leases.get(lease_id)
             if lease is not None:

@@ -574,9 +574,12 @@ class KVStateMachine:
         h = self._history
         try:
             if cmd["op"] == "lease_grant":
-                lease = self.leases.grant(cmd["id"], cmd["ttl"])
+                lease = self.leases.grant(cmd["lease_id"], cmd["ttl"])
                 return {"id": lease.id, "ttl": lease.ttl, "revision": h.revision}
-            keys = self.leases.revoke(cmd["id"])
+            if cmd["op"] == "lease_keepalive":
+                lease = self.leases.renew(cmd["lease_id"])
+                return {"id": lease.id, "ttl": lease.ttl, "revision": h.revision}
+            keys = self.leases.revoke(cmd["lease_id"], cmd.get("renewals"))
         except LeaseError as exc:
             return {**error_result(exc.code, exc.message), "revision": h.revision}
         if keys:

@@ -36,19 +36,19 @@ def test_revoke_deletes_every_key_in_one_revision():
     assert sm.get(b"a").lease == lid and sm.get(b"free").lease == 0
     assert sm.get(b"a").to_wire()["lease"] == lid
     rev = sm.revision
-    out = run(sm, op="lease_revoke", id=lid)
+    out = run(sm, op="lease_revoke", lease_id=lid)
     assert out == {"revision": rev + 1, "deleted": 3}
     assert [k.key for k in sm.list()] == [b"free"]
     r, events = ev.revisions[-1]
     assert r == rev + 1 and [e.type for e in events] == [DELETE] * 3
     assert sorted(e.kv.key for e in events) == [b"a", b"b", b"c"]
-    assert run(sm, op="lease_revoke", id=lid)["error"] == LEASE_NOT_FOUND
+    assert run(sm, op="lease_revoke", lease_id=lid)["error"] == LEASE_NOT_FOUND
 
 
 def test_put_with_unknown_or_revoked_lease_changes_nothing():
     sm = KVStateMachine()
     lid = run(sm, op="lease_grant", ttl=5)["id"]
-    run(sm, op="lease_revoke", id=lid)
+    run(sm, op="lease_revoke", lease_id=lid)
     rev = sm.revision
     for bad in (lid, 12345):
         out = run(sm, op="put", key=b"k", value=b"v", lease=bad)
@@ -68,10 +68,10 @@ def test_overwrite_and_delete_detach_from_the_lease():
     run(sm, op="put", key=b"gone", value=b"1", lease=a)
     run(sm, op="delete", key=b"gone")
     run(sm, op="put", key=b"gone", value=b"again")
-    assert run(sm, op="lease_revoke", id=a)["deleted"] == 0
+    assert run(sm, op="lease_revoke", lease_id=a)["deleted"] == 0
     assert sm.get(b"moved").value == b"2" and sm.get(b"plain").value == b"2"
     assert sm.get(b"gone").value == b"again"
-    assert run(sm, op="lease_revoke", id=b)["deleted"] == 1
+    assert run(sm, op="lease_revoke", lease_id=b)["deleted"] == 1
     assert sm.get(b"moved") is None
 
 
@@ -97,7 +97,7 @@ def test_snapshot_keeps_leases_and_their_keys():
     assert other.get(b"a").lease == lid
     assert other.get(b"a", revision=other.revision - 1).lease == lid
     assert run(other, op="lease_grant", ttl=3)["id"] == 3
-    assert run(other, op="lease_revoke", id=lid)["deleted"] == 1
+    assert run(other, op="lease_revoke", lease_id=lid)["deleted"] == 1
     assert other.get(b"a") is None
     other.restore(b"")
     assert len(other.leases) == 0

@@ -6,6 +6,7 @@ import pytest
 
 from meshraft.kv.lease import (
     LEASE_NOT_FOUND,
+    LEASE_RENEWED,
     LEASE_TOO_MANY_KEYS,
     MAX_TTL,
     TOO_MANY_LEASES,
@@ -27,6 +28,9 @@ class Recorder:
 
     def on_restore(self) -> None:
         self.events.append(("restore",))
+
+    def on_keepalive(self, lease_id: int, ttl: int) -> None:
+        self.events.append(("keepalive", lease_id, ttl))
 
 
 def test_grant_picks_increasing_ids_never_reused():
@@ -77,9 +81,9 @@ def test_bounds_refuse_and_change_nothing():
 @pytest.mark.parametrize("cmd", [
     {"op": "lease_grant", "ttl": 0}, {"op": "lease_grant", "ttl": MAX_TTL + 1},
     {"op": "lease_grant", "ttl": 1.5}, {"op": "lease_grant", "ttl": True},
-    {"op": "lease_grant", "ttl": 5, "id": -1}, {"op": "lease_revoke"},
-    {"op": "lease_revoke", "id": 0}, {"op": "lease_revoke", "id": "1"},
-    {"op": "lease_nope", "id": 1},
+    {"op": "lease_grant", "ttl": 5, "lease_id": -1}, {"op": "lease_revoke"},
+    {"op": "lease_revoke", "lease_id": 0}, {"op": "lease_revoke", "lease_id": "1"},
+    {"op": "lease_nope", "lease_id": 1},
 ])
 def test_bad_commands_are_refused(cmd):
     with pytest.raises(LeaseError) as e:
@@ -89,9 +93,28 @@ def test_bad_commands_are_refused(cmd):
 
 def test_good_commands_normalise():
     assert check_lease_command({"op": "lease_grant", "ttl": 1}) == {
-        "op": "lease_grant", "ttl": 1, "id": 0}
-    assert check_lease_command({"op": "lease_revoke", "id": 7, "expired": True}) == {
-        "op": "lease_revoke", "id": 7, "expired": True}
+        "op": "lease_grant", "ttl": 1, "lease_id": 0}
+    assert check_lease_command({"op": "lease_revoke", "lease_id": 7, "expired": True}) == {
+        "op": "lease_revoke", "lease_id": 7, "expired": True, "renewals": 0}
+    assert check_lease_command({"op": "lease_keepalive", "lease_id": 7}) == {
+        "op": "lease_keepalive", "lease_id": 7}
+
+
+def test_an_expiry_decided_before_a_logged_keepalive_is_refused():
+    t = LeaseTable()
+    rec = Recorder()
+    t.observer = rec
+    lid = t.grant(0, 5).id
+    seen = t.renewals(lid)  # what the leader saw when its clock ran out
+    t.renew(lid)  # a keepalive forwarded through the log, applied first
+    with pytest.raises(LeaseError) as e:
+        t.revoke(lid, renewals=seen)
+    assert e.value.code == LEASE_RENEWED and lid in t
+    assert t.revoke(lid, renewals=t.renewals(lid)) == []
+    assert ("keepalive", lid, 5) in rec.events
+    with pytest.raises(LeaseError) as e:
+        t.renew(lid)
+    assert e.value.code == LEASE_NOT_FOUND
 
 
 def test_snapshot_round_trip_and_observer():

@@ -1,0 +1,109 @@
+"""Leases end to end: three real `meshraft serve` processes, the Python client and
+the CLI. Expiry after the TTL, keepalives through a follower's endpoint, a leader
+kill and a full cluster restart (every lease gets its full TTL again, its keys are
+still there, and then it expires)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2e_cluster import wait_until
+
+from meshraft.kv.client import LeaseNotFound
+
+cluster = __import__("e2e_cluster").cluster  # the fixture
+
+
+def test_grant_attach_keepalive_ttl_revoke(cluster):
+    with cluster.client_for() as c:
+        g = c.lease_grant(5)
+        assert g.ttl == 5 and g.id >= 1
+        c.put("lease/a", "1", lease=g.id)
+        c.put("lease/b", "2", lease=g.id)
+        assert c.get("lease/a").lease == g.id
+        assert c.lease_keepalive(g.id) == 5
+        t = c.lease_ttl(g.id, keys=True)
+        assert t.granted_ttl == 5 and 4 <= t.ttl <= 5 and t.keys == (b"lease/a", b"lease/b")
+        assert g.id in c.leases()
+        rev = c.get("lease/a").mod_revision
+        r = c.lease_revoke(g.id)
+        assert r.deleted == 2 and r.revision == rev + 2  # both keys in one revision
+        assert c.get("lease/a") is None and c.get("lease/b") is None
+        for call in (lambda: c.lease_keepalive(g.id), lambda: c.lease_revoke(g.id),
+                     lambda: c.lease_ttl(g.id), lambda: c.put("x", "y", lease=g.id)):
+            with pytest.raises(LeaseNotFound, match="not found"):
+                call()
+        assert c.get("x") is None
+
+
+def test_a_lease_expires_after_its_ttl_and_lives_while_kept_alive(cluster):
+    leader = cluster.leader()
+    follower = next(i for i in cluster.ids if i != leader)
+    with cluster.client_for() as c, cluster.client_for([follower]) as f:
+        kept = c.lease_grant(2).id
+        lapsing = c.lease_grant(2).id
+        c.put("kept", "v", lease=kept)
+        granted = time.monotonic()
+        c.put("lapsing", "v", lease=lapsing)
+        # keepalives through a follower's endpoint only: answered by the leader
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            assert f.lease_keepalive(kept) == 2
+            time.sleep(0.3)
+        assert c.get("kept") is not None
+        assert c.get("lapsing") is None
+        gone = wait_until(lambda: c.get("lapsing") is None and time.monotonic(), 5, 0.05)
+        assert gone - granted >= 2.0
+        with pytest.raises(LeaseNotFound):
+            f.lease_keepalive(lapsing)
+
+
+def test_leader_kill_gives_every_lease_its_full_ttl_again(cluster):
+    with cluster.client_for(timeout=20) as c:
+        idle = c.lease_grant(4).id
+        kept = c.lease_grant(2).id
+        c.put("idle", "v", lease=idle)
+        c.put("kept", "v", lease=kept)
+        time.sleep(2.0)  # idle's clock on the old leader: about 2 s left
+        c.lease_keepalive(kept)
+        old = cluster.leader()
+        cluster.kill(old)
+        new = cluster.leader(among=[i for i in cluster.ids if i != old])
+        # the new leader started every clock afresh: more than the 2 s idle had left
+        t = c.lease_ttl(idle)
+        assert t.remaining > 2.5, t
+        assert c.get("idle") is not None and c.get("kept") is not None
+        # keepalives go on against the new leader, and the kept lease lives
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            c.lease_keepalive(kept)
+            time.sleep(0.3)
+        assert c.get("kept") is not None
+        last = time.monotonic()
+        c.lease_keepalive(kept)
+        gone = wait_until(lambda: c.get("kept") is None and time.monotonic(), 10, 0.05,
+                          what=f"lease {kept} to expire on leader {new}")
+        assert gone - last >= 2.0
+        wait_until(lambda: c.get("idle") is None, 10, 0.1, what="the idle lease to expire")
+
+
+def test_full_cluster_restart_keeps_leases_and_keys_then_expires_them(cluster):
+    with cluster.client_for(timeout=20) as c:
+        lid = c.lease_grant(3).id
+        c.put("survives", "v", lease=lid)
+    for i in cluster.ids:
+        cluster.stop(i)
+    time.sleep(4.0)  # longer than the TTL, with no leader to expire anything
+    cluster.start_all()
+    cluster.leader()
+    with cluster.client_for(timeout=20) as c:
+        up = time.monotonic()
+        kv = c.get("survives")
+        assert kv is not None and kv.lease == lid  # the keys are still there
+        assert c.lease_ttl(lid).granted_ttl == 3
+        gone = wait_until(lambda: c.get("survives") is None and time.monotonic(), 15, 0.05,
+                          what="the lease to expire after the restart")
+        assert gone - up >= 1.5  # a full TTL from the new leader's start, not 0
+        with pytest.raises(LeaseNotFound):
+            c.lease_keepalive(lid)
