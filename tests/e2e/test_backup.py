@@ -4,6 +4,7 @@
   a new 3-member cluster restored from the file: it holds exactly the state at the
   save's revision (every write acknowledged at or before it, with its value and
   revisions; nothing after it), and carries on from that revision.
+- The README's backup walk-through, run as written (ports replaced by free ones).
 - A member of the old cluster restarted with its old data dir on the addresses of a
   restored cluster is refused by it, and refuses it, with a log line naming both
   clusters; the restored cluster keeps its data and serves.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
+import subprocess
 import sys
+from pathlib import Path
 
-from e2e_cluster import Cluster, wait_until
+from e2e_cluster import Cluster, free_ports, wait_until
 
 from meshraft.kv.client import AsyncClient, Client
 from meshraft.localcluster import peers_arg, plan_members, serve_argv
@@ -163,3 +168,55 @@ def test_an_old_member_cannot_join_a_restored_cluster(procs):
         st = lone.status()
         assert st.get("cluster_id") is None and st["role"] != "leader"
         assert lone.get("k0", serializable=True).value == b"after-backup"
+
+
+def readme_block(title: str) -> list[str]:
+    """The first ```sh block after the README heading ``title``, as command lines."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = text[text.index(f"### {title}\n"):]
+    block = after[after.index("```sh\n") + 6:]
+    return [ln for ln in block[:block.index("```")].splitlines() if ln.strip()]
+
+
+def test_the_readme_backup_walkthrough_runs(procs):
+    home = procs.tmpdir("user")
+    cluster = procs.start_raw(["sh", "-c", f"cd {shlex.quote(str(home))} && exec "
+                               f"{shlex.quote(sys.executable)} -m meshraft.cli cluster "
+                               "--nodes 3"], name="cluster")
+    wait_until(lambda: "cluster ready" in cluster.log() or not cluster.alive(), 60,
+               what="the cluster to report ready")
+    ports = dict(zip(["7101", "7102", "7103", "8101", "8102", "8103"],
+                     map(str, free_ports(6)), strict=True))
+    env: dict[str, str] = {}
+    saw = []
+    for line in readme_block("Backups and restore"):
+        line = re.sub(r"\s+#.*$", "", line)
+        for old, new in ports.items():
+            line = line.replace(old, new)
+        if re.fullmatch(r"[A-Z]+=\S+", line):
+            name, value = line.split("=", 1)
+            env[name] = value
+            continue
+        for name, value in env.items():
+            line = line.replace(f"${name}", value)
+        background = line.endswith("&")
+        argv = shlex.split(line.rstrip("& "))
+        assert argv[0] == "meshraft", line
+        if background:
+            procs.start_raw(["sh", "-c", f"cd {shlex.quote(str(home))} && exec "
+                             f"{shlex.quote(sys.executable)} -m meshraft.cli "
+                             + shlex.join(argv[1:])], name="restored")
+            continue
+
+        def run(argv=argv):
+            return subprocess.run([sys.executable, "-m", "meshraft.cli", *argv[1:]],
+                                  cwd=home, capture_output=True, text=True, timeout=60)
+
+        r = run() if argv[1] != "get" else wait_until(
+            lambda: (lambda res: res if res.returncode == 0 else None)(run()), 60, 0.5,
+            what="the restored cluster answers")
+        assert r.returncode == 0, (line, r.stderr)
+        saw.append((argv[1:3], r.stdout))
+    assert saw[1][1].startswith("saved snapshot at revision ")
+    assert "keys:              1" in saw[2][1]
+    assert saw[-1] == (["get", "greeting"], "hello\n")
