@@ -64,6 +64,7 @@ from meshraft.kv.state_machine import (
     validate_prefix,
 )
 from meshraft.kv.tls import is_loopback, token_matches
+from meshraft.kv.txn import APPLY_MAX_TXN_OPS
 from meshraft.raft import errors
 
 log = logging.getLogger("meshraft.kv.server")
@@ -79,7 +80,7 @@ LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # Requests a member that stopped serving still answers (they describe it).
 ALWAYS_OPS = ("status", "ping", "members")
-BUILTIN_OPS = ("put", "delete", "cas", "compact", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
+BUILTIN_OPS = ("put", "delete", "cas", "compact", "txn", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
 
 # An operation served by another module (see KVServer.register_op).
 OpHandler = Callable[["KVServer", Any, dict[str, Any], float], Awaitable[dict[str, Any]]]
@@ -423,7 +424,9 @@ class KVServer:
         """One request frame's body -> its reply body. Never raises."""
         self.stats["requests"] += 1
         try:
-            body = p.decode_body(payload, self.max_frame)
+            # A transaction's lists may hold up to the ceiling of ops, so that a member's
+            # own, smaller limit is a clear error (from check_write), not an undecodable frame.
+            body = p.decode_body(payload, self.max_frame, max_items=max(64, APPLY_MAX_TXN_OPS))
         except p.ProtocolError as exc:
             self.stats["bad_frames"] += 1
             return p.error_reply(None, exc.code, exc.message)
@@ -493,7 +496,7 @@ class KVServer:
             return p.error_reply(rid, p.UNAVAILABLE,
                                  f"node {getattr(self.node, 'node_id', '?')} was removed from "
                                  "the cluster; it serves nothing more (ask another member)")
-        if op in ("put", "delete", "cas", "compact"):
+        if op in ("put", "delete", "cas", "compact", "txn"):
             return await self._write(rid, body, timeout)
         if op == "get":
             key = validate_key(body.get("key"), self.limits)
