@@ -566,7 +566,11 @@ async def run_watch(driver_path: str, endpoints: Sequence[tuple[str, int]], spec
                                              os.environ.get("PYTHONPATH", "")] if p)
     try:
         # the revision before any watcher exists: every watcher starts right after it
-        r0 = await driver.put(0, b"bench-watch-r0", b"0")
+        try:
+            async with asyncio.timeout(spec.op_timeout):
+                r0 = await driver.put(0, b"bench-watch-r0", b"0")
+        except Exception as exc:
+            raise BenchUnavailable(f"the cluster took no write: {exc!r}") from None
         rss_before = [rss_kb(p) or 0 for p in member_pids]
         per = [spec.watchers // spec.procs + (1 if k < spec.watchers % spec.procs else 0)
                for k in range(spec.procs)]
@@ -583,7 +587,11 @@ async def run_watch(driver_path: str, endpoints: Sequence[tuple[str, int]], spec
         await workers.ask_all(None, spec.open_timeout)
         # a marker under the prefix: once every watcher saw it, all are live and caught up
         t_open = time.monotonic()
-        rm = await driver.put(0, spec.prefix + sync_key, b"1")
+        try:
+            async with asyncio.timeout(spec.op_timeout):
+                rm = await driver.put(0, spec.prefix + sync_key, b"1")
+        except Exception as exc:
+            raise BenchUnavailable(f"the marker put failed: {exc!r}") from None
         synced = await workers.ask_all({"cmd": "sync", "revision": rm,
                                         "timeout": spec.open_timeout}, spec.open_timeout + 10)
         behind = sum(s["behind"] for s in synced)
@@ -817,6 +825,53 @@ def watch_spec_from_cli(*, watchers: int, rate: float, watch_procs: int, clients
                      writers=min(clients, 64), duration=duration, warmup=warmup,
                      value_size=value_size, keys=keyspace, max_puts=max_ops,
                      op_timeout=op_timeout, seed=seed)
+
+
+
+def watch_cli(*, endpoints: str | None, nodes: int, transport: str, clients: int,
+              duration: float, warmup: float, value_size: int, keyspace: int, max_ops: int,
+              op_timeout: float, seed: int, as_json: bool, progress: bool | None,
+              unsupported: Sequence[str], watchers: int, rate: float,
+              watch_procs: int) -> None:
+    """``meshraft bench --ops watch``: run, print, exit 2 for bad options, 3 when the
+    cluster is unreachable or nothing was delivered, 1 when an event went missing."""
+    from meshraft.bench import BenchError, BenchUnavailable, exit_on_sigterm
+
+    spec = watch_spec_from_cli(watchers=watchers, rate=rate, watch_procs=watch_procs,
+                               clients=clients, duration=duration, warmup=warmup,
+                               value_size=value_size, keyspace=keyspace, max_ops=max_ops,
+                               op_timeout=op_timeout, seed=seed)
+    try:
+        if unsupported:
+            raise BenchError(f"--ops watch does not take {', '.join(unsupported)} "
+                             f"(a plain local cluster, or --endpoints of a plain one)")
+        spec.validate()
+        eps = None
+        if endpoints:
+            from meshraft.kv.client import parse_endpoints
+
+            try:
+                eps = parse_endpoints(endpoints)
+            except ValueError as exc:
+                raise BenchError(str(exc)) from None
+        show = sys.stderr.isatty() if progress is None else progress
+        exit_on_sigterm()
+        result = asyncio.run(bench_watch_meshraft(spec, endpoints=eps, nodes=nodes,
+                                                  transport=transport, progress=show))
+    except BenchUnavailable as exc:
+        click.echo(f"meshraft bench: {exc}", err=True)
+        sys.exit(3)
+    except BenchError as exc:
+        click.echo(f"meshraft bench: {exc}", err=True)
+        sys.exit(2)
+    click.echo(result.to_json() if as_json else format_watch(result))
+    if result.delivered == 0:
+        click.echo("meshraft bench: no event was delivered", err=True)
+        sys.exit(3)
+    if result.missing or result.out_of_order:
+        click.echo(f"meshraft bench: {result.missing} deliveries missing, "
+                   f"{result.out_of_order} out of order", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
