@@ -266,8 +266,11 @@ def emit(as_json: bool, obj: dict[str, Any], text: str | None) -> None:
 @main.command()
 @click.argument("key")
 @click.argument("value", required=False)
+@click.option("--lease", "lease_id", type=click.IntRange(0, 2**63 - 1), default=0,
+              help="Attach KEY to this lease (`meshraft lease grant`): it is deleted when "
+                   "the lease is revoked or expires. Exit 1 if there is no such lease.")
 @client_options
-def put(key: str, value: str | None, endpoints: str | None, timeout: float,
+def put(key: str, value: str | None, lease_id: int, endpoints: str | None, timeout: float,
         as_json: bool) -> None:
     """Set KEY to VALUE (read from stdin if VALUE is omitted)."""
     k = arg_bytes(key, "KEY")
@@ -279,7 +282,13 @@ def put(key: str, value: str | None, endpoints: str | None, timeout: float,
         v = arg_bytes(value, "VALUE")
 
     async def op(c) -> int:
-        r = await c.put(k, v)
+        from meshraft.kv.errors import LeaseNotFound
+
+        try:
+            r = await c.put(k, v, lease=lease_id)
+        except LeaseNotFound as exc:
+            click.echo(f"meshraft: {exc.message}", err=True)
+            return EXIT_NO
         emit(as_json, {"key": show_key(k), "revision": r.revision,
                        "create_revision": r.create_revision, "version": r.version},
              f"OK (revision {r.revision})")
@@ -666,12 +675,15 @@ def setup_logging(level: str, node_id: str, fmt: str = "text") -> None:
 @click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
               help="Serve Prometheus /metrics and /health, /livez, /readyz over HTTP here "
                    "(port 0: any free port; `meshraft status` shows it).")
+@click.option("--max-leases", type=click.IntRange(1, 1_000_000), default=100_000,
+              show_default=True, metavar="N",
+              help="Refuse a lease grant through this member once N leases exist.")
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
           trusted_ca: str | None, client_token_file: str | None, max_key_bytes: int,
           max_value_bytes: int, log_level: str, log_format: str,
-          metrics_addr: str | None, auto_compact_retention: int) -> None:
+          metrics_addr: str | None, auto_compact_retention: int, max_leases: int) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
@@ -714,7 +726,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         transport=transport, password=password, join=join, snapshot_entries=snapshot_entries,
         client_tls=client_tls, client_token=client_token,
         limits=(max_key_bytes, max_value_bytes), metrics=metrics,
-        auto_compact_retention=auto_compact_retention)
+        auto_compact_retention=auto_compact_retention, max_leases=max_leases)
     try:
         asyncio.run(run_member(config))
     except KeyboardInterrupt:
@@ -899,6 +911,10 @@ for _name, _command in build_commands(sys.modules[__name__]).items():
 from meshraft.cli_ops import endpoint_group  # noqa: E402
 
 main.add_command(endpoint_group, "endpoint")
+# `meshraft lease grant|keepalive|revoke|ttl|list`: meshraft.cli_lease.
+from meshraft.cli_lease import build_group as build_lease_group  # noqa: E402
+
+main.add_command(build_lease_group(sys.modules[__name__]), "lease")
 
 
 if __name__ == "__main__":

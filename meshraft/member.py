@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshraft.kv.compactor import DEFAULT_RETENTION, Compactor
+from meshraft.kv.lease import DEFAULT_MAX_LEASES
+from meshraft.kv.lease_manager import LeaseManager
 from meshraft.kv.maintenance import register as register_maintenance
 from meshraft.kv.server import KVServer
 from meshraft.kv.state_machine import KVStateMachine, Limits
@@ -73,6 +75,7 @@ class MemberConfig:
     client_tls: ssl.SSLContext | None = None
     client_token: bytes | None = None
     limits: tuple[int, int] | None = None  # (max key bytes, max value bytes) from clients
+    max_leases: int = DEFAULT_MAX_LEASES  # leases this member lets clients grant
     # The leader compacts history to about this many revisions (0: never; meshraft.kv.compactor)
     auto_compact_retention: int = DEFAULT_RETENTION
     # Serve /metrics, /health, /livez, /readyz over HTTP here (meshraft.ops; port 0: any)
@@ -231,6 +234,7 @@ class Member:
         self.sm: KVStateMachine | None = None
         self.node: Any = None
         self.server: KVServer | None = None
+        self.leases: LeaseManager | None = None  # the lease clocks (meshraft.kv.lease_manager)
         self.compactor: Compactor | None = None
         self.ops: Any = None  # meshraft.ops.http.OpsServer, with config.metrics
         self._client_sock: socket.socket | None = None
@@ -282,7 +286,10 @@ class Member:
                 ssl=c.client_tls, token=c.client_token)
             # snapshot download and move-leader (meshraft.kv.maintenance)
             register_maintenance(self.server)
+            self.leases = LeaseManager(self.node, self.sm, max_leases=c.max_leases)
+            self.leases.install(self.server)
             await self.server.start(sock=self._client_sock)
+            self.leases.start()
             if c.auto_compact_retention > 0:
                 self.compactor = Compactor(self.node, self.sm, c.auto_compact_retention)
                 self.compactor.start()
@@ -325,6 +332,9 @@ class Member:
         compactor, self.compactor = self.compactor, None
         if compactor is not None:  # first: it must not propose to a stopping node
             await compactor.stop()
+        leases, self.leases = self.leases, None
+        if leases is not None:  # also first, for the same reason
+            await leases.stop()
         server, node, transport, sock = self.server, self.node, self.transport, self._client_sock
         ops, self.ops = self.ops, None
         self.server = self.node = self.transport = self._client_sock = None

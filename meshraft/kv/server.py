@@ -586,6 +586,12 @@ class KVServer:
             size += item_size
         return p.ok_reply(rid, {"kvs": kvs, "more": more, "revision": self.sm.revision})
 
+    async def write(self, rid: Any, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Serve a write request (a state machine write command, checked by
+        ``check_write``) through the log; for operations registered by other modules
+        (leases) whose writes are ordinary state machine commands."""
+        return await self._write(rid, body, timeout)
+
     async def _write(self, rid: Any, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         cmd = check_write(body, self.limits)
         if self.inflight >= self.max_inflight:

@@ -107,3 +107,40 @@ def test_full_cluster_restart_keeps_leases_and_keys_then_expires_them(cluster):
         assert gone - up >= 1.5  # a full TTL from the new leader's start, not 0
         with pytest.raises(LeaseNotFound):
             c.lease_keepalive(lid)
+
+
+def test_cli_lease_commands_and_bad_input(procs):
+    from e2e_cluster import Cluster
+
+    c = Cluster(procs, extra_args=("--max-leases", "2"))
+    c.start_all()
+    c.leader()
+    r = c.cli("lease", "grant", "30")
+    assert r.returncode == 0, r.stderr
+    lid = int(r.stdout)
+    assert c.cli("put", "cli/a", "1", "--lease", str(lid)).returncode == 0
+    assert c.cli_json("lease", "keepalive", str(lid), "--once") == {"id": lid, "ttl": 30}
+    t = c.cli_json("lease", "ttl", str(lid), "--keys")
+    assert t["granted_ttl"] == 30 and 28 <= t["ttl"] <= 30 and t["keys"] == ["cli/a"]
+    assert c.cli_json("lease", "list")["leases"] == [lid]
+    # bad input: a clear error, nothing changed
+    for ttl in ("0", "604801", "x"):
+        r = c.cli("lease", "grant", ttl)
+        assert r.returncode == 2 and "TTL" in r.stderr + r.stdout, (ttl, r.stderr)
+    unknown = str(lid + 100)
+    for args in (("lease", "revoke", unknown), ("lease", "ttl", unknown),
+                 ("lease", "keepalive", unknown, "--once"),
+                 ("put", "cli/b", "1", "--lease", unknown)):
+        r = c.cli(*args)
+        assert r.returncode == 1 and "lease" in r.stderr and "not found" in r.stderr, args
+    assert c.cli("get", "cli/b").returncode == 1
+    assert c.cli("lease", "grant", "5").returncode == 0
+    r = c.cli("lease", "grant", "5")  # the third: over --max-leases 2
+    assert r.returncode == 2 and "too many leases" in r.stderr
+    assert len(c.cli_json("lease", "list")["leases"]) == 2
+    r = c.cli("lease", "revoke", str(lid))
+    assert r.returncode == 0 and "1 key(s) deleted" in r.stdout
+    assert c.cli("get", "cli/a").returncode == 1
+    r = c.cli("put", "cli/a", "again", "--lease", str(lid))  # a revoked lease
+    assert r.returncode == 1 and "not found" in r.stderr
+    assert c.cli("get", "cli/a").returncode == 1
