@@ -541,7 +541,19 @@ async def _write_load(driver: WatchDriver, spec: WatchSpec, t0: int,
 def _cpu_mark(pids: Sequence[int]) -> list[float | None]:
     from meshraft.bench import cpu_seconds
 
-    return [cpu_seconds(p) for p in pids]
+    return [cpu_seconds(p) for p in pids] + [machine_busy_seconds()]
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy (every process, not only ours:
+    /proc/stat), so a report can say how much of the machine others took."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _diff(a: list[float | None], b: list[float | None]) -> list[float | None]:
@@ -616,6 +628,7 @@ async def run_watch(driver_path: str, endpoints: Sequence[tuple[str, int]], spec
         def mark(which: str) -> None:
             marks[which] = (_cpu_mark(all_pids), time.process_time())
 
+        loop.call_at(loop.time() + (t0 - time.monotonic_ns()) / 1e9, mark, "load")
         loop.call_at(loop.time() + (m0 - time.monotonic_ns()) / 1e9, mark, "start")
         bar = TimeProgress(spec.warmup + spec.duration, f"watch x{spec.watchers}",
                            "{desc} [{bar:30}] {n:5.1f}/{total:.0f}s {status}", enabled=progress)
@@ -629,6 +642,7 @@ async def run_watch(driver_path: str, endpoints: Sequence[tuple[str, int]], spec
         drained = await workers.ask_all({"cmd": "drain", "revision": last_rev,
                                          "timeout": spec.drain}, spec.drain + 10)
         still_behind = sum(d["behind"] for d in drained)
+        mark("drained")
         reports = await workers.ask_all({"cmd": "report", "acks": wl.acks,
                                          "window": (m0, t_end), "measured": (m0, t_end)},
                                         120.0)
@@ -667,6 +681,7 @@ def _summarise(spec: WatchSpec, system: str, eps: list[tuple[str, int]],
     if "start" in marks and "end" in marks:
         (a, wa), (b, wb) = marks["start"], marks["end"]
         per = _diff(a, b)
+        busy = per.pop()
         n_members = len(member_pids)
         cpu["members_s"] = per[:n_members]
         cpu["workers_s"] = per[n_members:]
@@ -674,7 +689,21 @@ def _summarise(spec: WatchSpec, system: str, eps: list[tuple[str, int]],
         known = [c for c in per if c is not None]
         cpu["total_cores"] = round((sum(known) + (wb - wa)) / window_s, 2)
         cpu["machine_cores"] = os.cpu_count()
+        if busy is not None:  # everything the machine did, ours and other people's
+            cpu["machine_busy_cores"] = round(busy / window_s, 2)
     cpu["workers_total_s"] = [round(r["cpu_s"], 3) for r in reports]
+    if "load" in marks and "drained" in marks and delivered:
+        # from the first put until every watcher had every event: the cost of a delivery,
+        # which other people's load on the machine changes far less than the rates
+        per = _diff(marks["load"][0], marks["drained"][0])[:-1]
+        n_members = len(member_pids)
+        members, workers = per[:n_members], per[n_members:]
+        if member_pids and None not in members:
+            cpu["members_us_per_delivery"] = round(
+                sum(c for c in members if c is not None) / delivered * 1e6, 2)
+        if None not in workers:
+            cpu["workers_us_per_delivery"] = round(
+                sum(c for c in workers if c is not None) / delivered * 1e6, 2)
     idle = None
     if member_pids and spec.watchers:
         idle = (sum(rss_after) - sum(rss_before)) * 1024 / spec.watchers
@@ -703,7 +732,8 @@ def _summarise(spec: WatchSpec, system: str, eps: list[tuple[str, int]],
         timeline=[per_second.get(i, 0) for i in range(math.ceil(window_s))],
         extra={"writers": spec.writers, "value_size": spec.value_size, "keys": spec.keys,
                "warmup_s": spec.warmup, "put_error_kinds": dict(wl.errors),
-               "samples_dropped": dropped, "still_behind_after_drain": still_behind},
+               "samples_dropped": dropped, "still_behind_after_drain": still_behind,
+               "loadavg_1min_after": round(os.getloadavg()[0], 2)},
     )
 
 
@@ -732,10 +762,15 @@ def format_watch(r: WatchResult) -> str:
         lines.append(f"  idle watcher  {r.idle_bytes_per_watcher / 1024:,.1f} KiB of member RSS "
                      f"each (sum over members)")
     if r.cpu.get("members_s") is not None:
+        if "members_us_per_delivery" in r.cpu:
+            lines.append(f"  CPU/delivery  members {r.cpu['members_us_per_delivery']:.2f} µs, "
+                         f"watch workers {r.cpu.get('workers_us_per_delivery', 0):.2f} µs "
+                         "(first put until drained)")
         lines.append(f"  CPU s         members {r.cpu['members_s']}, workers "
                      f"{r.cpu['workers_s']}, writer {r.cpu['writer_s']} in "
                      f"{r.cpu['window_s']} s ({r.cpu['total_cores']} of "
-                     f"{r.cpu['machine_cores']} cores)")
+                     f"{r.cpu['machine_cores']} cores; the machine was busy "
+                     f"{r.cpu.get('machine_busy_cores', '?')} cores)")
     return "\n".join(lines)
 
 
