@@ -220,3 +220,32 @@ def test_the_readme_backup_walkthrough_runs(procs):
     assert saw[1][1].startswith("saved snapshot at revision ")
     assert "keys:              1" in saw[2][1]
     assert saw[-1] == (["get", "greeting"], "hello\n")
+
+
+def test_a_new_member_joins_a_restored_cluster_and_takes_its_id(procs):
+    old = Cluster(procs, n=1)
+    old.start_all()
+    old.leader()
+    with Client(old.endpoints()) as client:
+        for i in range(30):
+            client.put(f"k{i}", f"v{i}")
+    backup = str(procs.tmpdir("backup") / "b.snap")
+    assert old.cli("snapshot", "save", backup).returncode == 0
+    addrs, _ = restore_cluster(procs, backup, old.transport, ["r1", "r2", "r3"])
+    endpoints = ",".join(m.client for m in addrs)
+    peer_port, client_port = free_ports(2)
+    with Client(endpoints, timeout=30) as client:
+        wait_until(lambda: client.get("k0"), 60, 0.5, what="the restored cluster serves")
+        cid = client.status()["cluster_id"]
+        r = procs.run("member", "add", "r4", f"127.0.0.1:{peer_port}", "--learner",
+                      "--endpoints", endpoints)
+        assert r.returncode == 0, r.stderr
+    d4 = procs.tmpdir("r4")
+    procs.start("serve", "--id", "r4", "--peers", peers_arg(addrs) + f",r4=127.0.0.1:{peer_port}",
+                "--client", f"127.0.0.1:{client_port}", "--data-dir", str(d4), "--transport",
+                old.transport, "--join", name="r4")
+    with Client([f"127.0.0.1:{client_port}"], timeout=10) as joined:
+        wait_until(lambda: len(joined.list("k", serializable=True)) == 30, 60, 0.5,
+                   what="the new member catches up")
+        assert joined.status()["cluster_id"] == cid
+    assert (d4 / "CLUSTER_ID").read_text().strip() == cid
