@@ -13,6 +13,7 @@ Data dir layout (this text is also in the README)::
       LOCK                         flock()ed by the one process using the dir; holds its pid
       MEMBER_ID                    the member id the dir belongs to   } identity markers:
       REMOVED                      present once that member was removed } see ``datadir``
+      CLUSTER_ID                   a restored cluster's id          } (and ``cluster``)
       wal/
         0000000000000001.wal       WAL segments, numbered in the order they were written;
         0000000000000002.wal       only the highest is appended to. A new segment is cut
