@@ -45,6 +45,7 @@ from meshraft.kv.state_machine import (
     DEFAULT_MAX_KEY,
     DEFAULT_MAX_VALUE,
 )
+from meshraft.kv.txn import APPLY_MAX_TXN_OPS, DEFAULT_MAX_TXN_OPS
 from meshraft.localcluster import ClusterNotReady, LocalCluster, MemberAddr, plan_members
 
 if TYPE_CHECKING:
@@ -662,6 +663,10 @@ def setup_logging(level: str, node_id: str, fmt: str = "text") -> None:
 @click.option("--max-value-bytes", type=click.IntRange(0, APPLY_MAX_VALUE),
               default=DEFAULT_MAX_VALUE, show_default=True,
               help="Largest value this member accepts from clients.")
+@click.option("--max-txn-ops", type=click.IntRange(1, APPLY_MAX_TXN_OPS),
+              default=DEFAULT_MAX_TXN_OPS, show_default=True,
+              help="Most compares, and most ops per branch, of one transaction this "
+                   "member accepts from clients (etcd's --max-txn-ops).")
 @click.option("--auto-compact-retention", type=click.IntRange(min=0),
               default=DEFAULT_RETENTION, show_default=True, metavar="N",
               help="The leader compacts history to about the last N revisions (checked "
@@ -683,7 +688,8 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
           trusted_ca: str | None, client_token_file: str | None, max_key_bytes: int,
           max_value_bytes: int, log_level: str, log_format: str,
-          metrics_addr: str | None, auto_compact_retention: int, max_leases: int) -> None:
+          metrics_addr: str | None, auto_compact_retention: int, max_leases: int,
+          max_txn_ops: int) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
@@ -725,7 +731,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         node_id=node_id, peers=peers, listen=listen_addr, client=client, data_dir=data_dir,
         transport=transport, password=password, join=join, snapshot_entries=snapshot_entries,
         client_tls=client_tls, client_token=client_token,
-        limits=(max_key_bytes, max_value_bytes), metrics=metrics,
+        limits=(max_key_bytes, max_value_bytes, max_txn_ops), metrics=metrics,
         auto_compact_retention=auto_compact_retention, max_leases=max_leases)
     try:
         asyncio.run(run_member(config))
@@ -915,6 +921,10 @@ main.add_command(endpoint_group, "endpoint")
 from meshraft.cli_lease import build_group as build_lease_group  # noqa: E402
 
 main.add_command(build_lease_group(sys.modules[__name__]), "lease")
+# `meshraft txn`: meshraft.cli_txn.
+from meshraft.cli_txn import build_command as build_txn_command  # noqa: E402
+
+main.add_command(build_txn_command(sys.modules[__name__]), "txn")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ class MemberConfig:
     snapshot_entries: int | None = None
     client_tls: ssl.SSLContext | None = None
     client_token: bytes | None = None
-    limits: tuple[int, int] | None = None  # (max key bytes, max value bytes) from clients
+    # (max key bytes, max value bytes[, max txn ops]) from clients: state_machine.Limits
+    limits: tuple[int, ...] | None = None
     max_leases: int = DEFAULT_MAX_LEASES  # leases this member lets clients grant
     # The leader compacts history to about this many revisions (0: never; meshraft.kv.compactor)
     auto_compact_retention: int = DEFAULT_RETENTION
