@@ -9,7 +9,7 @@ each system in turn (a fresh 3-member cluster on loopback), runs
 its Python client's ``watch``, etcd through its JSON gateway's ``/v3/watch``, see
 ``watch_etcd.py``) and stops it; the order rotates between runs. The report gives
 the median of the runs for every number, every run's ratio, and is written to
-``--out`` as ``watch-latest.md`` and ``watch-latest.json``.
+``--out`` as ``watch-TAG.md`` and ``watch-TAG.json`` (``--tag``, default ``latest``).
 
 This script starts and stops only its own processes (by PID, in ``finally``).
 """
@@ -173,14 +173,15 @@ async def compare(a: argparse.Namespace, command: str) -> None:
             "warmup": a.warmup, "watchers": a.watchers, "rate": a.rate,
             "watch_procs": a.watch_procs, "writers": a.writers, "systems": systems,
             "command": command, "versions": versions, "failures": failures}
-    write_report(results, meta, a.out)
+    write_report(results, meta, a.out, a.tag)
 
 
-def write_report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
+def write_report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path,
+                 tag: str) -> None:
     table = markdown(results, meta)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "watch-latest.md").write_text(table)
-    (out / "watch-latest.json").write_text(json.dumps(
+    (out / f"watch-{tag}.md").write_text(table)
+    (out / f"watch-{tag}.json").write_text(json.dumps(
         {"meta": meta, "results": results, "medians": medians(results),
          "ratios": ratio_rows(results, "meshraft-mesh")}, indent=1))
     print()
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--writers", type=int, default=16)
     ap.add_argument("--systems", default="meshraft-mesh,etcd")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--tag", default="latest",
+                    help="the report goes to OUT/watch-TAG.md and OUT/watch-TAG.json")
     ap.add_argument("--progress", action="store_true", help="progress bars on stderr")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="measure nothing: redo the report from a watch-latest.json")
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--runs must be between 1 and 50")
     if a.from_json is not None:
         doc = json.loads(a.from_json.read_text())
-        write_report(doc["results"], doc["meta"], a.out)
+        write_report(doc["results"], doc["meta"], a.out, a.tag)
         return
     args = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/compare.py --ops watch " + " ".join(
