@@ -65,6 +65,7 @@ from meshraft.kv.state_machine import (
 )
 from meshraft.kv.tls import is_loopback, token_matches
 from meshraft.kv.txn import APPLY_MAX_TXN_OPS
+from meshraft.kv.watch import WATCH_OPS, WatchConnection, WatchHub, WatchLimits
 from meshraft.raft import errors
 
 log = logging.getLogger("meshraft.kv.server")
@@ -80,7 +81,8 @@ LIST_PAGE_MAX = 10_000
 MEMBER_OPS = ("members", "member_add", "member_promote", "member_remove")
 # Requests a member that stopped serving still answers (they describe it).
 ALWAYS_OPS = ("status", "ping", "members")
-BUILTIN_OPS = ("put", "delete", "cas", "compact", "txn", "get", "list", *ALWAYS_OPS, *MEMBER_OPS)
+BUILTIN_OPS = ("put", "delete", "cas", "compact", "txn", "get", "list", *ALWAYS_OPS, *MEMBER_OPS,
+               *WATCH_OPS)
 
 # An operation served by another module (see KVServer.register_op).
 OpHandler = Callable[["KVServer", Any, dict[str, Any], float], Awaitable[dict[str, Any]]]
@@ -153,6 +155,7 @@ class KVServer:
         member_addresses: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         ssl: _ssl.SSLContext | None = None,
         token: bytes | None = None,
+        watch_limits: WatchLimits | None = None,
     ) -> None:
         self.node = node
         self.sm = state_machine
@@ -188,6 +191,10 @@ class KVServer:
         # Why the node stopped serving (fail-stop on an internal error), once known.
         self._node_failed: str | None = None
         self.log = _NodeLog(log, {"node": getattr(node, "node_id", "?")})
+        # Watchers of every connection (meshraft.kv.watch); listens to the state machine.
+        self.watch = WatchHub(state_machine, node, watch_limits,
+                              _NodeLog(logging.getLogger("meshraft.kv.watch"),
+                                       {"node": getattr(node, "node_id", "?")}))
         # Operations that live in their own modules (maintenance, ...), by name.
         self._ops: dict[str, OpHandler] = {}
         # Called after every request with (op, result code or "ok", seconds taken):
@@ -207,6 +214,7 @@ class KVServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on (host, port), or on ``sock`` if given (already bound)."""
+        self.watch.start()
         if self.ssl is not None:
             # TLS: our own accept loop, so a plain-TCP client can be told so (see _tls_conn)
             if sock is None:
@@ -256,6 +264,7 @@ class KVServer:
                 self._tls_sock.close()
         if self._requests:
             await asyncio.wait(list(self._requests), timeout=grace)
+        await self.watch.stop()  # every watch cancelled "unavailable": clients move on
         for task in list(self._conn_tasks):
             task.cancel()
         for task in list(self._conn_tasks):
@@ -355,6 +364,8 @@ class KVServer:
         self._conn_tasks.add(task)
         self.stats["connections"] += 1
         slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
+        # The connection's watches and their pushed frames (meshraft.kv.watch).
+        watches = self.watch.connection(writer, peer)
         pending: set[asyncio.Task] = set()
         try:
             while True:
@@ -387,7 +398,7 @@ class KVServer:
                             None, p.BAD_REQUEST, "truncated frame; closing the connection"))
                     return
                 await slots.acquire()
-                t = asyncio.create_task(self._serve_one(payload, writer, slots))
+                t = asyncio.create_task(self._serve_one(payload, writer, slots, watches))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
                 self._requests.add(t)
@@ -397,6 +408,7 @@ class KVServer:
         finally:
             for t in list(pending):
                 t.cancel()
+            watches.close()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -409,10 +421,11 @@ class KVServer:
         await writer.drain()
 
     async def _serve_one(
-        self, payload: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+        self, payload: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore,
+        watches: WatchConnection | None = None,
     ) -> None:
         try:
-            reply = await self.handle_payload(payload)
+            reply = await self.handle_payload(payload, watches)
             with contextlib.suppress(ConnectionError, OSError):
                 await self._send(writer, reply)
         finally:
@@ -420,8 +433,10 @@ class KVServer:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def handle_payload(self, payload: bytes) -> dict[str, Any]:
-        """One request frame's body -> its reply body. Never raises."""
+    async def handle_payload(self, payload: bytes,
+                             watches: WatchConnection | None = None) -> dict[str, Any]:
+        """One request frame's body -> its reply body. Never raises. ``watches``: the
+        connection's watch side (watch requests need it; they fail without one)."""
         self.stats["requests"] += 1
         try:
             # A transaction's lists may hold up to the ceiling of ops, so that a member's
@@ -443,7 +458,7 @@ class KVServer:
             return reply  # no node id or leader either: an outsider learns nothing
         started = time.monotonic()
         try:
-            reply = await self.handle(body)
+            reply = await self.handle(body, watches)
         except (CommandError, p.ProtocolError) as exc:
             reply = p.error_reply(rid, exc.code, exc.message)
         except asyncio.CancelledError:
@@ -478,7 +493,8 @@ class KVServer:
             raise p.ProtocolError(p.BAD_REQUEST, "timeout must be a positive number of seconds")
         return min(float(t), MAX_REQUEST_TIMEOUT)
 
-    async def handle(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, body: dict[str, Any],
+                     watches: WatchConnection | None = None) -> dict[str, Any]:
         rid = body.get("id")
         op = body.get("op")
         if not isinstance(op, str):
@@ -511,6 +527,8 @@ class KVServer:
             return p.ok_reply(rid, {"kv": kv.to_wire(), "revision": self.sm.revision})
         if op == "list":
             return await self._list(rid, body, timeout)
+        if op in WATCH_OPS:
+            return self.watch.handle(op, rid, body, watches)
         if op == "status":
             return p.ok_reply(rid, self.status())
         if op == "ping":
@@ -786,4 +804,5 @@ class KVServer:
             "inflight": self.inflight,
             "client": f"{self.host}:{self.port}",
         }
+        st["watch"] = self.watch.status()
         return _plain(st)
