@@ -86,8 +86,8 @@ async def _window(send: list[Keepalive], ids: list[int], duration: float) -> dic
     lat.sort()
     return {"keepalives": len(lat), "errors": errors, "window_s": round(elapsed, 3),
             "keepalives_per_s": round(len(lat) / elapsed, 1),
-            "p50_ms": round(percentile(lat, 0.5) * 1e3, 3) if lat else None,
-            "p99_ms": round(percentile(lat, 0.99) * 1e3, 3) if lat else None}
+            "p50_ms": round(percentile(lat, 50) * 1e3, 3) if lat else None,
+            "p99_ms": round(percentile(lat, 99) * 1e3, 3) if lat else None}
 
 
 async def _grant_all(grant: Callable[[], Awaitable[int]], n: int) -> list[int]:
