@@ -38,8 +38,10 @@ def _fail(msg: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("history", metavar="HISTORY.jsonl")
-@click.option("--model", type=click.Choice(["cas-register", "kv"]), default="cas-register",
-              show_default=True, help="The sequential model each key is checked against.")
+@click.option("--model", type=click.Choice(["cas-register", "kv", "watch"]),
+              default="cas-register", show_default=True,
+              help="The sequential model each key is checked against; watch: the watch "
+                   "workload's history against etcd's watch guarantees.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="S", help="Give up after S seconds: the verdict is then unknown.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -49,12 +51,17 @@ def _fail(msg: str, as_json: bool) -> None:
               help="Worker processes (default: CPU count).")
 def check(history: str, model: str, time_limit: float | None, as_json: bool,
           report_path: str | None, workers: int | None) -> None:
-    """Check HISTORY.jsonl for linearizability.
+    """Check HISTORY.jsonl for linearizability (or, with --model watch, the watch
+    guarantees).
 
     Exit 0 linearizable, 1 not linearizable, 2 unknown or an error.
     """
     from jepsen_lite.checker import check_history
     from jepsen_lite.history import HistoryError, read_lines
+
+    if model == "watch":
+        _check_watch(history, as_json, report_path)
+        return
 
     try:
         events, lines = read_lines(history)  # validated by check_history
@@ -82,6 +89,38 @@ def check(history: str, model: str, time_limit: float | None, as_json: bool,
         _print_human(history, result)
     sys.exit(EXIT_OK if result.valid is True else
              EXIT_INVALID if result.valid is False else EXIT_UNKNOWN)
+
+
+def _check_watch(history: str, as_json: bool, report_path: str | None) -> None:
+    """``check --model watch``: exit 0 the guarantees hold, 1 violated, 2 an error."""
+    from jepsen_lite.history import HistoryError, read_lines
+    from jepsen_lite.watch_checker import check_watch, describe
+
+    try:
+        events, lines = read_lines(history)
+        result = check_watch(events, lines)
+    except HistoryError as e:
+        _fail(f"{history}: {e}", as_json)
+        return
+    except OSError as e:
+        _fail(f"{history}: {e.strerror or e}", as_json)
+        return
+    if report_path:
+        from jepsen_lite.report import write_watch_report
+
+        try:
+            write_watch_report(report_path, result, source=history)
+        except OSError as e:
+            _fail(f"cannot write report {report_path}: {e.strerror or e}", as_json)
+            return
+    if as_json:
+        out: dict[str, Any] = result.to_json()
+        if report_path:
+            out["report"] = report_path
+        click.echo(json.dumps(out, default=str))
+    else:
+        click.echo("\n".join(describe(result, history)))
+    sys.exit(EXIT_OK if result.valid else EXIT_INVALID)
 
 
 def _print_human(source: str, result: Any) -> None:

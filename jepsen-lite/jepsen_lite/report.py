@@ -9,6 +9,8 @@ minimal failing set outlined in red, the first op that cannot be linearized fill
 red, the end of the longest linearizable prefix marked. Callers (the runner) pass
 fault periods to shade: ``nemesis_periods=[(start, end, label)]`` in the history's
 ``time`` unit (nanoseconds), or in event indices if the history has no times.
+The watch workload's page (:func:`render_watch_report`) shows the watch checker's
+verdict, its numbers and every violation it listed, with the same run section.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from jepsen_lite.checker import CheckResult, Failure, KeyResult
 from jepsen_lite.history import Op
+from jepsen_lite.watch_checker import KINDS, MAX_REPORTED, WatchCheckResult
 
 #: at most this many ops drawn per key timeline (a window around the failure)
 MAX_OPS_PER_KEY = 400
@@ -287,6 +290,44 @@ def write_report(path: str | os.PathLike[str], result: CheckResult,
     del history
     text = render_report(result, title=title, nemesis_periods=nemesis_periods,
                          source=source, extra_html=extra_html)
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def render_watch_report(result: WatchCheckResult, *, title: str = "jepsen-lite watch report",
+                        source: str | None = None, extra_html: str = "") -> str:
+    """The watch checker's verdict as an HTML string (``extra_html`` as in
+    :func:`render_report`)."""
+    vcls = "v-true" if result.valid else "v-false"
+    vtxt = "watch guarantees hold" if result.valid else "watch guarantees VIOLATED"
+    src = f"<p>History: <code>{_esc(source)}</code></p>" if source else ""
+    stats = "".join(f"<tr><th>{_esc(k.replace('_', ' '))}</th><td><code>"
+                    f"{_esc(json.dumps(v))}</code></td></tr>" for k, v in result.stats.items())
+    counts = "".join(f"<tr><td>{k}</td><td class={'v-false' if result.counts.get(k) else 'v-true'}>"
+                     f"{result.counts.get(k, 0)}</td></tr>" for k in KINDS)
+    rows = "".join(f"<tr><td>{_esc(v.kind)}</td><td>{_esc(v.revision)}</td>"
+                   f"<td>{_esc('' if v.process is None else f'p{v.process}')}</td>"
+                   f"<td>{_esc('' if v.session is None else f'#{v.session}')}</td>"
+                   f"<td>{_esc('' if v.index is None else v.index)}</td>"
+                   f"<td>{_esc(v.message)}</td></tr>" for v in result.violations)
+    listed = (f"<h2>Violations (at most {MAX_REPORTED} per kind)</h2><table><tr><th>kind</th>"
+              f"<th>revision</th><th>watcher</th><th>session</th><th>history index</th>"
+              f"<th>what</th></tr>{rows}</table>" if rows else "")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{_esc(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{src}"
+            f"<p style='font-size:20px'>Verdict: <b class={vcls}>{vtxt}</b></p>"
+            f"<p>Checked in {result.elapsed:.3f} s.</p><table>{stats}</table>"
+            f"{extra_html}<h2>Guarantees</h2><table><tr><th>check</th><th>violations</th></tr>"
+            f"{counts}</table>{listed}</body></html>")
+
+
+def write_watch_report(path: str | os.PathLike[str], result: WatchCheckResult, *,
+                       title: str = "jepsen-lite watch report", source: str | None = None,
+                       extra_html: str = "") -> None:
+    """Write :func:`render_watch_report` to ``path`` (atomically)."""
+    text = render_watch_report(result, title=title, source=source, extra_html=extra_html)
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
