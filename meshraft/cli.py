@@ -683,13 +683,24 @@ def setup_logging(level: str, node_id: str, fmt: str = "text") -> None:
 @click.option("--max-leases", type=click.IntRange(1, 1_000_000), default=100_000,
               show_default=True, metavar="N",
               help="Refuse a lease grant through this member once N leases exist.")
+@click.option("--max-watches-per-connection", type=click.IntRange(1, 1_000_000),
+              default=1024, show_default=True, metavar="N",
+              help="Refuse a client connection's watch beyond its N-th.")
+@click.option("--watch-buffer-events", type=click.IntRange(1, 1_000_000), default=1000,
+              show_default=True, metavar="N",
+              help="Events one watch may have waiting for a client that reads too slowly; "
+                   "beyond, the watch is cancelled with slow-watcher (the client resumes).")
+@click.option("--watch-progress-interval", type=click.FloatRange(0.05, 3600),
+              default=5.0, show_default=True, metavar="SECONDS",
+              help="How often an idle watch is told the member's revision.")
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
           trusted_ca: str | None, client_token_file: str | None, max_key_bytes: int,
           max_value_bytes: int, log_level: str, log_format: str,
           metrics_addr: str | None, auto_compact_retention: int, max_leases: int,
-          max_txn_ops: int) -> None:
+          max_txn_ops: int, max_watches_per_connection: int, watch_buffer_events: int,
+          watch_progress_interval: float) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
@@ -725,6 +736,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         fail(f"cannot create --data-dir {data_dir}: {exc}", EXIT_USAGE)
     metrics = parse_hostport(metrics_addr, "--metrics") if metrics_addr else None
     setup_logging(log_level, node_id, log_format)
+    from meshraft.kv.watch import WatchLimits
     from meshraft.member import MemberConfig, StartupError
 
     config = MemberConfig(
@@ -732,7 +744,10 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         transport=transport, password=password, join=join, snapshot_entries=snapshot_entries,
         client_tls=client_tls, client_token=client_token,
         limits=(max_key_bytes, max_value_bytes, max_txn_ops), metrics=metrics,
-        auto_compact_retention=auto_compact_retention, max_leases=max_leases)
+        auto_compact_retention=auto_compact_retention, max_leases=max_leases,
+        watch=WatchLimits(max_watches_per_connection=max_watches_per_connection,
+                          buffer_events=watch_buffer_events,
+                          progress_interval=watch_progress_interval))
     try:
         asyncio.run(run_member(config))
     except KeyboardInterrupt:
@@ -925,6 +940,10 @@ main.add_command(build_lease_group(sys.modules[__name__]), "lease")
 from meshraft.cli_txn import build_command as build_txn_command  # noqa: E402
 
 main.add_command(build_txn_command(sys.modules[__name__]), "txn")
+# `meshraft watch`: meshraft.cli_watch.
+from meshraft.cli_watch import build_command as build_watch_command  # noqa: E402
+
+main.add_command(build_watch_command(sys.modules[__name__]), "watch")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from meshraft.kv.lease_manager import LeaseManager
 from meshraft.kv.maintenance import register as register_maintenance
 from meshraft.kv.server import KVServer
 from meshraft.kv.state_machine import KVStateMachine, Limits
+from meshraft.kv.watch import WatchLimits
 
 __all__ = ["Member", "MemberConfig", "MeshTransport", "StartupError", "Transport",
            "UdpTransport", "make_transport", "parse_hostport"]
@@ -81,6 +82,8 @@ class MemberConfig:
     auto_compact_retention: int = DEFAULT_RETENTION
     # Serve /metrics, /health, /livez, /readyz over HTTP here (meshraft.ops; port 0: any)
     metrics: tuple[str, int] | None = None
+    # The watch service's bounds (serve --max-watches-per-connection, ...; meshraft.kv.watch)
+    watch: WatchLimits | None = None
 
 
 class _MemberLog(logging.LoggerAdapter):
@@ -284,7 +287,7 @@ class Member:
                 status_extra=self._status_extra,
                 member_address=self.transport.member_address,
                 member_addresses=self.transport.member_addresses(),
-                ssl=c.client_tls, token=c.client_token)
+                ssl=c.client_tls, token=c.client_token, watch_limits=c.watch)
             # snapshot download and move-leader (meshraft.kv.maintenance)
             register_maintenance(self.server)
             self.leases = LeaseManager(self.node, self.sm, max_leases=c.max_leases)
