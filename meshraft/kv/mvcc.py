@@ -193,11 +193,12 @@ class History:
         events = tuple(pending)
         self.revision += 1
         self.events.append(events)
-        for listener in tuple(self.listeners):
-            try:
-                listener.on_revision(self.revision, events)
-            except Exception:
-                self.listener_errors += 1
+        if self.listeners:  # (the put path: no copy, no loop, when nobody listens)
+            for listener in tuple(self.listeners):
+                try:
+                    listener.on_revision(self.revision, events)
+                except Exception:
+                    self.listener_errors += 1
         return events
 
     # -- reads ---------------------------------------------------------------------------
