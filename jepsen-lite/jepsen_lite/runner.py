@@ -345,6 +345,8 @@ class RunConfig:
     start_timeout: float = 60.0
     check_time_limit: float | None = 600.0
     progress: bool = True
+    workload: str = "register"  # register | lease | watch (jepsen_lite.*_workload)
+    lease_ttl: int = 2  # seconds, with --workload lease
 
 
 def _progress(enabled: bool, total: float) -> TimeProgress:
@@ -369,11 +371,27 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
     _say(f"cluster ready, leader {leader}; running {cfg.time:g}s")
     wl_rng = random.Random(rng.getrandbits(64))
     nem_rng = random.Random(rng.getrandbits(64))
-    workload = Workload(
-        WorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys, rate=cfg.rate,
-                       op_timeout=cfg.op_timeout,
-                       serializable_reads=cfg.reads == "serializable"),
-        cluster.endpoints(), hist, wl_rng)
+    workload: Any
+    if cfg.workload == "watch":
+        from jepsen_lite.watch_workload import DEFAULT_RATE, WatchWorkload, WatchWorkloadConfig
+
+        workload = WatchWorkload(
+            WatchWorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys,
+                                rate=cfg.rate or DEFAULT_RATE, op_timeout=cfg.op_timeout),
+            cluster.endpoints(), hist, wl_rng)
+    elif cfg.workload == "lease":
+        from jepsen_lite.lease_workload import LeaseWorkload, LeaseWorkloadConfig
+
+        workload = LeaseWorkload(
+            LeaseWorkloadConfig(concurrency=cfg.concurrency, ttl=cfg.lease_ttl, rate=cfg.rate,
+                                op_timeout=cfg.op_timeout),
+            cluster.endpoints(), hist, wl_rng)
+    else:
+        workload = Workload(
+            WorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys, rate=cfg.rate,
+                           op_timeout=cfg.op_timeout,
+                           serializable_reads=cfg.reads == "serializable"),
+            cluster.endpoints(), hist, wl_rng)
     t0 = time.monotonic()
     fault_time = max(0.0, cfg.time - cfg.quiet_period)
     nem = Nemesis(families, cluster, nem_rng, hist, schedule=Schedule.for_duration(fault_time),
@@ -449,6 +467,9 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         families = families_for(cfg.nemesis, network_faults=cfg.net == "netns")
     except ValueError as exc:
         raise RunFailed(str(exc)) from None
+    if cfg.workload == "watch" and cfg.concurrency < 2:
+        raise RunFailed("--workload watch needs --concurrency 2 or more (a writer and a "
+                        "watcher)")
     if cfg.net == "local":
         _say("--net local: nodes on loopback; network faults (partitions, loss) are not "
              "available, only kill and pause" + (f"; nemesis draws from {families}"
@@ -493,8 +514,11 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
     else:
         periods = periods_from_history(events)
     node_ids = list(net.nodes) if net is not None else []
+    summarized = events
+    if cfg.workload == "watch":  # availability and failover from the writes; sessions apart
+        summarized = [e for e in events if e.get("f") != "watch"]
     results.update(summarize(
-        events, periods,
+        summarized, periods,
         (lambda p: node_ids[(p % cfg.concurrency) % len(node_ids)]) if node_ids else None))
     # seconds since the history's first event, as in the plots and the summary
     results["nemesis_periods"] = [vars(p) for p in periods]
@@ -504,10 +528,13 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         _write_results(out, results)
         _say(f"run failed: {failure}")
         return EXIT_FAILED, results
-    code, check, res = _check(events, cfg.check_time_limit)
+    code, check, res = _check(events, cfg.check_time_limit, cfg.workload)
     results.update(check)
-    _plots(out, events, results)
-    _report(out, events, res, results)
+    _plots(out, summarized, results)
+    if cfg.workload == "watch":
+        _watch_report(out, res, results)
+    elif cfg.workload != "lease":  # the HTML report draws a linearizability verdict
+        _report(out, events, res, results)
     _write_results(out, results)
     return code, results
 
@@ -540,9 +567,21 @@ def _periods_in_history_time(events: list[dict[str, Any]], periods: list[Period]
             for p in periods]
 
 
-def _check(events: list[dict[str, Any]],
-           time_limit: float | None) -> tuple[int, dict[str, Any], Any]:
+def _check(events: list[dict[str, Any]], time_limit: float | None,
+           workload: str = "register") -> tuple[int, dict[str, Any], Any]:
     from jepsen_lite.checker import UNKNOWN, check_history
+
+    if workload == "watch":
+        return _check_watch(events)
+    if workload == "lease":
+        from jepsen_lite.lease_checker import check_lease_history
+
+        started = time.monotonic()
+        lres = check_lease_history(events)
+        ldata = lres.to_json()
+        return (EXIT_OK if lres.valid else EXIT_INVALID,
+                {"valid": lres.valid, "check": ldata,
+                 "check_time_s": round(time.monotonic() - started, 3)}, lres)
 
     res = check_history(events, "cas-register", time_limit)
     data = res.to_json()
@@ -555,6 +594,34 @@ def _check(events: list[dict[str, Any]],
         return EXIT_INVALID, check, res
     assert valid == UNKNOWN
     return EXIT_FAILED, check, res
+
+
+def _check_watch(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any], Any]:
+    """The watch checker (jepsen_lite.watch_checker): exit 0 the guarantees hold, 1 not,
+    2 a history it cannot read (then there is no result to report)."""
+    from jepsen_lite.history import HistoryError
+    from jepsen_lite.watch_checker import check_watch
+
+    try:
+        res = check_watch(events)
+    except HistoryError as exc:
+        return EXIT_FAILED, {"valid": "unknown", "error": f"history: {exc}"}, None
+    data = res.to_json()
+    check = {"valid": res.valid, "check": data, "check_time_s": round(res.elapsed, 3),
+             "watch": data["stats"]}
+    return (EXIT_OK if res.valid else EXIT_INVALID), check, res
+
+
+def _watch_report(out: Path, res: Any, results: dict[str, Any]) -> None:
+    """report.html of a watch run: the watch checker's page with the run's section."""
+    from jepsen_lite.report import run_html, write_watch_report
+
+    if res is None:
+        return
+    write_watch_report(out / "report.html", res,
+                       title=f"jepsen-lite run {results['run_id']} (watch)",
+                       source=str(out / "history.jsonl"),
+                       extra_html=run_html(results, [out / "latency.png", out / "rate.png"]))
 
 
 def _report(out: Path, events: list[dict[str, Any]], res: Any,
@@ -594,6 +661,10 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
             "--nemesis", cfg.nemesis, "--reads", cfg.reads, "--net", cfg.net,
             "--transport", cfg.transport, "--seed", str(seed),
             "--quiet-period", f"{cfg.quiet_period:g}", "--op-timeout", f"{cfg.op_timeout:g}"]
+    if cfg.workload != "register":
+        args += ["--workload", cfg.workload]
+    if cfg.workload == "lease":
+        args += ["--lease-ttl", str(cfg.lease_ttl)]
     if cfg.rate:
         args += ["--rate", f"{cfg.rate:g}"]
     return shlex.join(args)
@@ -633,19 +704,30 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
 @click.option("--check-time-limit", default=600.0, show_default=True,
               type=click.FloatRange(1), help="Seconds the checker may take (then: unknown).")
 @click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
+@click.option("--workload", default="register", show_default=True,
+              type=click.Choice(["register", "lease", "watch"]),
+              help="register: read/write/cas, checked for linearizability; lease: grant, "
+                   "keep alive, revoke and let lapse, checked against the lease promise; "
+                   "watch: writers put increasing integers while watchers follow the keys "
+                   "in sessions, checked against etcd's watch guarantees (default --rate "
+                   "200).")
+@click.option("--lease-ttl", default=2, show_default=True, type=click.IntRange(1, 60),
+              help="Seconds of TTL of every lease (--workload lease).")
 def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: float | None,
             nemesis: str, reads: str, net: str, seed: int | None, out: Path | None,
             transport: str, quiet_period: float, op_timeout: float,
-            check_time_limit: float, no_progress: bool) -> None:
+            check_time_limit: float, no_progress: bool, workload: str,
+            lease_ttl: int) -> None:
     """Run a real meshraft cluster under faults; record and check the history.
 
-    Exit codes: 0 linearizable, 1 not linearizable, 2 unknown or the run failed."""
+    Exit codes: 0 linearizable (lease: the promise kept), 1 not linearizable (lease:
+    broken), 2 unknown or the run failed."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = RunConfig(nodes=nodes, time=duration, concurrency=concurrency, keys=keys, rate=rate,
                     nemesis=nemesis, reads=reads, net=net, seed=seed, out=out,
                     transport=transport, quiet_period=min(quiet_period, duration / 2),
                     op_timeout=op_timeout, check_time_limit=check_time_limit,
-                    progress=not no_progress)
+                    progress=not no_progress, workload=workload, lease_ttl=lease_ttl)
     try:
         code, results = run(cfg)
     except RunFailed as exc:
@@ -666,6 +748,16 @@ def _summary_line(r: dict[str, Any]) -> str:
     o = r.get("ops_by_outcome", {})
     a = r.get("availability", {})
     verdict = {True: "linearizable", False: "NOT linearizable"}.get(r.get("valid"), "unknown")
+    if r.get("config", {}).get("workload") == "watch":
+        verdict = {True: "watch guarantees hold", False: "watch guarantees VIOLATED"}.get(
+            r.get("valid"), "unknown")
+        w = r.get("watch") or {}
+        if w:
+            verdict += (f"; {w.get('watchers')} watchers, {w.get('sessions')} sessions, "
+                        f"{w.get('events_delivered')} events delivered")
+    if r.get("config", {}).get("workload") == "lease":
+        verdict = {True: "lease promise kept", False: "lease promise BROKEN"}.get(
+            r.get("valid"), "unknown")
     parts = [f"{verdict}", f"ops {r.get('ops', 0)} (ok {o.get('ok', 0)}, fail "
              f"{o.get('fail', 0)}, info {o.get('info', 0)})",
              f"ok share during faults {a.get('during_faults')}, without "
