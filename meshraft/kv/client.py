@@ -332,6 +332,8 @@ class _Connection:
                     wid = (body.get("result") or {}).get("watch_id")
                     if isinstance(wid, int):
                         self.pushes[wid] = sink
+                        if fut is None or fut.done():  # the watch gave up waiting for it
+                            sink({"watch": wid, "abandoned": True})
                 if fut is not None and not fut.done():
                     fut.set_result(body)
         except asyncio.CancelledError:
@@ -377,7 +379,8 @@ class _Connection:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self.waiters.pop(rid, None)
-            self.push_for.pop(rid, None)
+            if fut.done():  # else a watch's reply may still come: its sink cancels it then
+                self.push_for.pop(rid, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: the reader may have failed it after a send error
 

@@ -225,8 +225,12 @@ class Watch:
         self._queued = 0
         self._overflow = False
 
-    def _sink(self, gen: int) -> Callable[[dict[str, Any] | None], None]:
+    def _sink(self, gen: int, conn: Any) -> Callable[[dict[str, Any] | None], None]:
         def push(frame: dict[str, Any] | None) -> None:
+            if frame is not None and frame.get("abandoned"):
+                # A subscription we stopped waiting for was made after all: end it.
+                self._orphaned(conn, int(frame["watch"]))
+                return
             if gen != self._gen or self._overflow:
                 return
             n = max(1, len(frame.get("events") or ())) if frame is not None else 1
@@ -257,7 +261,7 @@ class Watch:
             try:
                 conn = await link.open(endpoint)
                 reply = await link.request(conn, body, link.attempt_timeout,
-                                           push=self._sink(gen))
+                                           push=self._sink(gen, conn))
             except (ConnectionError, OSError, TimeoutError, Unavailable) as exc:
                 last = f"{where}: {exc or type(exc).__name__}"
             else:
@@ -280,6 +284,12 @@ class Watch:
             if attempt % len(link.endpoints) == 0:
                 await asyncio.sleep(min(0.5, 0.05 * 2 ** min(attempt // len(link.endpoints),
                                                              4)))
+
+    def _orphaned(self, conn: Any, wid: int) -> None:
+        self.link.detach(conn, wid)
+        task = asyncio.ensure_future(self.link.request(
+            conn, {"op": "watch_cancel", "watch_id": wid}, self.link.attempt_timeout))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
 
     def _raise_fatal(self, code: str, message: str, details: dict[str, Any]) -> None:
         if code == p.COMPACTED:
