@@ -53,6 +53,9 @@ class LeaseCheck:
     revoked: int = 0
     checked_expiries: int = 0
     unchecked_expiries: int = 0
+    # reads and keepalives that completed while an acknowledged keepalive was younger
+    # than the TTL: the ops the safety rule actually constrained
+    guarded_ops: int = 0
     # seconds from the last keepalive attempt's completion to the first read that
     # found the key gone (lapsed sessions with no fault in between)
     expiry_delays: list[float] = field(default_factory=list)
@@ -64,7 +67,8 @@ class LeaseCheck:
         return {
             "valid": self.valid, "sessions": self.sessions, "lapsed": self.lapsed,
             "revoked": self.revoked, "checked_expiries": self.checked_expiries,
-            "unchecked_expiries": self.unchecked_expiries, "bound_s": self.bound,
+            "unchecked_expiries": self.unchecked_expiries, "guarded_ops": self.guarded_ops,
+            "bound_s": self.bound,
             "expiry_delay_s": {"n": len(d), "min": round(d[0], 3) if d else None,
                                "median": round(d[len(d) // 2], 3) if d else None,
                                "max": round(d[-1], 3) if d else None},
@@ -146,6 +150,8 @@ def _check_session(name: Any, sops: list[Op], windows: list[tuple[int, int]],
         until = promised_until(o.complete_time)
         if until is None or o.complete_time >= until:
             continue
+        if o.f in ("read", "keepalive"):
+            res.guarded_ops += 1
         if o.f == "read" and o.output is None and put is not None and \
                 put.complete_time is not None and put.complete_time <= o.invoke_time:
             res.violations.append({

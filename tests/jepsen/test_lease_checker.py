@@ -44,6 +44,7 @@ def test_a_good_history_passes_and_measures_the_expiry():
     r = check_lease_history(h.events)
     assert r.valid, r.violations
     assert (r.sessions, r.lapsed, r.checked_expiries) == (1, 1, 1)
+    assert r.guarded_ops == 3  # the keepalive, and the reads at 1.2 and 2.1
     assert abs(r.expiry_delays[0] - (3.3 - 1.1)) < 1e-6
     assert r.to_json()["valid"] is True
 
