@@ -163,3 +163,44 @@ def test_cli_watch_prints_events_and_exits_1_when_compacted(cluster):
     assert f"compacted at {rev}" in r.stderr
     r = c.cli("watch", "", "--timeout", "5")
     assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_member_cut_off_from_the_quorum_cancels_its_watches_and_the_watch_resumes(cluster):
+    """The other two members stop (SIGSTOP): the watched member has no leader; after
+    about two election timeouts it cancels its watches with unavailable (and refuses
+    new ones) instead of serving a stream that cannot move. Once the others are back,
+    the watch resumes and misses nothing."""
+    c = cluster
+    first = c.ids[0]
+    others = [i for i in c.ids if i != first]
+    writer = Writer(c.endpoints())
+    watcher = Watcher(c.endpoints([first, *others]))
+    writer.start()
+    watcher.start()
+    try:
+        watcher.passes(20)
+        assert watcher.on(c) == first
+        resumes = watcher.watch.resumes
+        for i in others:
+            c.members[i].signal(signal.SIGSTOP)
+        wait_until(lambda: "cancelling every watch" in c.members[first].log(), 30,
+                   what="the cut-off member to cancel its watches")
+        assert "no leader" in c.members[first].log()
+        wait_until(lambda: watcher.watch.resumes > resumes, 30, what="the watch to resume")
+        for i in others:
+            c.members[i].signal(signal.SIGCONT)
+        c.leader()
+        watcher.passes(30, within=60)
+    finally:
+        for i in others:
+            c.members[i].signal(signal.SIGCONT)
+        writer.stop.set()
+        writer.join(60)
+    last = max(writer.acked.values())
+    wait_until(lambda: watcher.watch.revision >= last or watcher.error, 30,
+               what="the watcher to reach the last write")
+    assert watcher.error is None, repr(watcher.error)
+    watcher.watch.close()
+    watcher.join(10)
+    watcher.client.close()
+    check(writer, watcher)

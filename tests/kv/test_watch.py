@@ -344,3 +344,55 @@ def test_sync_client_watch(served_sync):
         assert list(w) == []
 
 
+
+
+async def test_catch_up_from_long_history_joins_the_live_stream_without_gap():
+    """A watch from revision 1 over more history than one catch-up step, while writes
+    go on: every revision once, in order, across the switch to the live path."""
+    srv, sm, _node = await start_server(catchup_events=100, buffer_events=100)
+    c = AsyncClient([f"{srv.host}:{srv.port}"], timeout=5)
+    try:
+        for i in range(1000):
+            sm.apply_command(msgpack.packb({"op": "put", "key": b"h/%d" % (i % 13),
+                                            "value": b"%d" % i}))
+        w = c.watch("h/", prefix=True, start_revision=1)
+        await w.__aenter__()
+
+        async def writer():
+            for i in range(1000, 1500):
+                await c.put(f"h/{i % 13}", str(i))
+
+        task = asyncio.create_task(writer())
+        got = await take(w, 1500, within=30)
+        await task
+        assert [e.revision for e in got] == list(range(1, 1501))
+        assert [int(e.value) for e in got] == list(range(1500))
+        await w.cancel()
+    finally:
+        await c.close()
+        await srv.stop()
+
+
+async def test_snapshot_restore_catches_watchers_up_from_the_restored_history():
+    """A member that installs a snapshot (it fell behind) sends its watchers the events
+    of the revisions it skipped, from the snapshot's history."""
+    srv, sm, _node = await start_server()
+    c = AsyncClient([f"{srv.host}:{srv.port}"], timeout=5)
+    try:
+        await c.put("r/a", "0")
+        w = c.watch("r/", prefix=True)
+        await w.__aenter__()
+        ahead = KVStateMachine()  # the leader's copy, three revisions further
+        ahead.restore(sm.snapshot())
+        for i in range(1, 4):
+            ahead.apply_command(msgpack.packb({"op": "put", "key": b"r/a",
+                                               "value": b"%d" % i}))
+        sm.restore(ahead.snapshot())
+        got = await take(w, 3)
+        assert [(e.revision, e.value) for e in got] == [(2, b"1"), (3, b"2"), (4, b"3")]
+        await c.put("r/a", "4")
+        assert [e.value for e in await take(w, 1)] == [b"4"]
+        await w.cancel()
+    finally:
+        await c.close()
+        await srv.stop()
