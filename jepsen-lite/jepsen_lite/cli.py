@@ -38,10 +38,11 @@ def _fail(msg: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("history", metavar="HISTORY.jsonl")
-@click.option("--model", type=click.Choice(["cas-register", "kv", "watch"]),
+@click.option("--model", type=click.Choice(["cas-register", "kv", "watch", "txn"]),
               default="cas-register", show_default=True,
               help="The sequential model each key is checked against; watch: the watch "
-                   "workload's history against etcd's watch guarantees.")
+                   "workload's history against etcd's watch guarantees; txn: the txn "
+                   "workload's multi-key transactions.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="S", help="Give up after S seconds: the verdict is then unknown.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -65,7 +66,12 @@ def check(history: str, model: str, time_limit: float | None, as_json: bool,
 
     try:
         events, lines = read_lines(history)  # validated by check_history
-        result = check_history(events, model, time_limit, workers=workers, lines=lines)
+        checked: Any = model
+        if model == "txn":
+            from jepsen_lite.txn_model import TxnModel
+
+            checked = TxnModel()
+        result = check_history(events, checked, time_limit, workers=workers, lines=lines)
     except HistoryError as e:
         _fail(f"{history}: {e}", as_json)
         return

@@ -379,6 +379,13 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
             WatchWorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys,
                                 rate=cfg.rate or DEFAULT_RATE, op_timeout=cfg.op_timeout),
             cluster.endpoints(), hist, wl_rng)
+    elif cfg.workload == "txn":
+        from jepsen_lite.txn_workload import TxnWorkload
+
+        workload = TxnWorkload(
+            WorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys, rate=cfg.rate,
+                           op_timeout=cfg.op_timeout),
+            cluster.endpoints(), hist, wl_rng)
     elif cfg.workload == "lease":
         from jepsen_lite.lease_workload import LeaseWorkload, LeaseWorkloadConfig
 
@@ -583,7 +590,12 @@ def _check(events: list[dict[str, Any]], time_limit: float | None,
                 {"valid": lres.valid, "check": ldata,
                  "check_time_s": round(time.monotonic() - started, 3)}, lres)
 
-    res = check_history(events, "cas-register", time_limit)
+    model: Any = "cas-register"
+    if workload == "txn":
+        from jepsen_lite.txn_model import TxnModel
+
+        model = TxnModel()
+    res = check_history(events, model, time_limit)
     data = res.to_json()
     valid = data["valid"]
     check = {"valid": valid, "check": {k: v for k, v in data.items() if k != "keys"},
@@ -705,12 +717,14 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
               type=click.FloatRange(1), help="Seconds the checker may take (then: unknown).")
 @click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
 @click.option("--workload", default="register", show_default=True,
-              type=click.Choice(["register", "lease", "watch"]),
+              type=click.Choice(["register", "lease", "watch", "txn"]),
               help="register: read/write/cas, checked for linearizability; lease: grant, "
                    "keep alive, revoke and let lapse, checked against the lease promise; "
                    "watch: writers put increasing integers while watchers follow the keys "
                    "in sessions, checked against etcd's watch guarantees (default --rate "
-                   "200).")
+                   "200); txn: conditional multi-key transactions and multi-key reads over "
+                   "groups of 3 registers (--keys / 3 groups), checked for linearizability "
+                   "with the txn model.")
 @click.option("--lease-ttl", default=2, show_default=True, type=click.IntRange(1, 60),
               help="Seconds of TTL of every lease (--workload lease).")
 def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: float | None,
