@@ -261,6 +261,13 @@ def run_html(r: dict[str, Any], images: Sequence[Path] = ()) -> str:
         ("longest write outage per fault, median s",
          esc(json.dumps(r.get("failover", {}).get("median_by_fault")))),
     ]
+    if r.get("watch"):  # the watch workload: its sessions apart from the writes above
+        w = r["watch"]
+        rows.append(("watchers / sessions (by outcome) / events delivered",
+                     esc(f"{w.get('watchers')} / {w.get('sessions')} "
+                         f"{json.dumps(w.get('sessions_by_outcome'))} / "
+                         f"{w.get('events_delivered')}")))
+        rows.append(("session errors", esc(json.dumps(w.get("session_errors")))))
     faults = "".join(
         f"<tr><td>{esc(p['f'])}</td><td>{p['start']:.2f}</td>"
         f"<td>{'' if p['stop'] is None else round(p['stop'], 2)}</td>"

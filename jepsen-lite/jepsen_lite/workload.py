@@ -77,7 +77,7 @@ class WorkerStats:
     processes: list[int] = field(default_factory=list)
 
 
-def _decode(value: bytes) -> Any:
+def decode_value(value: bytes) -> Any:
     """Our values are decimal ints; anything else is reported as the text it is."""
     try:
         return int(value)
@@ -96,7 +96,7 @@ class Workload:
         self.endpoints = list(endpoints)
         self.history = history
         self.rng = rng
-        self.client_factory = client_factory or _kv_client
+        self.client_factory = client_factory or kv_client
         self.limiter = RateLimiter(config.rate)
         self.stats = [WorkerStats() for _ in range(config.concurrency)]
         self.completed = 0  # all workers, for the progress bar
@@ -147,10 +147,10 @@ class Workload:
                     # with a new client session so nothing of the old one is retried
                     process += self.config.concurrency
                     stats.processes.append(process)
-                    await _close(client)
+                    await close_client(client)
                     client = self.client_factory(endpoint, self.config.op_timeout)
         finally:
-            await _close(client)
+            await close_client(client)
 
     async def _invoke(self, client: Any, process: int, f: str, key: int, value: Any) -> str:
         h = self.history
@@ -163,7 +163,7 @@ class Workload:
                 kv = await asyncio.wait_for(
                     client.get(skey, serializable=self.config.serializable_reads, timeout=t),
                     t + 2.0)
-                h.ok(process, f, None if kv is None else _decode(kv.value), key=key)
+                h.ok(process, f, None if kv is None else decode_value(kv.value), key=key)
                 return "ok"
             if f == "write":
                 await asyncio.wait_for(client.put(skey, str(value), timeout=t), t + 2.0)
@@ -182,7 +182,7 @@ class Workload:
             h.info(process, f, value, key=key, error="run ended")
             raise
         except Exception as exc:
-            kind = _classify(exc, f)
+            kind = classify(exc, f)
             err = f"{type(exc).__name__}: {exc}"[:300]
             if kind == "fail":
                 h.fail(process, f, value, key=key, error=err)
@@ -191,7 +191,7 @@ class Workload:
             return kind
 
 
-def _classify(exc: BaseException, f: str) -> str:
+def classify(exc: BaseException, f: str) -> str:
     """fail: certainly had no effect; info: may have had one."""
     if f == "read":
         return "fail"  # a read changes nothing, whatever happened to it
@@ -206,7 +206,7 @@ def _classify(exc: BaseException, f: str) -> str:
     return "info"  # anything unexpected on a write: we cannot know it did not apply
 
 
-def _kv_client(endpoint: str, op_timeout: float) -> Any:
+def kv_client(endpoint: str, op_timeout: float) -> Any:
     from meshraft.kv.client import AsyncClient
 
     # one endpoint only: the worker is bound to its node; one attempt per op timeout
@@ -214,7 +214,7 @@ def _kv_client(endpoint: str, op_timeout: float) -> Any:
                        connect_timeout=min(1.0, op_timeout), prefer_leader=False)
 
 
-async def _close(client: Any) -> None:
+async def close_client(client: Any) -> None:
     close = getattr(client, "close", None)
     if close is not None:
         try:
