@@ -200,6 +200,7 @@ class Watch:
         if self._closed:
             return
         self._closed = True
+        self._buf.clear()
         conn, wid = self._conn, self._wid
         self._drop_subscription()
         self._wake()
@@ -380,10 +381,13 @@ class SyncWatch:
         self._watch = watch
         self._run = run
         self._batch: deque[WatchEvent] = deque()
+        self._rev = 0  # what the caller has been given all events up to
+        self._batch_end = 0
 
     @property
     def revision(self) -> int:
-        return self._watch.revision
+        """As ``Watch.revision``, counting only the events this iterator handed out."""
+        return self._rev if self._batch else max(self._rev, self._watch.revision)
 
     @property
     def resumes(self) -> int:
@@ -401,7 +405,14 @@ class SyncWatch:
             self._batch.extend(self._run(self._watch.next_batch()))
             if not self._batch:
                 raise StopIteration
-        return self._batch.popleft()
+            self._batch_end = self._watch.revision
+        ev = self._batch.popleft()
+        if not self._batch:
+            done = self._batch_end
+        else:  # a revision is complete once its last event is handed out
+            done = ev.revision if self._batch[0].revision != ev.revision else ev.revision - 1
+        self._rev = max(self._rev, done)
+        return ev
 
     def start(self) -> SyncWatch:
         """Subscribe now (iteration would do it on the first event)."""
@@ -409,6 +420,7 @@ class SyncWatch:
         return self
 
     def close(self) -> None:
+        self._batch.clear()
         self._run(self._watch.cancel())
 
     cancel = close

@@ -342,6 +342,42 @@ def test_sync_client_watch(served_sync):
             it = iter(w)
             assert [next(it).value, next(it).value] == [b"v1", b"v2"]
         assert list(w) == []
+        plain = c.watch("cfg", start_revision=1)  # no `with`: iterating subscribes
+        assert next(iter(plain)).value == b"v1" and plain.revision == r.revision
+        plain.close()
+        assert list(plain) == []
+
+
+def test_cli_watch_text_output_and_ctrl_c(served_sync):
+    """`meshraft watch` prints etcdctl's format (type, [previous key and value,] key,
+    value, one per line) and exits 0 on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    host, port, _sm, _node = served_sync
+    with Client([f"{host}:{port}"], timeout=5) as c:
+        r = c.put("k", "one")
+        c.put("k", "two")
+        c.delete("k")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshraft.cli", "watch", "k", "--rev", str(r.revision),
+         "--prev-kv", "--endpoints", f"{host}:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ,
+                                                             "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(2 + 5 + 5)]
+        assert lines == [b"PUT\n", b"k\n", b"one\n",
+                         b"PUT\n", b"k\n", b"one\n", b"k\n", b"two\n",
+                         b"DELETE\n", b"k\n", b"two\n", b"k\n"][:12]
+        assert proc.stdout.readline() == b"\n"  # the tombstone's empty value
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 
