@@ -144,3 +144,16 @@ def test_cli_lease_commands_and_bad_input(procs):
     r = c.cli("put", "cli/a", "again", "--lease", str(lid))  # a revoked lease
     assert r.returncode == 1 and "not found" in r.stderr
     assert c.cli("get", "cli/a").returncode == 1
+
+
+def test_watchers_see_an_expiry_as_delete_events_of_one_revision(cluster):
+    with cluster.client_for() as c:
+        lid = c.lease_grant(1).id
+        for k in ("w/a", "w/b", "w/c"):
+            c.put(k, "v", lease=lid)
+        start = c.get("w/c").mod_revision + 1
+        with c.watch("w/", prefix=True, start_revision=start) as w:
+            events = [next(iter(w)) for _ in range(3)]  # the expiry: no keepalive sent
+        assert [e.type for e in events] == ["DELETE"] * 3
+        assert sorted(e.key for e in events) == [b"w/a", b"w/b", b"w/c"]
+        assert len({e.revision for e in events}) == 1 and events[0].revision == start
