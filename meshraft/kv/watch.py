@@ -104,6 +104,7 @@ class WatchLimits:
     buffer_events: int = DEFAULT_BUFFER_EVENTS  # per watch, waiting for a slow client
     buffer_bytes: int = 16 << 20  # per watch, the same in bytes
     connection_bytes: int = 64 << 20  # all watches of one connection together
+    total_bytes: int = 512 << 20  # all watches of this member together
     write_buffer: int = 256 << 10  # transport bytes beyond which frames wait in queues
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     catchup_events: int = 1000  # history events read per catch-up step
@@ -284,7 +285,8 @@ class WatchConnection:
         size = len(head) + len(body)
         if (w.queued_events + len(events) > limits.buffer_events
                 or w.queued_bytes + size > limits.buffer_bytes
-                or self.queued_bytes + size > limits.connection_bytes):
+                or self.queued_bytes + size > limits.connection_bytes
+                or self.hub.stats["queued_bytes"] + size > limits.total_bytes):
             self.cancel(w, SLOW_WATCHER,
                         f"the client read too slowly: more than {limits.buffer_events} events "
                         f"or {limits.buffer_bytes} bytes waited for this watch; resume from "
@@ -499,7 +501,7 @@ class WatchHub:
             for w in conn.watchers.values():
                 if w.sent:
                     w.sent = False
-                elif w.progress_notify and w.synced and not w.queue:
+                elif w.progress_notify and w.synced and not w.queue and conn.has_room():
                     conn.progress(w)
                     w.sent = False
             conn.flush_writes()
@@ -699,10 +701,11 @@ class WatchHub:
             return
         self.flush()
         for w in conn.watchers.values():
-            if w.synced and not w.queue:
+            if w.synced and not w.queue and conn.has_room():
                 conn.progress(w)
-            else:
+            else:  # sent once it has caught up and the client reads again
                 w.progress_wanted = True
+                conn.want_pump(w)
         conn.flush_writes()
 
     def _watch(self, rid: Any, body: dict[str, Any], conn: WatchConnection) -> dict[str, Any]:
