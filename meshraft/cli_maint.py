@@ -103,7 +103,8 @@ def save(file: Path, endpoints: str | None, timeout: float, as_json: bool) -> No
                 if bar is not None:
                     bar.close()
         cli.emit(as_json, {"file": str(file), **done.to_json()},
-             f"saved snapshot at revision {done.revision} ({done.keys} keys) from member "
+             f"saved snapshot at revision {done.revision} ({done.keys} "
+             f"key{'' if done.keys == 1 else 's'}) from member "
              f"{done.member} to {file}: {done.file_size} bytes, sha256 {done.data_sha256}")
         return cli.EXIT_OK
 
@@ -158,7 +159,8 @@ def restore(file: Path, data_dir: Path, node_id: str, peers_text: str, cluster_t
     cli.emit(as_json, {"data_dir": str(data_dir), "id": node_id, "cluster_id": cid,
                    "revision": info.revision, "keys": info.keys},
          f"restored member {node_id} of new cluster {cid} into {data_dir}: revision "
-         f"{info.revision}, {info.keys} keys\nstart it with:  meshraft serve --id {node_id} "
+         f"{info.revision}, {info.keys} key{'' if info.keys == 1 else 's'}\n"
+         f"start it with:  meshraft serve --id {node_id} "
          f"--peers {peers_text} --data-dir {data_dir}")
 
 
