@@ -315,7 +315,9 @@ def true_histories(draw):
         h.write(0, key, i, rev if outcome == "ok" else None, status=outcome)
     for p in range(1, draw(st.integers(1, 3)) + 1):
         start = 1
-        while start <= rev + 1 and draw(st.booleans()):
+        for _ in range(draw(st.integers(0, 6))):  # sessions of this watcher
+            if start > rev + 1:
+                break
             end = draw(st.integers(start - 1, rev))  # it read everything up to `end`
             got = [e for e in log if start <= e[0] <= end]
             h.watch(p, start, got, progress=draw(st.sampled_from([end, None]))
