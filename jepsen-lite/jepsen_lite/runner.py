@@ -755,6 +755,10 @@ def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: floa
         click.echo(f"jepsen-lite run: internal error: {exc!r}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(_summary_line(results))
+    if cfg.workload == "watch" and results.get("valid") is False:
+        # the first violations here; all of them (up to 50 per kind) in report.html
+        for v in results.get("check", {}).get("violations", [])[:10]:
+            click.echo(f"  [{v['kind']}] {v['message']}")
     sys.exit(code)
 
 

@@ -60,6 +60,27 @@ def check_watch_run(out: Path, res: subprocess.CompletedProcess, min_sessions: i
     return results
 
 
+def test_a_violating_watch_run_prints_its_violations_and_exits_1(monkeypatch, tmp_path):
+    """What `run` prints once the checker found violations (the run itself replaced:
+    a real cluster that breaks a guarantee on purpose does not exist)."""
+    from click.testing import CliRunner
+    from jepsen_lite import runner
+
+    results = {"valid": False, "config": {"workload": "watch"}, "out_dir": str(tmp_path),
+               "watch": {"watchers": 2, "sessions": 3, "events_delivered": 9},
+               "check": {"violations": [
+                   {"kind": "reliable", "message": "watcher p1 session #2 misses write ..."},
+                   {"kind": "ordered", "message": "revision 7 (key 0) after revision 9"}]}}
+    monkeypatch.setattr(runner, "run", lambda cfg: (runner.EXIT_INVALID, results))
+    res = CliRunner().invoke(runner.run_cmd, ["--workload", "watch", "--net", "local",
+                                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1
+    lines = res.output.splitlines()
+    assert lines[0].startswith("watch guarantees VIOLATED; 2 watchers, 3 sessions")
+    assert lines[1:] == ["  [reliable] watcher p1 session #2 misses write ...",
+                         "  [ordered] revision 7 (key 0) after revision 9"]
+
+
 def test_local_watch_run_with_kill_and_pause(tmp_path):
     out = tmp_path / "out"
     res = jl("run", "--workload", "watch", "--net", "local", "--nodes", "3", "--time", "14",
