@@ -104,98 +104,113 @@ class Store(Protocol):
 # -- validation --------------------------------------------------------------------------
 
 
-def _key(v: Any, limits: SizeLimits, what: str = "key", empty: bool = False) -> bytes:
+# Where an item sits, e.g. ("compare", 0) -> "compare 1": formatted only for an error
+# message (validation runs twice per transaction, on the request and on apply).
+Where = tuple[str, int]
+
+
+def _at(where: Where) -> str:
+    return f"{where[0]} {where[1] + 1}"
+
+
+def _key(v: Any, limits: SizeLimits, where: Where, what: str = ": key",
+         empty: bool = False) -> bytes:
+    if type(v) is bytes and (v or empty) and len(v) <= limits.max_key:
+        return v  # the common case, first
     if not isinstance(v, bytes | bytearray):
-        raise TxnError(BAD_REQUEST, f"{what} must be bytes")
+        raise TxnError(BAD_REQUEST, f"{_at(where)}{what} must be bytes")
     if not v and not empty:
-        raise TxnError(BAD_REQUEST, f"{what} must not be empty")
+        raise TxnError(BAD_REQUEST, f"{_at(where)}{what} must not be empty")
     if len(v) > limits.max_key:
-        raise TxnError(TOO_LARGE, f"{what} is {len(v)} bytes, the limit is "
+        raise TxnError(TOO_LARGE, f"{_at(where)}{what} is {len(v)} bytes, the limit is "
                                   f"{limits.max_key} bytes")
     return bytes(v)
 
 
-def _int(v: Any, what: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < MAX_INT:
-        raise TxnError(BAD_REQUEST, f"{what} must be a non-negative integer")
+def _value(v: Any, limits: SizeLimits, where: Where, what: str) -> bytes:
+    if type(v) is bytes and len(v) <= limits.max_value:
+        return v
+    if not isinstance(v, bytes | bytearray):
+        raise TxnError(BAD_REQUEST, f"{_at(where)}: {what} must be bytes")
+    if len(v) > limits.max_value:
+        raise TxnError(TOO_LARGE, f"{_at(where)}: value is {len(v)} bytes, the limit "
+                                  f"is {limits.max_value} bytes")
+    return bytes(v)
+
+
+def _int(v: Any, where: Where, what: str) -> int:
+    if type(v) is not int or not 0 <= v < MAX_INT:
+        raise TxnError(BAD_REQUEST, f"{_at(where)}: {what} must be a non-negative integer")
     return v
 
 
-def _compare(c: Any, limits: SizeLimits, i: int) -> dict[str, Any]:
-    where = f"compare {i + 1}"
-    if not isinstance(c, dict):
-        raise TxnError(BAD_REQUEST, f"{where} must be a map")
+def _compare(c: Any, limits: SizeLimits, where: Where) -> dict[str, Any]:
+    if type(c) is not dict:
+        raise TxnError(BAD_REQUEST, f"{_at(where)} must be a map")
     target, result = c.get("target"), c.get("result")
     if target not in TARGETS:
-        raise TxnError(BAD_REQUEST, f"{where}: target must be one of "
+        raise TxnError(BAD_REQUEST, f"{_at(where)}: target must be one of "
                                     f"{', '.join(TARGETS)}, got {str(target)[:32]!r}")
     if result not in RESULTS:
-        raise TxnError(BAD_REQUEST, f"{where}: result must be one of "
+        raise TxnError(BAD_REQUEST, f"{_at(where)}: result must be one of "
                                     f"{' '.join(RESULTS)}, got {str(result)[:32]!r}")
-    key = _key(c.get("key"), limits, f"{where}: key")
-    value = c.get("value")
+    key = _key(c.get("key"), limits, where)
     if target == "value":
-        if not isinstance(value, bytes | bytearray):
-            raise TxnError(BAD_REQUEST, f"{where}: a value compare needs a bytes value")
-        if len(value) > limits.max_value:
-            raise TxnError(TOO_LARGE, f"{where}: value is {len(value)} bytes, the limit "
-                                      f"is {limits.max_value} bytes")
-        value = bytes(value)
+        value: Any = _value(c.get("value"), limits, where, "a value compare's value")
     else:
-        value = _int(value, f"{where}: a {target} compare's value")
+        value = _int(c.get("value"), where, f"a {target} compare's value")
     return {"key": key, "target": target, "result": result, "value": value}
 
 
-def _op(o: Any, limits: SizeLimits, where: str) -> dict[str, Any]:
-    if not isinstance(o, dict):
-        raise TxnError(BAD_REQUEST, f"{where} must be a map")
+def _op(o: Any, limits: SizeLimits, where: Where) -> dict[str, Any]:
+    if type(o) is not dict:
+        raise TxnError(BAD_REQUEST, f"{_at(where)} must be a map")
     kind = o.get("op")
-    if kind not in OPS:
-        raise TxnError(BAD_REQUEST, f"{where}: op must be one of {', '.join(OPS)}, "
-                                    f"got {str(kind)[:32]!r}")
-    if kind == "list":
-        out: dict[str, Any] = {"op": kind, "prefix": _key(o.get("prefix", b""), limits,
-                                                          f"{where}: prefix", empty=True)}
-        limit = o.get("limit")
-        if limit is not None:
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-                raise TxnError(BAD_REQUEST, f"{where}: limit must be a positive integer")
-            out["limit"] = min(limit, MAX_LIST)
-        return out
-    out = {"op": kind, "key": _key(o.get("key"), limits, f"{where}: key")}
     if kind == "put":
-        value = o.get("value")
-        if not isinstance(value, bytes | bytearray):
-            raise TxnError(BAD_REQUEST, f"{where}: value must be bytes")
-        if len(value) > limits.max_value:
-            raise TxnError(TOO_LARGE, f"{where}: value is {len(value)} bytes, the limit "
-                                      f"is {limits.max_value} bytes")
-        out["value"] = bytes(value)
-        lease = _int(o.get("lease", 0), f"{where}: lease")
+        out: dict[str, Any] = {"op": kind, "key": _key(o.get("key"), limits, where),
+                               "value": _value(o.get("value"), limits, where, "value")}
+        lease = o.get("lease", 0)
         if lease:
-            out["lease"] = lease
-    elif kind == "delete":
+            out["lease"] = _int(lease, where, "lease")
+        elif lease != 0 or type(lease) is not int:
+            raise TxnError(BAD_REQUEST, f"{_at(where)}: lease must be a non-negative integer")
+        return out
+    if kind == "get":
+        return {"op": kind, "key": _key(o.get("key"), limits, where)}
+    if kind == "delete":
+        out = {"op": kind, "key": _key(o.get("key"), limits, where)}
         prefix = o.get("prefix", False)
-        if not isinstance(prefix, bool):
-            raise TxnError(BAD_REQUEST, f"{where}: prefix must be true or false")
+        if type(prefix) is not bool:
+            raise TxnError(BAD_REQUEST, f"{_at(where)}: prefix must be true or false")
         if prefix:
             out["prefix"] = True
-    return out
+        return out
+    if kind == "list":
+        out = {"op": kind, "prefix": _key(o.get("prefix", b""), limits, where, ": prefix",
+                                          empty=True)}
+        limit = o.get("limit")
+        if limit is not None:
+            if type(limit) is not int or limit <= 0:
+                raise TxnError(BAD_REQUEST, f"{_at(where)}: limit must be a positive integer")
+            out["limit"] = min(limit, MAX_LIST)
+        return out
+    raise TxnError(BAD_REQUEST, f"{_at(where)}: op must be one of {', '.join(OPS)}, "
+                                f"got {str(kind)[:32]!r}")
 
 
 def _check_duplicates(ops: list[dict[str, Any]], branch: str) -> None:
     """etcd's rule: puts on distinct keys, none inside a delete of the same branch."""
+    puts = [o["key"] for o in ops if o["op"] == "put"]
+    if len(puts) < 2 and len(puts) == len(ops):
+        return  # the common case: at most one write
     deleted = {o["key"] for o in ops if o["op"] == "delete" and not o.get("prefix")}
     prefixes = [o["key"] for o in ops if o["op"] == "delete" and o.get("prefix")]
-    puts: set[bytes] = set()
-    for o in ops:
-        if o["op"] != "put":
-            continue
-        k = o["key"]
-        if k in puts or k in deleted or any(k.startswith(p) for p in prefixes):
+    seen: set[bytes] = set()
+    for k in puts:
+        if k in seen or k in deleted or any(k.startswith(p) for p in prefixes):
             raise TxnError(BAD_REQUEST, f"duplicate key: the {branch} branch writes key "
                                         f"{k[:64]!r} twice")
-        puts.add(k)
+        seen.add(k)
 
 
 def check_txn(cmd: Any, limits: SizeLimits, max_ops: int = DEFAULT_MAX_TXN_OPS
@@ -217,10 +232,10 @@ def check_txn(cmd: Any, limits: SizeLimits, max_ops: int = DEFAULT_MAX_TXN_OPS
             raise TxnError(TOO_LARGE, f"too many operations in the transaction: {len(v)} "
                                       f"in {name}, the limit is {max_ops}")
         parts[name] = list(v)
-    compare = [_compare(c, limits, i) for i, c in enumerate(parts["compare"])]
+    compare = [_compare(c, limits, ("compare", i)) for i, c in enumerate(parts["compare"])]
     out: dict[str, Any] = {"op": TXN_OP, "compare": compare}
-    for name in ("success", "failure"):
-        ops = [_op(o, limits, f"{name} op {i + 1}") for i, o in enumerate(parts[name])]
+    for name, where in (("success", "success op"), ("failure", "failure op")):
+        ops = [_op(o, limits, (where, i)) for i, o in enumerate(parts[name])]
         _check_duplicates(ops, name)
         out[name] = ops
     return out
@@ -315,23 +330,27 @@ class _View:
         return [_wire(merged[k]) for k in keys[:limit]], more
 
     def put(self, key: bytes, value: bytes, lease: int) -> dict[str, Any]:
-        cur = self.get(key)
-        kv: dict[str, Any] = {
-            "key": key, "value": value,
-            "create_revision": cur["create_revision"] if cur else self.rev,
-            "mod_revision": self.rev,
-            "version": cur["version"] + 1 if cur else 1,
-        }
+        if key in self.own:  # (never for a put: a branch writes a key once; kept general)
+            mine = self.own[key]
+            create, version = ((mine["create_revision"], mine["version"]) if mine
+                               else (self.rev, 0))
+        else:
+            cur = self.store.get(key)
+            create, version = ((cur.create_revision, cur.version) if cur is not None
+                               else (self.rev, 0))
+        kv: dict[str, Any] = {"key": key, "value": value, "create_revision": create,
+                              "mod_revision": self.rev, "version": version + 1}
         if lease:
             kv["lease"] = lease
         self.own[key] = kv
         return kv
 
     def delete(self, key: bytes) -> bool:
-        if self.get(key) is None:
-            return False
-        self.own[key] = None
-        return True
+        exists = (self.own[key] is not None if key in self.own
+                  else self.store.get(key) is not None)
+        if exists:
+            self.own[key] = None
+        return exists
 
 
 def execute(cmd: dict[str, Any], store: Store, revision: int, *,
