@@ -62,6 +62,10 @@ def flat(r: dict[str, Any]) -> dict[str, float]:
     out["members_cpu_s"] = sum(c or 0.0 for c in cpu.get("members_s", []) or [])
     out["workers_cpu_s"] = sum(c or 0.0 for c in cpu.get("workers_s", []) or [])
     out["window_s"] = float(cpu.get("window_s", r.get("duration_s", 0.0)))
+    out["members_us_per_delivery"] = float(cpu.get("members_us_per_delivery") or 0.0)
+    out["workers_us_per_delivery"] = float(cpu.get("workers_us_per_delivery") or 0.0)
+    out["machine_busy_cores"] = float(cpu.get("machine_busy_cores") or 0.0)
+    out["ours_cores"] = float(cpu.get("total_cores") or 0.0)
     return out
 
 
@@ -94,6 +98,7 @@ def ratio_rows(results: list[dict[str, Any]], main: str) -> list[tuple[str, str,
     add(f"acknowledged puts/s: {main} / etcd", "put_rate", "(info)")
     add(f"event latency p99 from ack: {main} / etcd", "p99_ms", "(info; goal p99 <= 50 ms)")
     add(f"member RSS per idle watcher: {main} / etcd", "idle_bytes_per_watcher", "(info)")
+    add(f"member CPU per delivery: {main} / etcd", "members_us_per_delivery", "(info)")
     return rows
 
 
@@ -110,8 +115,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "| system | puts/s | delivered events/s | needed events/s | p50 ms | p99 ms | max ms "
         "| p50/p99 ms from send | missing | KiB RSS per idle watcher | CPU s members "
-        "| CPU s watch workers | window s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU s watch workers | window s | CPU µs/delivery: members / watch workers "
+        "| cores: ours / machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in meta["systems"]:
         m = med.get(s)
@@ -122,7 +128,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{m['required_deliveries_per_s']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
             f"{m['max_ms']:.1f} | {m['p50_from_send_ms']:.2f} / {m['p99_from_send_ms']:.2f} | "
             f"{m['missing']:.0f} | {m['idle_bytes_per_watcher'] / 1024:,.1f} | "
-            f"{m['members_cpu_s']:.1f} | {m['workers_cpu_s']:.1f} | {m['window_s']:.1f} |")
+            f"{m['members_cpu_s']:.1f} | {m['workers_cpu_s']:.1f} | {m['window_s']:.1f} | "
+            f"{m['members_us_per_delivery']:.1f} / {m['workers_us_per_delivery']:.1f} | "
+            f"{m['ours_cores']:.2f} / {m['machine_busy_cores']:.2f} |")
     rows = ratio_rows(results, meta["systems"][0] if meta["systems"][0] != "etcd"
                       else "meshraft-mesh")
     if rows:
