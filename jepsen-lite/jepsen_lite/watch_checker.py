@@ -22,6 +22,9 @@ Owns: reading the watch workload's ops out of a history (docs/architecture.md#je
   that very revision or of unknown outcome (``info``), invoked before the event was
   delivered; acknowledged writes get distinct revisions that follow real time.
 
+A write is a put or a transaction of puts to distinct keys: one revision, so its
+events must come together (atomic), in every log, at one revision.
+
 Must never: re-run or contact anything (a pure function of the history), or give a
 verdict on a history that breaks the format (that is a HistoryError: exit 2).
 Each violation is reported once with the processes, sessions, revisions and history
@@ -92,9 +95,10 @@ class Session:
 
 @dataclass(slots=True)
 class Write:
+    """A put, or a transaction of puts to distinct keys (one revision): ``pairs``."""
+
     process: int
-    key: Any
-    value: Any
+    pairs: list[tuple[Any, Any]]  # (key, value)
     status: str
     revision: int | None
     invoke_index: int
@@ -102,8 +106,10 @@ class Write:
 
     def name(self) -> str:
         rev = f" at revision {self.revision}" if self.revision is not None else ""
-        return (f"write p{self.process} key {self.key!r} = {self.value!r} ({self.status}"
-                f"{rev}, history #{self.invoke_index}..#{self.complete_index})")
+        what = (f"key {self.pairs[0][0]!r} = {self.pairs[0][1]!r}" if len(self.pairs) == 1
+                else "transaction " + ", ".join(f"{k!r} = {v!r}" for k, v in self.pairs))
+        return (f"write p{self.process} {what} ({self.status}{rev}, history "
+                f"#{self.invoke_index}..#{self.complete_index})")
 
 
 @dataclass(slots=True)
@@ -149,9 +155,14 @@ class _Report:
 # ---------------------------------------------------------------- reading the history
 
 
+def _scalar(x: Any) -> bool:
+    return x is None or isinstance(x, (int, str, float))
+
+
 def _event(raw: Any, line: int | None) -> WatchEvent:
     if (not isinstance(raw, list) or len(raw) != 4 or type(raw[0]) is not int
-            or raw[0] <= 0 or raw[3] not in ("PUT", "DELETE")):
+            or raw[0] <= 0 or raw[3] not in ("PUT", "DELETE") or not _scalar(raw[1])
+            or not _scalar(raw[2])):
         raise HistoryError(f"a watch event must be [revision > 0, key, value, 'PUT'|'DELETE'], "
                            f"got {raw!r}", line)
     return WatchEvent(raw[0], raw[1], raw[2], raw[3])
@@ -176,8 +187,8 @@ def read_ops(events: list[dict[str, Any]], lines: list[int] | None = None
             if op.status == "ok" and (type(rev) is not int or rev <= 0):
                 raise HistoryError(f"an ok write must carry its revision (an integer > 0), "
                                    f"got {rev!r}", line)
-            writes.append(Write(op.process, op.key, op.value, op.status, rev,
-                                op.invoke_index, op.complete_index))
+            writes.append(Write(op.process, _pairs(op.key, op.value, op.invoke_line),
+                                op.status, rev, op.invoke_index, op.complete_index))
         elif op.f == WATCH_F:
             if type(op.value) is not int or op.value <= 0:
                 raise HistoryError(f"a watch's value is its start revision (an integer > 0), "
@@ -199,12 +210,32 @@ def read_ops(events: list[dict[str, Any]], lines: list[int] | None = None
                                     op.error, compacted))
     seen: dict[tuple[Any, Any], Write] = {}
     for w in writes:
-        other = seen.setdefault((w.key, w.value), w)
-        if other is not w:
-            raise HistoryError(f"two writes of key {w.key!r} value {w.value!r} (history "
-                               f"#{other.invoke_index} and #{w.invoke_index}): the watch "
-                               f"workload writes each value once per key")
+        for k, v in w.pairs:
+            other = seen.setdefault((k, v), w)
+            if other is not w:
+                raise HistoryError(f"two writes of key {k!r} value {v!r} (history "
+                                   f"#{other.invoke_index} and #{w.invoke_index}): the watch "
+                                   f"workload writes each value once per key")
     return writes, sessions
+
+
+def _pairs(key: Any, value: Any, line: int | None) -> list[tuple[Any, Any]]:
+    """A put is ``key``/``value``; a transaction has no key and ``value`` a list of
+    ``[key, value]`` pairs with distinct keys."""
+    if key is not None:
+        if not _scalar(value):
+            raise HistoryError(f"a write's value must be a number or string, got {value!r}",
+                               line)
+        return [(key, value)]
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(p, list) and len(p) == 2 and _scalar(p[0])
+                       and _scalar(p[1]) for p in value)):
+        raise HistoryError(f"a write without a key must have as value a list of [key, value] "
+                           f"pairs, got {value!r}", line)
+    keys = [p[0] for p in value]
+    if len(set(map(repr, keys))) != len(keys):
+        raise HistoryError(f"a transaction writes a key twice: {value!r}", line)
+    return [(p[0], p[1]) for p in value]
 
 
 # ---------------------------------------------------------------- the checks
@@ -280,8 +311,9 @@ def _reference(writes: list[Write], sessions: list[Session], rep: _Report
     source: dict[tuple[int, Any], str] = {}
     for w in writes:
         if w.status == "ok" and w.revision is not None:
-            ref.setdefault(w.revision, {})[w.key] = ("PUT", w.value)
-            source[(w.revision, w.key)] = w.name()
+            for k, v in w.pairs:
+                ref.setdefault(w.revision, {})[k] = ("PUT", v)
+                source[(w.revision, k)] = w.name()
     for s in sessions:
         for e in s.events:
             at = ref.setdefault(e.revision, {})
@@ -295,6 +327,18 @@ def _reference(writes: list[Write], sessions: list[Session], rep: _Report
                     s.complete_index))
             else:
                 source.setdefault((e.revision, e.key), s.name())
+    # a transaction of unknown outcome that some watcher saw at R: all its puts are at R
+    seen_at: dict[tuple[Any, Any], int] = {}
+    for s in sessions:
+        for e in s.events:
+            seen_at.setdefault((e.key, e.value), e.revision)
+    for w in writes:
+        if w.status == "info" and len(w.pairs) > 1:
+            revs = {seen_at[p] for p in w.pairs if p in seen_at}
+            if len(revs) == 1:
+                at = ref[revs.pop()]
+                for k, v in w.pairs:
+                    at.setdefault(k, ("PUT", v))
     return ref
 
 
@@ -365,7 +409,8 @@ def _check_coverage(writes: list[Write], sessions: list[Session],
 def _check_against_writes(writes: list[Write], sessions: list[Session],
                           rep: _Report) -> None:
     """Every delivered event comes from a write that could have produced it there."""
-    by_kv = {(w.key, w.value): w for w in writes}
+    by_kv = {p: w for w in writes for p in w.pairs}
+    write_revs: dict[int, dict[int, Session]] = {}  # id(write) -> revision -> a session
     first_rev: dict[tuple[Any, Any], tuple[int, Session]] = {}
     for s in sessions:
         for e in s.events:
@@ -395,6 +440,14 @@ def _check_against_writes(writes: list[Write], sessions: list[Session],
                                   f"(by history #{s.complete_index}) before {w.name()} was "
                                   f"invoked", e.revision, s.process, s.number,
                                   s.complete_index))
+            at = write_revs.setdefault(id(w), {})
+            if e.revision not in at and at and len(w.pairs) > 1:
+                other_rev, other = next(iter(at.items()))
+                rep.add(Violation("atomic", f"{where}: key {e.key!r} = {e.value!r} of {w.name()}"
+                                  f", whose puts are one revision, but {other.name()} got "
+                                  f"its puts at revision {other_rev}", e.revision, s.process,
+                                  s.number, s.complete_index))
+            at.setdefault(e.revision, s)
             seen = first_rev.setdefault((e.key, e.value), (e.revision, s))
             if seen[0] != e.revision:
                 rep.add(Violation("writes", f"{where}: key {e.key!r} = {e.value!r}, written "
@@ -427,9 +480,9 @@ def check_watch(events: Iterable[dict[str, Any]],
     stats: dict[str, Any] = {
         "writes": len(writes), "writes_by_outcome": by_status,
         "unknown_writes_seen": sum(1 for w in writes
-                                   if w.status == "info" and (w.key, w.value) in kv_seen),
+                                   if w.status == "info" and set(w.pairs) & kv_seen),
         "acknowledged_writes_seen": sum(1 for w in writes
-                                        if w.status == "ok" and (w.key, w.value) in kv_seen),
+                                        if w.status == "ok" and set(w.pairs) & kv_seen),
         "watchers": len({s.process for s in sessions}),
         "sessions": len(sessions), "sessions_by_outcome": sess_status,
         "session_errors": _error_kinds(sessions),

@@ -35,6 +35,13 @@ class H:
         extra = {"revision": revision} if status == "ok" else {"error": "boom"}
         self._add(process=process, type=status, f="write", key=key, value=value, **extra)
 
+    def txn(self, process: int, pairs: list[list], revision: int | None,
+            status: str = "ok") -> None:
+        """A transaction putting every [key, value] of ``pairs`` at one revision."""
+        self._add(process=process, type="invoke", f="write", value=pairs)
+        extra = {"revision": revision} if status == "ok" else {"error": "boom"}
+        self._add(process=process, type=status, f="write", value=pairs, **extra)
+
     def watch(self, process: int, start: int, events: list[list], progress: int | None = None,
               status: str = "ok") -> None:
         self._add(process=process, type="invoke", f="watch", value=start)
@@ -143,6 +150,42 @@ def test_a_split_revision_across_a_reopen_is_caught():
     h.watch(2, 3, [[3, 0, 3, "PUT"]], progress=3)
     res = check_watch(h.events)
     assert kinds(res) == {"atomic"} and res.violations[0].session == 0
+
+
+def test_transactions_are_delivered_whole_at_one_revision():
+    h = H()
+    h.write(0, 0, 1, 1)
+    h.txn(0, [[0, 2], [1, 1]], 2)
+    h.txn(0, [[0, 3], [2, 1]], None, status="info")
+    whole = [[1, 0, 1, "PUT"], [2, 0, 2, "PUT"], [2, 1, 1, "PUT"], [3, 0, 3, "PUT"],
+             [3, 2, 1, "PUT"]]
+    h.watch(1, 1, whole, progress=3)
+    h.watch(2, 2, whole[1:], progress=3)
+    res = check_watch(h.events)
+    assert res.valid, describe(res)
+    assert res.stats["unknown_writes_seen"] == 1
+    # an acknowledged transaction delivered in part: atomic
+    h2 = H()
+    h2.write(0, 0, 1, 1)
+    h2.txn(0, [[0, 2], [1, 1]], 2)
+    h2.watch(1, 1, [[1, 0, 1, "PUT"], [2, 0, 2, "PUT"]], progress=2)
+    res = check_watch(h2.events)
+    assert kinds(res) == {"atomic"} and "without 1=1" in res.violations[0].message
+
+
+def test_a_transaction_of_unknown_outcome_seen_in_part_or_split_is_caught():
+    h = H()
+    h.txn(0, [[0, 1], [1, 1]], None, status="info")
+    h.watch(1, 1, [[1, 0, 1, "PUT"], [1, 1, 1, "PUT"]], progress=1)
+    h.watch(2, 1, [[1, 0, 1, "PUT"]], progress=1)  # the other put of revision 1 missing
+    res = check_watch(h.events)
+    assert kinds(res) == {"atomic"} and res.violations[0].process == 2
+    h = H()
+    h.txn(0, [[0, 1], [1, 1]], None, status="info")
+    h.watch(1, 1, [[1, 0, 1, "PUT"], [2, 1, 1, "PUT"]], progress=2)  # split over 2 revisions
+    res = check_watch(h.events)
+    assert "atomic" in kinds(res)
+    assert any("whose puts are one revision" in v.message for v in res.violations)
 
 
 def test_watchers_that_disagree_are_caught():
@@ -261,6 +304,14 @@ def test_malformed_histories_are_errors_not_verdicts():
     h.write(0, 0, 1, 1)
     h.write(1, 0, 1, 2)
     with pytest.raises(HistoryError, match="two writes of key 0 value 1"):
+        check_watch(h.events)
+    h = H()
+    h.txn(0, [[0, 1], [0, 2]], 1)
+    with pytest.raises(HistoryError, match="writes a key twice"):
+        check_watch(h.events)
+    h = H()
+    h.watch(1, 1, [[1, 0, [1], "PUT"]], progress=1)
+    with pytest.raises(HistoryError, match="watch event"):
         check_watch(h.events)
 
 
