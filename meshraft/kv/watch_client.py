@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshraft.kv import protocol as p
+from meshraft.kv.client import KeyValue
 from meshraft.kv.errors import (
     BadRequest,
     Compacted,
@@ -58,23 +59,6 @@ _FATAL = {p.BAD_REQUEST: BadRequest, p.TOO_LARGE: TooLarge, p.UNAUTHORIZED: Unau
 
 
 @dataclass(frozen=True, slots=True)
-class KeyValueView:
-    """A key's version as a watch event's ``prev_kv`` carries it."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int = 0
-
-
-def _kv(d: dict[str, Any]) -> KeyValueView:
-    return KeyValueView(bytes(d["key"]), bytes(d["value"]), int(d["create_revision"]),
-                        int(d["mod_revision"]), int(d["version"]), int(d.get("lease") or 0))
-
-
-@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change: ``type`` "PUT" or "DELETE" (then ``value`` is empty and ``version``
     0); ``prev_kv`` the key's previous version (only with ``prev_kv=True``)."""
@@ -85,7 +69,7 @@ class WatchEvent:
     create_revision: int
     mod_revision: int
     version: int
-    prev_kv: KeyValueView | None = None
+    prev_kv: KeyValue | None = None
     lease: int = 0
 
     @property
@@ -99,7 +83,8 @@ class WatchEvent:
         prev = d.get("prev_kv")
         return cls(str(d["type"]), bytes(kv["key"]), bytes(kv["value"]),
                    int(kv["create_revision"]), int(kv["mod_revision"]), int(kv["version"]),
-                   _kv(prev) if prev is not None else None, int(kv.get("lease") or 0))
+                   KeyValue.from_wire(prev) if prev is not None else None,
+                   int(kv.get("lease") or 0))
 
 
 class WatchLink(Protocol):
