@@ -11,7 +11,8 @@ import random
 import pytest
 from conftest import free_port
 
-from meshraft.bench_watch import WatchSpec, hist_bucket, hist_percentile
+from meshraft.bench_watch import WatchSpec
+from meshraft.bench_watch_worker import hist_bucket, hist_percentile
 
 TINY = ["--watchers", "6", "--watch-procs", "2", "--rate", "40", "--duration", "1.5",
         "--warmup", "0.3", "--clients", "4", "--no-progress"]
