@@ -102,6 +102,11 @@ def ratio_rows(results: list[dict[str, Any]], main: str) -> list[tuple[str, str,
     return rows
 
 
+def main_system(systems: list[str]) -> str:
+    """The meshraft system the ratios are about: the first one asked for."""
+    return next((s for s in systems if s != "etcd"), "meshraft-mesh")
+
+
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     med = medians(results)
     lines = [
@@ -131,8 +136,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{m['members_cpu_s']:.1f} | {m['workers_cpu_s']:.1f} | {m['window_s']:.1f} | "
             f"{m['members_us_per_delivery']:.1f} / {m['workers_us_per_delivery']:.1f} | "
             f"{m['ours_cores']:.2f} / {m['machine_busy_cores']:.2f} |")
-    rows = ratio_rows(results, meta["systems"][0] if meta["systems"][0] != "etcd"
-                      else "meshraft-mesh")
+    rows = ratio_rows(results, main_system(meta["systems"]))
     if rows:
         lines += ["", "| target | ratio of the medians | per-run ratios: median (min-max); "
                   "each run | goal |", "|---|---:|---|---|"]
@@ -191,7 +195,7 @@ def write_report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path,
     (out / f"watch-{tag}.md").write_text(table)
     (out / f"watch-{tag}.json").write_text(json.dumps(
         {"meta": meta, "results": results, "medians": medians(results),
-         "ratios": ratio_rows(results, "meshraft-mesh")}, indent=1))
+         "ratios": ratio_rows(results, main_system(meta["systems"]))}, indent=1))
     print()
     print(table)
 
