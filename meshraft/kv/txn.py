@@ -201,8 +201,8 @@ def _op(o: Any, limits: SizeLimits, where: Where) -> dict[str, Any]:
 def _check_duplicates(ops: list[dict[str, Any]], branch: str) -> None:
     """etcd's rule: puts on distinct keys, none inside a delete of the same branch."""
     puts = [o["key"] for o in ops if o["op"] == "put"]
-    if len(puts) < 2 and len(puts) == len(ops):
-        return  # the common case: at most one write
+    if len(set(puts)) == len(puts) and not any(o["op"] == "delete" for o in ops):
+        return  # the common case: puts on distinct keys, no delete
     deleted = {o["key"] for o in ops if o["op"] == "delete" and not o.get("prefix")}
     prefixes = [o["key"] for o in ops if o["op"] == "delete" and o.get("prefix")]
     seen: set[bytes] = set()
@@ -221,23 +221,24 @@ def check_txn(cmd: Any, limits: SizeLimits, max_ops: int = DEFAULT_MAX_TXN_OPS
         raise TxnError(BAD_REQUEST, "command must be a map")
     if cmd.get("op") != TXN_OP:
         raise TxnError(BAD_REQUEST, "not a txn command")
-    parts: dict[str, list[Any]] = {}
-    for name in ("compare", "success", "failure"):
-        v = cmd.get(name, [])
+    out: dict[str, Any] = {"op": TXN_OP}
+    for name, where in (("compare", "compare"), ("success", "success op"),
+                        ("failure", "failure op")):
+        v = cmd.get(name)
         if v is None:
             v = []
-        if not isinstance(v, list | tuple):
+        elif type(v) is not list and not isinstance(v, list | tuple):
             raise TxnError(BAD_REQUEST, f"{name} must be a list")
         if len(v) > max_ops:
             raise TxnError(TOO_LARGE, f"too many operations in the transaction: {len(v)} "
                                       f"in {name}, the limit is {max_ops}")
-        parts[name] = list(v)
-    compare = [_compare(c, limits, ("compare", i)) for i, c in enumerate(parts["compare"])]
-    out: dict[str, Any] = {"op": TXN_OP, "compare": compare}
-    for name, where in (("success", "success op"), ("failure", "failure op")):
-        ops = [_op(o, limits, (where, i)) for i, o in enumerate(parts[name])]
-        _check_duplicates(ops, name)
-        out[name] = ops
+        if name == "compare":
+            out[name] = [_compare(c, limits, (where, i)) for i, c in enumerate(v)]
+        else:
+            ops = [_op(o, limits, (where, i)) for i, o in enumerate(v)]
+            if len(ops) > 1:
+                _check_duplicates(ops, name)
+            out[name] = ops
     return out
 
 
@@ -366,8 +367,8 @@ def execute(cmd: dict[str, Any], store: Store, revision: int, *,
     succeeded = all(compare_holds(c, store.get(c["key"])) for c in cmd["compare"])
     ops: Sequence[dict[str, Any]] = cmd["success" if succeeded else "failure"]
     for o in ops:
-        lease = o.get("lease", 0)
-        if o["op"] == "put" and lease:
+        lease = o.get("lease")  # only puts have one, and only when not 0
+        if lease:
             if check_lease is None:
                 raise TxnError(LEASE_NOT_FOUND, f"lease {lease} not found")
             check_lease(lease, o["key"])
@@ -378,8 +379,9 @@ def execute(cmd: dict[str, Any], store: Store, revision: int, *,
     for o in ops:
         kind = o["op"]
         if kind == "put":
-            kv = view.put(o["key"], o["value"], o.get("lease", 0))
-            writes.append(("put", o["key"], o["value"], o.get("lease", 0)))
+            lease = o.get("lease", 0)
+            kv = view.put(o["key"], o["value"], lease)
+            writes.append(("put", o["key"], o["value"], lease))
             responses.append({"op": "put", "revision": view.rev,
                               "create_revision": kv["create_revision"],
                               "version": kv["version"]})
@@ -402,7 +404,7 @@ def execute(cmd: dict[str, Any], store: Store, revision: int, *,
             kvs, more = view.list(o["prefix"], o.get("limit", MAX_LIST))
             read_bytes += ITEM_OVERHEAD + sum(_item_size(kv) for kv in kvs)
             responses.append({"op": "list", "kvs": kvs, "more": more})
-        if max_read_bytes is not None and read_bytes > max_read_bytes:
+        if read_bytes and max_read_bytes is not None and read_bytes > max_read_bytes:
             raise TxnError(TOO_LARGE, f"the reads of this transaction return more than "
                                       f"{max_read_bytes} bytes; nothing was written (read "
                                       "large values with get or list outside a transaction)")
