@@ -26,6 +26,9 @@ Operations and their arguments (keys and values are msgpack bin):
 - ``delete`` key [cid seq ack]       -> {revision, deleted}
 - ``cas`` key expected(nil = absent) value [cid seq ack] -> {revision, succeeded}
   (a mismatch is the error ``cas-mismatch`` with ``revision`` and ``mod_revision``)
+- ``txn`` compare success failure [cid seq ack] -> {succeeded, revision, responses}
+  (compares on any keys, then one list of put/delete/get/list ops, all writes at one
+  revision; see meshraft.kv.txn for the fields)
 - ``get`` key [serializable revision] -> {kv: {key value create_revision mod_revision version},
   revision}; an absent key is the error ``not-found`` with ``revision``
 - ``list`` [prefix after limit serializable revision] -> {kvs: [...], more: bool, revision}

@@ -23,6 +23,11 @@ attach its key to a lease (``KeyValue.lease``), ``lease_revoke`` deletes the
 lease's keys in one revision. Expiry is never decided here: the leader commits
 it as a revoke (docs/architecture.md#leases).
 
+Transactions: ``txn`` commands are decided by ``meshraft.kv.txn`` (pure: compares,
+then one branch's ops over a view of the store) and applied here as one write batch,
+so all of a transaction's writes share one revision; ``cas`` is such a transaction
+(docs/architecture.md#transactions).
+
 Large commands: a Raft entry must fit one datagram, so the server splits a
 command larger than that into ``frag`` commands (one entry each, proposed in
 order, all with one random fragment key). The state machine stages the pieces

@@ -117,15 +117,14 @@ def test_the_members_limit_is_checked_before_proposing():
 
 def test_leases_in_a_transaction():
     sm = KVStateMachine()
-    grant = apply(sm, {"op": "lease_grant", "id": 0, "ttl": 10})
-    lease = grant["id"]
+    lease = apply(sm, {"op": "lease_grant", "lease_id": 0, "ttl": 10})["id"]
     r = apply(sm, {"op": "txn", "success": [put(b"l1", b"v", lease=lease),
                                             put(b"l2", b"v", lease=lease)]})
     assert r["succeeded"] and sm.get(b"l1").lease == lease
     r = apply(sm, {"op": "txn", "compare": [cmp(b"l1", "lease", "=", lease)],
                    "success": [put(b"l1", b"plain")]})
     assert r["succeeded"] and sm.get(b"l1").lease == 0
-    apply(sm, {"op": "lease_revoke", "id": lease})
+    apply(sm, {"op": "lease_revoke", "lease_id": lease})
     assert sm.get(b"l1").value == b"plain" and sm.get(b"l2") is None  # only l2 was its
 
 
