@@ -12,18 +12,26 @@ describes ("watch workload"):
 - a write: ``invoke`` ``f="write"``, ``key`` the key's number, ``value`` the integer;
   ``ok`` adds ``revision`` (the put's revision); ``fail``/``info`` as the register
   workload's (value repeated, ``error``). Values of one key go 1, 2, 3, ... in invoke
-  order, so a (key, value) names one write.
+  order, so a (key, value) names one write. A share of the writes (TXN_SHARE, with two
+  keys or more) is a transaction putting two keys at one revision: no ``key``, and
+  ``value`` the list ``[[key, value], [key, value]]``; its two events must arrive
+  together (etcd's atomic guarantee).
 - a watch session: ``invoke`` ``f="watch"``, ``value`` the start revision; its
   completion repeats it and adds ``events`` (``[revision, key, value, type]`` in
   delivery order, the key's number and the integer decoded), ``progress`` (the watch's
-  ``revision``: everything up to it was delivered) and, when it ended with
-  ``Compacted``, ``compact_revision``. ``ok``: the workload closed it; ``fail``: it
-  ended with an error (a watch changes nothing, so never ``info``).
+  ``revision``: everything up to it was delivered), when it ended with ``Compacted``,
+  ``compact_revision``, and when it was closed between two events of one revision,
+  ``unfinished``: the events of that revision it had taken (left out of ``events``;
+  the next session opens at that revision and delivers all of it). ``ok``: the
+  workload closed it; ``fail``: it ended with an error (a watch changes nothing, so
+  never ``info``).
 
 Must never: send to anything but the endpoints it is given, reopen a watch anywhere but
 at its last delivered revision + 1 (or, after ``Compacted``, at the compaction point),
-hold more than MAX_SESSION_EVENTS events of a session, or run unbounded (every loop
-stops at its deadline or when asked).
+close a session between two events of one revision (it waits for the watch's
+``revision`` to reach the last one), hold more than MAX_SESSION_EVENTS events of a
+session plus the rest of one revision, or run unbounded (every loop stops at its
+deadline or when asked).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ MAX_SESSION_EVENTS = 5000
 #: writes per second over all writers when the run gives no --rate: every watcher logs
 #: every write, so an unlimited rate would grow the history by watchers x writes
 DEFAULT_RATE = 200.0
+#: the share of writes that are a transaction of two puts (with two keys or more)
+TXN_SHARE = 0.25
 
 
 @dataclass
@@ -66,6 +76,7 @@ class WatchWorkloadConfig:
     watchers: int | None = None  # default: half the workers (at least 1)
     session: tuple[float, float] = (0.5, 5.0)  # seconds a session stays open
     pause: tuple[float, float] = (0.0, 1.0)  # seconds between a close and the reopen
+    txn_share: float = TXN_SHARE
 
     def split(self) -> tuple[int, int]:
         """(watchers, writers); both at least one."""
@@ -94,6 +105,12 @@ def watch_client(endpoints: Sequence[str], home: int, op_timeout: float) -> Any:
     ordered = list(endpoints[home:]) + list(endpoints[:home])
     return AsyncClient(ordered, timeout=op_timeout, attempt_timeout=op_timeout,
                        connect_timeout=min(1.0, op_timeout), prefer_leader=False)
+
+
+def _mid_revision(w: Any, events: list[list[Any]]) -> bool:
+    """Whether the last event taken may have more events of its revision still to come:
+    the watch's ``revision`` (every event up to it delivered) is below it."""
+    return bool(events) and getattr(w, "revision", 0) < events[-1][0]
 
 
 class WatchWorkload:
@@ -152,10 +169,12 @@ class WatchWorkload:
                 await self.limiter.wait()
                 if not self._running(deadline):
                     break
-                key = rng.randrange(self.config.keys)
-                value = self.next_value[key]
-                self.next_value[key] = value + 1
-                outcome = await self._write(client, process, key, value)
+                if self.config.keys >= 2 and rng.random() < self.config.txn_share:
+                    pairs = [[k, self._next(k)] for k in rng.sample(range(self.config.keys), 2)]
+                    outcome = await self._write(client, process, None, pairs)
+                else:
+                    key = rng.randrange(self.config.keys)
+                    outcome = await self._write(client, process, key, self._next(key))
                 stats.ops += 1
                 self.completed += 1
                 if outcome == "info":
@@ -166,25 +185,39 @@ class WatchWorkload:
         finally:
             await close_client(client)
 
-    async def _write(self, client: Any, process: int, key: int, value: int) -> str:
+    def _next(self, key: int) -> int:
+        value = self.next_value[key]
+        self.next_value[key] = value + 1
+        return value
+
+    async def _write(self, client: Any, process: int, key: int | None, value: Any) -> str:
+        """A put of ``value`` to ``key``, or (``key`` None) a transaction putting every
+        ``[key, value]`` of ``value``."""
         h = self.history
-        h.invoke(process, "write", value, key=key)
+        kw: dict[str, Any] = {} if key is None else {"key": key}
+        h.invoke(process, "write", value, **kw)
         t = self.config.op_timeout
         try:
-            res = await asyncio.wait_for(client.put(f"{PREFIX}{key}", str(value), timeout=t),
-                                         t + 2.0)
+            if key is None:
+                from meshraft.kv.txn import Op
+
+                ops = [Op.put(f"{PREFIX}{k}", str(v)) for k, v in value]
+                call = client.txn(success=ops, timeout=t)
+            else:
+                call = client.put(f"{PREFIX}{key}", str(value), timeout=t)
+            res = await asyncio.wait_for(call, t + 2.0)
         except asyncio.CancelledError:
-            h.info(process, "write", value, key=key, error="run ended")
+            h.info(process, "write", value, error="run ended", **kw)
             raise
         except Exception as exc:
             kind = classify(exc, "write")
             err = f"{type(exc).__name__}: {exc}"[:300]
             if kind == "fail":
-                h.fail(process, "write", value, key=key, error=err)
+                h.fail(process, "write", value, error=err, **kw)
             else:
-                h.info(process, "write", value, key=key, error=err)
+                h.info(process, "write", value, error=err, **kw)
             return kind
-        h.ok(process, "write", value, key=key, revision=res.revision)
+        h.ok(process, "write", value, revision=res.revision, **kw)
         return "ok"
 
     # ------------------------------------------------------------ watchers
@@ -225,14 +258,22 @@ class WatchWorkload:
         reader: asyncio.Task | None = None
         try:
             w = client.watch(PREFIX, prefix=True, start_revision=start)
-            reader = asyncio.create_task(self._read(w, events), name=f"watch-{process}")
+            over = asyncio.Event()
+            reader = asyncio.create_task(self._read(w, events, over), name=f"watch-{process}")
             done, _ = await asyncio.wait({reader}, timeout=seconds)
             if not done:
-                # The session is over. Closing the watch ends its iteration; a task
-                # cancellation is not relied on, as one can be lost in a race with a
-                # frame arriving (asyncio.wait_for in Python 3.11).
-                await self._close_watch(w)
-                done, _ = await asyncio.wait({reader}, timeout=self.config.op_timeout + 2.0)
+                # The session is over, but only between two revisions: the reader
+                # stops once the watch says its last revision is complete, then the
+                # watch is closed, which ends its iteration. (A task cancellation is not
+                # relied on: one can be lost in a race with a frame arriving, as in
+                # Python 3.11's asyncio.wait_for.)
+                over.set()
+                if not _mid_revision(w, events):
+                    await self._close_watch(w)
+                done, _ = await asyncio.wait({reader}, timeout=self.config.op_timeout)
+                if not done:
+                    await self._close_watch(w)
+                    done, _ = await asyncio.wait({reader}, timeout=self.config.op_timeout)
                 while not done:
                     reader.cancel()
                     done, _ = await asyncio.wait({reader}, timeout=1.0)
@@ -259,12 +300,15 @@ class WatchWorkload:
             return max(start, compacted)
         return start
 
-    async def _read(self, w: Any, events: list[list[Any]]) -> None:
-        """Take the watch's events into ``events`` until it ends or the session is full."""
+    async def _read(self, w: Any, events: list[list[Any]], over: asyncio.Event) -> None:
+        """Take the watch's events into ``events`` until it ends, or the session is over
+        or full and the last revision taken is complete (so that the reopen at last + 1
+        loses no event of it)."""
         async for ev in w:
             events.append([ev.revision, decode_key(ev.key),
                            decode_value(ev.value) if ev.type == "PUT" else None, ev.type])
-            if len(events) >= MAX_SESSION_EVENTS:
+            if ((over.is_set() or len(events) >= MAX_SESSION_EVENTS)
+                    and not _mid_revision(w, events)):
                 return
 
     async def _close_watch(self, w: Any) -> None:
@@ -273,9 +317,19 @@ class WatchWorkload:
 
     def _record(self, process: int, start: int, events: list[list[Any]], w: Any,
                 error: str | None, compacted: int | None) -> None:
+        """Write the session's completion. A last revision the watch had not finished
+        delivering when it was closed (its ``revision`` below it) is taken off
+        ``events`` (in place) into ``unfinished``: the next session opens at it."""
         progress = getattr(w, "revision", None) if w is not None else None
+        unfinished: list[list[Any]] = []
+        if _mid_revision(w, events):
+            last = events[-1][0]
+            while events and events[-1][0] == last:
+                unfinished.insert(0, events.pop())
         extra: dict[str, Any] = {"events": events,
                                  "progress": progress if isinstance(progress, int) else None}
+        if unfinished:
+            extra["unfinished"] = unfinished
         if error is None:
             self.history.ok(process, "watch", start, **extra)
             return

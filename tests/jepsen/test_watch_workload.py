@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import random
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from jepsen_lite.history import HistoryWriter, loads_history, pair_operations
 from jepsen_lite.watch_checker import check_watch, describe
 from jepsen_lite.watch_workload import PREFIX, WatchWorkload, WatchWorkloadConfig
 
-from meshraft.kv.client import OutcomeUnknown, PutResult
+from meshraft.kv.client import OutcomeUnknown, PutResult, TxnResult
 from meshraft.kv.errors import Compacted
 
 ENDPOINTS = ["n1:1", "n2:1", "n3:1"]
@@ -45,9 +46,10 @@ class FakeCluster:
         self.watches: list[tuple[int, int]] = []  # (home, start revision)
         self.compact_at = 0
 
-    def apply(self, key: str, value: str) -> int:
+    def apply(self, *puts: tuple[str, str]) -> int:
         self.revision += 1
-        self.log.append(Ev(self.revision, key.encode(), value.encode()))
+        for key, value in puts:
+            self.log.append(Ev(self.revision, key.encode(), value.encode()))
         self.changed.set()
         self.changed = asyncio.Event()
         return self.revision
@@ -61,10 +63,16 @@ class KVClient:
     async def put(self, key: str, value: str, timeout: float) -> PutResult:  # noqa: ASYNC109
         await asyncio.sleep(0)
         action = self.cluster.put_script.pop(0) if self.cluster.put_script else "ok"
-        rev = self.cluster.apply(key, value)
+        rev = self.cluster.apply((key, value))
         if action == "unknown":
             raise OutcomeUnknown("no answer in time")
         return PutResult(rev, rev, 1)
+
+    async def txn(self, *, success: list, timeout: float) -> TxnResult:  # noqa: ASYNC109
+        await asyncio.sleep(0)
+        rev = self.cluster.apply(*[(o.wire["key"].decode(), o.wire["value"].decode())
+                                   for o in success])
+        return TxnResult(True, rev, [])
 
     async def close(self) -> None:
         pass
@@ -74,6 +82,7 @@ class FakeWatch:
     def __init__(self, cluster: FakeCluster, start: int, action: str) -> None:
         self.cluster = cluster
         self.next = start
+        self.pos = 0  # events of the log already looked at
         self.revision = start - 1
         self.action = action
         self.closed = False
@@ -88,10 +97,16 @@ class FakeWatch:
         while True:
             if self.closed:
                 raise StopAsyncIteration
-            for ev in self.cluster.log:
+            if self.action == "slow":  # let the session's end fall inside a revision
+                await asyncio.sleep(0.002)
+            log = self.cluster.log
+            while self.pos < len(log):
+                ev = log[self.pos]
+                self.pos += 1
                 if ev.revision >= self.next:
-                    self.next = ev.revision + 1
-                    self.revision = ev.revision
+                    # as the real watch: every event up to `revision` delivered
+                    if self.pos == len(log) or log[self.pos].revision != ev.revision:
+                        self.revision = ev.revision
                     return ev
             waiter = asyncio.ensure_future(self.cluster.changed.wait())
             closer = asyncio.ensure_future(self.wake.wait())
@@ -161,8 +176,12 @@ def test_a_run_is_split_bound_and_accepted_by_the_checker():
     assert writes and {o.process for o in writes} == {3, 4, 5}
     per_key: dict[int, list[int]] = {}
     for o in writes:
-        per_key.setdefault(o.key, []).append(o.value)
+        for k, v in ([(o.key, o.value)] if o.key is not None else o.value):
+            per_key.setdefault(k, []).append(v)
     assert all(v == list(range(1, len(v) + 1)) for v in per_key.values())
+    txns = [o for o in writes if o.key is None]
+    assert txns and all(len(o.value) == 2 and o.value[0][0] != o.value[1][0] for o in txns)
+    assert 0.1 < len(txns) / len(writes) < 0.4  # TXN_SHARE of the writes
     by_proc = sessions_of(events)
     assert set(by_proc) == {0, 1, 2}
     for ss in by_proc.values():
@@ -217,6 +236,25 @@ def test_sessions_end_even_when_the_watch_swallows_a_cancellation():
     assert check_watch(events).valid
 
 
+def test_a_session_never_ends_inside_a_revision():
+    """Every write a transaction of two puts, a watch that hands out events slowly: the
+    sessions' ends fall between a revision's two events, and the workload reads on to
+    the end of the revision before it closes, so the reopen at last + 1 loses nothing."""
+    cluster = FakeCluster()
+    cluster.watch_script = ["slow"] * 1000
+    events, _ = run_workload(cluster, 1.5, concurrency=4, txn_share=1.0, rate=400.0,
+                             session=(0.02, 0.06))
+    res = check_watch(events)
+    assert res.valid, describe(res)
+    sessions = [s for ss in sessions_of(events).values() for s in ss]
+    assert len(sessions) > 20
+    assert all(len(s["events"]) % 2 == 0 for s in sessions)  # whole revisions only
+    for ss in sessions_of(events).values():
+        for s, nxt in itertools.pairwise(ss):
+            if s.get("unfinished"):  # closed inside a revision: the next one opens at it
+                assert nxt["value"] == s["unfinished"][0][0]
+
+
 def test_sessions_are_bounded_in_events(monkeypatch):
     import jepsen_lite.watch_workload as ww
 
@@ -224,7 +262,8 @@ def test_sessions_are_bounded_in_events(monkeypatch):
     cluster = FakeCluster()
     events, _ = run_workload(cluster, 0.8, concurrency=2, session=(5.0, 5.0), rate=500.0)
     ss = next(iter(sessions_of(events).values()))
-    assert len(ss) >= 2 and all(len(s["events"]) <= 10 for s in ss)
+    # ten, or eleven when the tenth was the first put of a transaction's two
+    assert len(ss) >= 2 and all(len(s["events"]) <= 11 for s in ss)
     assert check_watch(events).valid
 
 
