@@ -49,6 +49,12 @@ def check_watch_run(out: Path, res: subprocess.CompletedProcess, min_sessions: i
     assert set(results["ops_by_type"]) == {"write"}  # the summary counts writes
     events = read_history(out / "history.jsonl")
     assert check_watch(events).valid
+    txns = {e["revision"] for e in events if e["f"] == "write" and e["type"] == "ok"
+            and "key" not in e}
+    assert len(txns) > 20, "a share of the writes are two-key transactions"
+    delivered = {ev[0] for e in events if e["f"] == "watch" and e["type"] != "invoke"
+                 for ev in e["events"]}
+    assert len(txns & delivered) > 10  # ... whose events the atomic check looked at
     reopened = [e for e in events if e["f"] == "watch" and e["type"] == "invoke"
                 and e["value"] > 1]
     assert reopened, "watchers reopened from their last revision + 1"
