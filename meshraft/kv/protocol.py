@@ -43,6 +43,13 @@ Operations and their arguments (keys and values are msgpack bin):
 - ``member_add`` member address [learner] / ``member_promote`` member /
   ``member_remove`` member           -> {} once the change is applied
 - ``ping``                           -> {}
+- ``lease_grant`` ttl [lease_id cid seq ack] -> {id, ttl, revision}; ``lease_revoke``
+  lease_id [cid seq ack] -> {revision, deleted}; ``lease_keepalive`` lease_id -> {id, ttl}
+  (on the leader, or forwarded through the log by a follower); ``lease_ttl`` lease_id
+  [keys] -> {id, ttl, granted_ttl, remaining, key_count, keys?, more?} and
+  ``lease_leases`` [after] -> {leases, more} (leader only: ``not-leader`` with
+  ``leader`` elsewhere). ``put`` may carry ``lease``. Errors ``lease-not-found``,
+  ``too-many-leases``, ``lease-too-many-keys`` (meshraft.kv.lease, lease_manager).
 
 ``cid``/``seq``/``ack`` make a write exactly-once (see state_machine). Any
 request may carry ``timeout`` (seconds) to bound how long the server waits.
