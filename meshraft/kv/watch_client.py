@@ -305,15 +305,18 @@ class Watch:
         while not self._frames:
             if self._closed:
                 return {"closed": True}
-            self._waiter = loop.create_future()
+            # No wait_for: in 3.11 it can swallow a cancellation that races with the
+            # result, and a caller's asyncio.timeout around `async for` must always work.
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(self.idle, _set_idle, waiter)
             try:
-                await asyncio.wait_for(self._waiter, self.idle)
-            except TimeoutError:
-                if not self._frames and self._conn is not None and not await self.link.alive(
-                        self._conn):
-                    return None
+                idle = await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
+            if idle and not self._frames and self._conn is not None and not await (
+                    self.link.alive(self._conn)):
+                return None
         frame = self._frames.popleft()
         if frame is not None:
             self._queued -= max(1, len(frame.get("events") or ()))
@@ -356,6 +359,11 @@ class Watch:
         if not fresh:  # a progress notification (or only events delivered before)
             self.revision = max(self.revision, revision)
         self.next_rev = max(self.next_rev, revision + 1)
+
+
+def _set_idle(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
 
 
 class SyncWatch:

@@ -432,3 +432,28 @@ async def test_snapshot_restore_catches_watchers_up_from_the_restored_history():
     finally:
         await c.close()
         await srv.stop()
+
+
+async def test_a_timeout_around_async_for_ends_the_iteration_while_events_flow(served):
+    """A caller's asyncio.timeout around `async for` always ends it, even while events
+    keep arriving (no cancellation lost to a race), and the watch then cancels."""
+    _srv, _sm, _node, c = served
+
+    async def writer():
+        i = 0
+        while True:
+            await c.put("t", str(i))
+            i += 1
+
+    task = asyncio.create_task(writer())
+    try:
+        for _ in range(20):
+            w = c.watch("t")
+            got = 0
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async for _ev in w:
+                        got += 1
+            await asyncio.wait_for(w.cancel(), 5)
+    finally:
+        task.cancel()
