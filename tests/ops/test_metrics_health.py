@@ -8,6 +8,7 @@ headers and connections, no key or value ever shown)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 
@@ -15,6 +16,8 @@ import aiohttp
 import pytest
 from ops_helpers import MetricsCluster, parse_exposition, wait_until
 
+from meshraft.kv.client import MeshraftError
+from meshraft.mesh.local_peer import HANDSHAKE_FAILURE_KINDS
 from meshraft.ops.http import DEFAULT_MAX_CONNECTIONS, MAX_LINE
 from meshraft.ops.metrics import METRICS, PREFIX
 
@@ -153,6 +156,45 @@ def test_health_endpoints_and_endpoint_health_command(mcluster) -> None:
     assert r.returncode == 3
     [answer] = json.loads(r.stdout)
     assert answer["health"] is False and answer["error"]
+    # A write without a quorum fails; the survivor counts the failed proposal and the
+    # request by its error code.
+    before = value(scrape(addrs[survivor]), "server_proposals_failed_total")
+    with c.client_for([survivor], timeout=2) as cl, pytest.raises(MeshraftError):
+        cl.put("no-quorum", "x")
+    after = scrape(addrs[survivor])
+    assert value(after, "server_proposals_failed_total") > before
+    codes = {lb["code"] for lb, v in after[PREFIX + "client_requests_total"]
+             if lb["op"] == "put" and v > 0}
+    assert codes - {"ok"}, codes
+
+
+def test_mesh_handshake_failures_are_counted_by_reason(mcluster) -> None:
+    c = mcluster
+    i = c.ids[0]
+    a = c.metrics_address(i)
+    host, port = c.peer[i].rsplit(":", 1)
+
+    def failures() -> dict[str, float]:
+        fam = scrape(a).get(PREFIX + "mesh_handshake_failures_total", [])
+        return {lb["reason"]: v for lb, v in fam}
+
+    before = failures()  # duplicate links while the mesh formed are counted too
+    # Not the mesh protocol: the member closes the connection in the handshake.
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 64)
+        s.settimeout(10)
+        with contextlib.suppress(OSError):
+            while s.recv(4096):
+                pass
+
+    def counted():
+        now = failures()
+        new = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+        # (a link lost and redialled under load may add a "duplicate" meanwhile)
+        return new if new.keys() & {"protocol", "closed", "version"} else None
+
+    reasons = wait_until(counted, 10, 0.1, what="a handshake failure counted")
+    assert set(reasons) <= set(HANDSHAKE_FAILURE_KINDS), reasons
 
 
 def test_endpoint_health_without_metrics_reads_through_the_client_port(procs) -> None:
