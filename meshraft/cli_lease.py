@@ -13,6 +13,8 @@ See docs/architecture.md#leases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from types import ModuleType
 from typing import Any
@@ -71,12 +73,17 @@ def grant(ttl: int, endpoints: str | None, timeout: float, as_json: bool) -> Non
 
 def keepalive(lease_id: int, once: bool, endpoints: str | None, timeout: float,
               as_json: bool) -> None:
-    """Keep lease ID alive until interrupted (or once with --once); exit 1 once the
-    lease is gone."""
+    """Keep lease ID alive until interrupted (or once with --once); exit 0 on Ctrl-C or
+    SIGTERM (the lease then lapses after its TTL), 1 once the lease is gone."""
     from meshraft.kv.errors import LeaseNotFound, Unavailable
 
     async def op(c: Any) -> int:
-        while True:
+        stop = asyncio.Event()
+        if not once:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
             sent = time.monotonic()
             try:
                 ttl = await c.lease_keepalive(lease_id)
@@ -86,14 +93,19 @@ def keepalive(lease_id: int, once: bool, endpoints: str | None, timeout: float,
                 if once:
                     raise
                 click.echo(f"meshraft: keepalive failed, retrying: {exc.message}", err=True)
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
                 continue
             cli.emit(as_json, {"id": lease_id, "ttl": ttl},
                      f"lease {lease_id} kept alive, TTL {ttl}s")
             if once:
                 return cli.EXIT_OK
             # A third of the TTL: two more tries before the lease could lapse.
-            await asyncio.sleep(max(0.0, ttl / 3 - (time.monotonic() - sent)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, ttl / 3 - (time.monotonic() - sent))):
+                    await stop.wait()
+        return cli.EXIT_OK
 
     cli.run_client(endpoints, timeout, op)
 

@@ -159,3 +159,24 @@ def test_watchers_see_an_expiry_as_delete_events_of_one_revision(cluster):
         assert [e.type for e in events] == ["DELETE"] * 3
         assert sorted(e.key for e in events) == [b"w/a", b"w/b", b"w/c"]
         assert len({e.revision for e in events}) == 1 and events[0].revision == start
+
+
+def test_cli_keepalive_runs_until_interrupted_then_the_lease_lapses(cluster):
+    import signal
+    import sys
+
+    with cluster.client_for() as c:
+        lid = c.lease_grant(2).id
+        c.put("fg", "v", lease=lid)
+        proc = cluster.procs.start_raw(
+            [sys.executable, "-m", "meshraft.cli", "lease", "keepalive", str(lid),
+             "--endpoints", cluster.endpoints()], name="keepalive")
+        wait_until(lambda: proc.log().count("kept alive") >= 6, 15, 0.1,
+                   what="six renewals (over three TTLs)")
+        assert c.get("fg") is not None  # kept alive past its 2 s TTL
+        proc.signal(signal.SIGINT)
+        assert proc.wait(10) == 0, proc.log()
+        stopped = time.monotonic()
+        gone = wait_until(lambda: c.get("fg") is None and time.monotonic(), 10, 0.05,
+                          what="the lease to lapse after Ctrl-C")
+        assert gone - stopped < 2 + 5
