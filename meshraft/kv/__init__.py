@@ -16,6 +16,9 @@ What the package offers (import it from here)::
   (``TooLarge``), ``Unauthorized``, ``TLSFailure``, ``Unavailable`` (``Busy``:
   certainly not applied), ``OutcomeUnknown`` (a write that may or may not apply),
   ``ProtocolViolation``.
+- ``client.watch(key, prefix=..., start_revision=...)``: a ``Watch`` yielding
+  ``WatchEvent`` s (``for`` on ``Client``, ``async for`` on ``AsyncClient``), which
+  resumes on another member by itself; ``Compacted`` when the history it needs is gone.
 - ``KVServer``: the client protocol in front of a ``meshraft.raft.node.RaftNode``;
   ``KVStateMachine`` (with ``Limits``): the replicated state it serves.
 
@@ -33,18 +36,21 @@ from typing import TYPE_CHECKING
 from meshraft.lazy import lazy_exports
 
 __all__ = [
-    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "DeleteResult", "KVServer",
+    "AsyncClient", "BadRequest", "Busy", "CasResult", "Client", "Compacted", "DeleteResult",
+    "FutureRevision", "KVServer",
     "KVStateMachine", "KeyValue", "Limits", "MeshraftError", "OutcomeUnknown",
     "ProtocolViolation", "PutResult", "TLSFailure", "TooLarge", "Unauthorized", "Unavailable",
+    "WatchEvent",
 ]
 
 _HOME = {
     **dict.fromkeys(["AsyncClient", "CasResult", "Client", "DeleteResult", "KeyValue",
                      "PutResult"], "meshraft.kv.client"),
-    **dict.fromkeys(["BadRequest", "Busy", "MeshraftError", "OutcomeUnknown",
+    **dict.fromkeys(["BadRequest", "Busy", "Compacted", "FutureRevision", "MeshraftError", "OutcomeUnknown",
                      "ProtocolViolation", "TLSFailure", "TooLarge", "Unauthorized",
                      "Unavailable"], "meshraft.kv.errors"),
     "KVServer": "meshraft.kv.server",
+    "WatchEvent": "meshraft.kv.watch_client",
     **dict.fromkeys(["KVStateMachine", "Limits"], "meshraft.kv.state_machine"),
 }
 
@@ -60,6 +66,8 @@ if TYPE_CHECKING:
     from meshraft.kv.errors import (
         BadRequest,
         Busy,
+        Compacted,
+        FutureRevision,
         MeshraftError,
         OutcomeUnknown,
         ProtocolViolation,
@@ -70,6 +78,7 @@ if TYPE_CHECKING:
     )
     from meshraft.kv.server import KVServer
     from meshraft.kv.state_machine import KVStateMachine, Limits
+    from meshraft.kv.watch_client import WatchEvent
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME)

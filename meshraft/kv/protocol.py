@@ -51,6 +51,21 @@ Operations and their arguments (keys and values are msgpack bin):
   ``leader`` elsewhere). ``put`` may carry ``lease``. Errors ``lease-not-found``,
   ``too-many-leases``, ``lease-too-many-keys`` (meshraft.kv.lease, lease_manager).
 
+- ``watch`` key [prefix start_revision prev_kv] -> {watch_id, revision};
+  ``watch_cancel`` watch_id -> {}; ``watch_progress`` -> {} and then a progress frame
+  for every caught-up watch on the connection (meshraft.kv.watch).
+
+Pushed frames (no ``id``; a client tells them by the ``watch`` key), only after a
+``watch`` reply on the same connection:
+
+- events: ``{"watch": W, "revision": R, "events": [{type, kv, prev_kv?}, ...]}``,
+  whole revisions in order; every event of this watch at or below R has been sent.
+- progress: the same with no events and ``"progress": true``.
+- cancel: ``{"watch": W, "canceled": true, "error": CODE, "message": str}`` with
+  CODE ``compacted`` (and ``compact_revision``), ``slow-watcher`` (its buffer
+  overflowed; resume from the last revision + 1) or ``unavailable`` (the member
+  stops, was removed, or has no leader).
+
 ``cid``/``seq``/``ack`` make a write exactly-once (see state_machine). Any
 request may carry ``timeout`` (seconds) to bound how long the server waits.
 When the server has a client token, every request carries it as ``token``
