@@ -46,7 +46,8 @@ __all__ = [
 _HOME = {
     **dict.fromkeys(["AsyncClient", "CasResult", "Client", "DeleteResult", "KeyValue",
                      "PutResult"], "meshraft.kv.client"),
-    **dict.fromkeys(["BadRequest", "Busy", "Compacted", "FutureRevision", "MeshraftError", "OutcomeUnknown",
+    **dict.fromkeys(["BadRequest", "Busy", "Compacted", "FutureRevision", "MeshraftError",
+                     "OutcomeUnknown",
                      "ProtocolViolation", "TLSFailure", "TooLarge", "Unauthorized",
                      "Unavailable"], "meshraft.kv.errors"),
     "KVServer": "meshraft.kv.server",

@@ -8,12 +8,12 @@ import sys
 
 import meshraft
 import meshraft.kv
-from meshraft.kv import client, errors, server, state_machine
+from meshraft.kv import client, errors, server, state_machine, watch_client
 from meshraft.member import Member, MemberConfig
 
 
 def test_every_kv_name_resolves_to_its_home_module():
-    homes = (client, errors, server, state_machine)
+    homes = (client, errors, server, state_machine, watch_client)
     for name in meshraft.kv.__all__:
         value = getattr(meshraft.kv, name)
         assert any(getattr(m, name, None) is value for m in homes), name
