@@ -16,8 +16,12 @@ Semantics are etcd's (see docs/architecture.md#history):
   one only if something changed. Each change is an ``Event``; a delete's event holds a
   tombstone ``KeyValue(key, b"", create_revision=0, mod_revision=<rev>, version=0)``.
 - Each key keeps a list of its versions (tombstones included), oldest first; the
-  event history holds, per revision, a tuple of ``Event`` objects pointing at the very
-  same ``KeyValue`` objects (no copies).
+  event history holds, per revision, the very same ``KeyValue`` objects that revision
+  wrote (no copies; one object, or a tuple when several). ``Event`` objects are made
+  from them when asked for (``events_since``, listeners): the type is the version's
+  (0: a tombstone, DELETE), ``prev_kv`` the key's version before it. Keeping the
+  versions only, not events, is what keeps a put's history cheap (memory, and the
+  garbage collector's work, per revision).
 - ``compact(R)`` drops the events of every revision below R, and from each key's list
   every version below R except the newest one (unless that one is a tombstone), so a
   read at any revision >= R still sees what it saw before.
@@ -82,6 +86,23 @@ class Event:
         return out
 
 
+# Building an Event on the put path: a frozen dataclass's __init__ sets each field
+# through object.__setattr__, which costs more than the rest of a put's history work;
+# this sets the slots directly (same object, still frozen to everyone else).
+_new_object = object.__new__
+_set_type = Event.__dict__["type"].__set__
+_set_kv = Event.__dict__["kv"].__set__
+_set_prev = Event.__dict__["prev_kv"].__set__
+
+
+def _event(type_: str, kv: KeyValue, prev_kv: KeyValue | None) -> Event:
+    ev = _new_object(Event)
+    _set_type(ev, type_)
+    _set_kv(ev, kv)
+    _set_prev(ev, prev_kv)
+    return ev
+
+
 class CommandError(Exception):
     """A command that is invalid on its face (size, type). ``code`` is a protocol code."""
 
@@ -144,17 +165,20 @@ class History:
         self.compact_revision = 0
         self.data: dict[bytes, KeyValue] = {}
         self.versions: dict[bytes, list[KeyValue]] = {}
-        # events[i] holds the events of revision first + i; every revision in
-        # [first, revision] is there (first = compact_revision, or 1 when never compacted).
-        self.events: deque[tuple[Event, ...]] = deque()
+        # events[i] holds what revision first + i wrote (a KeyValue, or a tuple of them);
+        # every revision in [first, revision] is there (first = compact_revision, or 1
+        # when never compacted).
+        self.events: deque[KeyValue | tuple[KeyValue, ...]] = deque()
         self.first = 1
-        self._pending: list[Event] | None = None
+        self._pending: list[KeyValue] | None = None
+        self._prevs: list[KeyValue | None] = []
 
     # -- writes --------------------------------------------------------------------------
 
     def begin(self) -> None:
         """Start the changes of one revision."""
         self._pending = []
+        self._prevs = []
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> KeyValue:
         assert self._pending is not None, "put outside begin()/end()"
@@ -171,7 +195,8 @@ class History:
             self.versions[kv.key] = [kv]
         else:
             versions.append(kv)
-        self._pending.append(Event(PUT, kv, current))
+        self._pending.append(kv)
+        self._prevs.append(current)
         return kv
 
     def delete(self, key: bytes) -> KeyValue | None:
@@ -182,24 +207,27 @@ class History:
             return None
         tomb = KeyValue(current.key, b"", 0, self.revision + 1, 0)
         self.versions[current.key].append(tomb)
-        self._pending.append(Event(DELETE, tomb, current))
+        self._pending.append(tomb)
+        self._prevs.append(current)
         return current
 
-    def end(self) -> tuple[Event, ...]:
-        """Finish the revision: bump it if anything changed and tell the listeners."""
+    def end(self) -> int:
+        """Finish the revision: bump it if anything changed and tell the listeners.
+        Returns the new revision, or 0 if nothing changed (no revision)."""
         pending, self._pending = self._pending, None
         if not pending:
-            return ()
-        events = tuple(pending)
+            return 0
         self.revision += 1
-        self.events.append(events)
-        if self.listeners:  # (the put path: no copy, no loop, when nobody listens)
+        self.events.append(pending[0] if len(pending) == 1 else tuple(pending))
+        if self.listeners:  # (the put path: no events made, no loop, when nobody listens)
+            events = tuple(_event(PUT if kv.version else DELETE, kv, prev)
+                           for kv, prev in zip(pending, self._prevs, strict=True))
             for listener in tuple(self.listeners):
                 try:
                     listener.on_revision(self.revision, events)
                 except Exception:
                     self.listener_errors += 1
-        return events
+        return self.revision
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -261,15 +289,28 @@ class History:
         i = start - self.first
         n = len(self.events)
         while i < n:
-            events = self.events[i]
-            if out and count + len(events) > max_events:
+            entry = self.events[i]
+            kvs = (entry,) if isinstance(entry, KeyValue) else entry
+            if out and count + len(kvs) > max_events:
                 break
-            out.append((self.first + i, events))
-            count += len(events)
+            out.append((self.first + i, tuple(self._event_of(kv) for kv in kvs)))
+            count += len(kvs)
             i += 1
             if count >= max_events:
                 break
         return out
+
+    def _event_of(self, kv: KeyValue) -> Event:
+        """The event that wrote version ``kv`` (still in history): its previous version
+        is the one before it in the key's list (kept by compaction, see ``compact``)."""
+        versions = self.versions[kv.key]
+        i = bisect_right(versions, kv.mod_revision, key=_MOD) - 1
+        while versions[i] is not kv:  # several versions of a key at one revision
+            i -= 1
+        prev = versions[i - 1] if i > 0 else None
+        if prev is not None and prev.version == 0:
+            prev = None
+        return _event(PUT if kv.version else DELETE, kv, prev)
 
     def version_count(self) -> int:
         """Versions held (tombstones included), for status and tests."""
@@ -285,8 +326,11 @@ class History:
             raise Compacted(self.compact_revision)
         touched: set[bytes] = set()
         while self.events and self.first < revision:
-            for ev in self.events.popleft():
-                touched.add(ev.kv.key)
+            entry = self.events.popleft()
+            if isinstance(entry, KeyValue):
+                touched.add(entry.key)
+            else:
+                touched.update(kv.key for kv in entry)
             self.first += 1
         self.first = max(self.first, revision)
         for key in touched:
@@ -321,8 +365,8 @@ class History:
                 # (a leased version carries its lease as a fifth field)
                 old.append([key, [[kv.value, kv.create_revision, kv.mod_revision, kv.version]
                                   + ([kv.lease] if kv.lease else []) for kv in versions]])
-        order = [[self.first + i, [ev.kv.key for ev in events]]
-                 for i, events in enumerate(self.events) if len(events) > 1]
+        order = [[self.first + i, [kv.key for kv in entry]]
+                 for i, entry in enumerate(self.events) if isinstance(entry, tuple)]
         return {
             "revision": self.revision,
             "kv": [[kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
@@ -370,19 +414,16 @@ class History:
                                   for v, c, m, n, *rest in versions]
         for key, kv in self.data.items():
             self.versions.setdefault(key, []).append(kv)
-        by_rev: dict[int, list[Event]] = {}
+        by_rev: dict[int, list[KeyValue]] = {}
         for versions in self.versions.values():
-            prev: KeyValue | None = None
             for kv in versions:
                 if kv.mod_revision >= self.first:
-                    by_rev.setdefault(kv.mod_revision, []).append(
-                        Event(DELETE if kv.version == 0 else PUT, kv, prev))
-                prev = None if kv.version == 0 else kv
+                    by_rev.setdefault(kv.mod_revision, []).append(kv)
         orders = {int(rev): [bytes(k) for k in keys] for rev, keys in order}
         for rev in range(self.first, self.revision + 1):
-            events = by_rev.get(rev, [])
+            kvs = by_rev.get(rev, [])
             keys = orders.get(rev)
             if keys is not None:
                 rank = {k: i for i, k in enumerate(keys)}
-                events.sort(key=lambda ev: rank.get(ev.kv.key, len(rank)))
-            self.events.append(tuple(events))
+                kvs.sort(key=lambda kv: rank.get(kv.key, len(rank)))
+            self.events.append(kvs[0] if len(kvs) == 1 else tuple(kvs))  # () if none

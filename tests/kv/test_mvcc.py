@@ -311,12 +311,26 @@ def test_several_events_at_one_revision_keep_their_order_through_a_snapshot():
     h.put(b"m", b"1")
     h.delete(b"z")
     h.put(b"a", b"2")
-    evs = h.end()
-    assert h.revision == 2 and [(e.type, e.kv.key) for e in evs] == [
+    rec = Recorder()
+    h.listeners.append(rec)
+    assert h.end() == 2
+    [(rev, evs)] = h.events_since(2, 10)
+    assert rev == 2 and [(e.type, e.kv.key) for e in evs] == [
         ("PUT", b"m"), ("DELETE", b"z"), ("PUT", b"a")]
     assert all(e.kv.mod_revision == 2 for e in evs)
+    assert evs[1].prev_kv.key == b"z" and evs[2].prev_kv.value == b"1"
+    assert rec.revisions == [(2, evs)]  # listeners got the same events, in order
     h.begin()
-    assert h.end() == () and h.revision == 2  # nothing changed: no revision
+    assert h.end() == 0 and h.revision == 2  # nothing changed: no revision
+    h.begin()  # the same key twice at one revision: each event's prev_kv is the one before
+    h.put(b"q", b"1")
+    h.put(b"q", b"2")
+    h.delete(b"q")
+    h.end()
+    [(_, evs3)] = h.events_since(3, 10)
+    assert [(e.type, e.prev_kv and e.prev_kv.value) for e in evs3] == [
+        ("PUT", None), ("PUT", b"1"), ("DELETE", b"2")]
+    assert rec.revisions[-1] == (3, evs3)
     h2 = History()
     h2.restore_state(h.snapshot_state())
     assert h2.events_since(1, 10) == h.events_since(1, 10)
