@@ -47,7 +47,7 @@ import ssl as _ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -1010,6 +1010,12 @@ class Client:
     @property
     def client_id(self) -> str:
         return self._client.client_id
+
+    def run_async(self, fn: Callable[[AsyncClient], Coroutine[Any, Any, Any]]) -> Any:
+        """Run ``fn(async_client)`` on this client's event loop and wait for its result:
+        for code built on ``AsyncClient`` (``meshraft.recipes``) to offer a blocking twin.
+        Tasks it starts keep running on that loop until the client is closed."""
+        return self._run(fn(self._client))
 
     def put(self, key, value, **kw) -> PutResult:
         return self._run(self._client.put(key, value, **kw))

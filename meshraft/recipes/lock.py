@@ -1,0 +1,233 @@
+"""A distributed lock with fencing tokens, on a session's lease.
+
+This module owns ``Lock`` (asyncio) and ``SyncLock``, and the queue both the lock
+and the election (``meshraft.recipes.election``) stand in (``wait_turn``).
+
+How it works (etcd's clientv3/concurrency semantics): a contender creates the key
+``NAME/<lease id in hex>`` with its session's lease, in a transaction that only
+creates it if absent. Contenders are served in the order of their keys' create
+revisions: each waits, by watching, for the deletion of the newest key under the
+prefix with a smaller create revision than its own, then looks again, until none
+is left. ``acquire()`` returns the **fencing token**: the lock key's create
+revision, larger for every later holder. ``fence()`` is the compare that a
+transaction guarded by the token needs (etcd's ``IsOwner()``): it holds only while
+this very key (same create revision) still exists.
+
+What a lock cannot promise: a holder that stalls (a GC pause, a stopped process)
+longer than its lease may resume after the cluster gave the lock to someone else;
+only a write guarded by ``fence()`` (or a store that checks the token) stays
+safe then. ``is_held()`` / ``ensure_held()`` tell a holder before it acts, but
+nothing can tell it *while* it acts. It never retries an operation itself (the
+client does), and it never deletes a key that is not its own.
+See docs/architecture.md#recipes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from meshraft.kv.client import KeyValue
+from meshraft.kv.errors import Compacted, MeshraftError
+from meshraft.kv.txn import Compare, Op
+from meshraft.recipes.session import Session, SessionExpired, SyncSession
+
+if TYPE_CHECKING:
+    from meshraft.kv.client import AsyncClient
+
+__all__ = ["Lock", "LockNotHeld", "SyncLock", "claim", "contender_key", "contenders",
+           "prefix_of", "remove", "wait_turn"]
+
+log = logging.getLogger("meshraft.recipes.lock")
+
+
+class LockNotHeld(MeshraftError):
+    """The lock (or leadership) is not held by this contender (any more)."""
+
+    code = "lock-not-held"
+
+
+def prefix_of(name: bytes | str) -> bytes:
+    b = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    if not b:
+        raise ValueError("a lock or election name must not be empty")
+    return b if b.endswith(b"/") else b + b"/"
+
+
+def contender_key(prefix: bytes, lease: int) -> bytes:
+    return prefix + f"{lease:x}".encode()
+
+
+def contenders(prefix: bytes, kvs: list[KeyValue]) -> list[KeyValue]:
+    """The keys directly under ``prefix`` (not those of a lock named ``prefix/sub``)."""
+    return [kv for kv in kvs if b"/" not in kv.key[len(prefix):]]
+
+
+async def claim(session: Session, prefix: bytes, value: bytes) -> tuple[bytes, int]:
+    """Create this session's key under ``prefix`` if absent: (key, create revision)."""
+    await session.open()
+    session.check()
+    client = session.client
+    key = contender_key(prefix, session.lease)
+    r = await client.txn([Compare.create(key) == 0],
+                         [Op.put(key, value, lease=session.lease)], [Op.get(key)])
+    if r.succeeded:
+        return key, r.revision
+    kv = r.responses[0]
+    if kv is None:  # deleted between the compare and now cannot happen in one txn
+        raise LockNotHeld(f"{key!r} vanished inside a transaction")
+    return key, kv.create_revision
+
+
+async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> None:
+    """Wait until no key under ``prefix`` has a smaller create revision than ``rev``.
+    Raises SessionExpired if the session expires (or our key disappears) meanwhile."""
+    client = session.client
+    while True:
+        session.check()
+        kvs = contenders(prefix, await client.list(prefix))
+        if not any(kv.key == key and kv.create_revision == rev for kv in kvs):
+            raise SessionExpired(f"the contender key {key!r} is gone (its lease "
+                                 f"{session.lease:x} expired or was revoked)")
+        earlier = [kv for kv in kvs if kv.create_revision < rev]
+        if not earlier:
+            return
+        ahead = max(earlier, key=lambda kv: kv.create_revision)
+        await _wait_deleted(session, client, ahead)
+
+
+async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue) -> None:
+    """Return once ``kv`` (as listed) is deleted or replaced, or the history to tell
+    is compacted (the caller then looks again); raise if the session expires."""
+
+    async def deleted() -> None:
+        with contextlib.suppress(Compacted):
+            async with client.watch(kv.key, start_revision=kv.mod_revision + 1) as w:
+                async for ev in w:
+                    if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
+                        return
+
+    watcher = asyncio.ensure_future(deleted())
+    expired = asyncio.ensure_future(session.expired.wait())
+    try:
+        await asyncio.wait({watcher, expired}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (watcher, expired):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+    if watcher.done() and not watcher.cancelled():
+        watcher.result()  # an error of the watch itself (Unavailable, ...)
+    session.check()
+
+
+async def remove(session: Session, key: bytes, rev: int) -> bool:
+    """Delete ``key`` if it is still the one created at ``rev`` (best to call with
+    the session's client alive). True when it was deleted."""
+    r = await session.client.txn([Compare.create(key) == rev], [Op.delete(key)], [])
+    return r.succeeded
+
+
+class Lock:
+    """A mutex named ``name`` on ``session``'s lease: ``token = await lock.acquire()``,
+    ``await lock.release()``, or ``async with Lock(session, name) as token``.
+
+    ``acquire(timeout=None)`` waits its turn (TimeoutError after ``timeout``; the
+    place in the queue is then given up), raises ``SessionExpired`` if the session
+    expires meanwhile. ``fence()`` gives the transaction compare for writes guarded
+    by the token; ``is_held()`` / ``ensure_held()`` check before acting."""
+
+    def __init__(self, session: Session, name: bytes | str) -> None:
+        self.session = session
+        self.prefix = prefix_of(name)
+        self.key = b""
+        self.token = 0  # the key's create revision while held; 0 when not held
+
+    async def acquire(self, *, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        key, rev = await claim(self.session, self.prefix, b"")
+        try:
+            async with asyncio.timeout(timeout):
+                await wait_turn(self.session, self.prefix, key, rev)
+        except BaseException:
+            # Give up the place in the queue (best effort: the lease would anyway).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(remove(self.session, key, rev))
+            raise
+        self.key, self.token = key, rev
+        log.debug("[client %s] lock %r acquired, token %d",
+                  self.session.client.client_id, self.prefix, rev)
+        return rev
+
+    async def release(self) -> None:
+        """Give the lock up (deleting our key; nothing if the lease already did)."""
+        if not self.token:
+            return
+        key, rev, self.key, self.token = self.key, self.token, b"", 0
+        await remove(self.session, key, rev)
+
+    def fence(self) -> Compare:
+        """The compare that holds only while this holder's key is the lock key it
+        acquired (etcd's IsOwner): add it to every write the lock guards."""
+        if not self.token:
+            raise LockNotHeld(f"lock {self.prefix!r} is not held")
+        return Compare.create(self.key) == self.token
+
+    async def is_held(self) -> bool:
+        """False if the session expired or the key is gone (confirmed by a read)."""
+        if not self.token or self.session.expired.is_set():
+            return False
+        kv = await self.session.client.get(self.key)
+        return kv is not None and kv.create_revision == self.token
+
+    async def ensure_held(self) -> int:
+        """The token, or LockNotHeld / SessionExpired if the lock is lost."""
+        self.session.check()
+        if not await self.is_held():
+            raise LockNotHeld(f"lock {self.prefix!r} is no longer held (token {self.token})")
+        return self.token
+
+    async def __aenter__(self) -> int:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+class SyncLock:
+    """``Lock`` for the synchronous client (on a ``SyncSession``): ``with SyncLock(s,
+    name) as token``, ``acquire()``, ``release()``, ``fence()``, ``is_held()``."""
+
+    def __init__(self, session: SyncSession, name: bytes | str) -> None:
+        self.sync_session = session
+        self.lock = Lock(session.session, name)
+
+    def _run(self, make: Any) -> Any:
+        return self.sync_session.client.run_async(lambda _ac: make())
+
+    @property
+    def token(self) -> int:
+        return self.lock.token
+
+    def acquire(self, *, timeout: float | None = None) -> int:
+        return self._run(lambda: self.lock.acquire(timeout=timeout))
+
+    def release(self) -> None:
+        self._run(self.lock.release)
+
+    def fence(self) -> Compare:
+        return self.lock.fence()
+
+    def is_held(self) -> bool:
+        return self._run(self.lock.is_held)
+
+    def ensure_held(self) -> int:
+        return self._run(self.lock.ensure_held)
+
+    def __enter__(self) -> int:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
