@@ -81,6 +81,7 @@ from typing import Any
 
 import msgpack
 
+from meshraft.kv.lease import LEASE_NOT_FOUND, LEASE_TOO_MANY_KEYS, TOO_MANY_LEASES
 from meshraft.kv.state_machine import (
     BAD_REQUEST,
     CAS_MISMATCH,
@@ -106,12 +107,14 @@ TLS_REQUIRED = "tls-required"  # a plain-TCP client on a TLS port (sent in plain
 ERROR_CODES = frozenset({
     NOT_FOUND, CAS_MISMATCH, BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, BUSY, UNAVAILABLE,
     NOT_LEADER, TIMEOUT, STALE, INTERNAL, TLS_REQUIRED, COMPACTED, FUTURE_REVISION,
+    LEASE_NOT_FOUND, TOO_MANY_LEASES, LEASE_TOO_MANY_KEYS,
 })
 
 __all__ = [
     "BAD_REQUEST", "BUSY", "CAS_MISMATCH", "COMPACTED", "ERROR_CODES", "FUTURE_REVISION",
-    "INTERNAL", "NOT_FOUND", "NOT_LEADER",
-    "STALE", "TIMEOUT", "TLS_REQUIRED", "TOO_LARGE", "UNAUTHORIZED", "UNAVAILABLE", "FrameTooLarge",
+    "INTERNAL", "LEASE_NOT_FOUND", "LEASE_TOO_MANY_KEYS", "NOT_FOUND", "NOT_LEADER", "STALE",
+    "TIMEOUT", "TLS_REQUIRED", "TOO_LARGE", "TOO_MANY_LEASES", "UNAUTHORIZED", "UNAVAILABLE",
+    "FrameTooLarge",
     "ProtocolError", "decode_body", "encode_frame", "max_frame_for", "read_frame",
 ]
 

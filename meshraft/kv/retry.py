@@ -27,10 +27,14 @@ from meshraft.kv import protocol as p
 from meshraft.kv.errors import (
     BadRequest,
     Busy,
+    Compacted,
+    FutureRevision,
+    LeaseNotFound,
     MeshraftError,
     OutcomeUnknown,
     TLSFailure,
     TooLarge,
+    TooManyLeases,
     Unauthorized,
     Unavailable,
 )
@@ -82,6 +86,14 @@ class Decision:
 # Codes after which the same request is tried again (for reads and writes alike).
 RETRY_CODES = frozenset({p.BUSY, p.UNAVAILABLE, p.NOT_LEADER, p.TIMEOUT})
 
+# An operation's own "no" that has an error class of its own: final, never retried
+# (the history asked for is gone, the lease is gone, a limit was reached).
+FINAL_CODES: dict[str, type[MeshraftError]] = {
+    p.COMPACTED: Compacted, p.FUTURE_REVISION: FutureRevision,
+    p.LEASE_NOT_FOUND: LeaseNotFound, p.TOO_MANY_LEASES: TooManyLeases,
+    p.LEASE_TOO_MANY_KEYS: BadRequest,
+}
+
 
 def decide(code: str | Event | None, message: str = "", *, write: bool,
            maybe_applied: bool = False, deduplicated: bool = True,
@@ -121,6 +133,10 @@ def decide(code: str | Event | None, message: str = "", *, write: bool,
                                  retry_refused)
     if code == p.TOO_LARGE:
         return Decision(Action.RAISE, maybe_applied, error=TooLarge, message=message)
+    if code in FINAL_CODES:
+        error = FINAL_CODES[code]
+        return Decision(Action.RAISE, maybe_applied, error=error, message=message,
+                        code=None if error.code == code else str(code))
     if code == p.BAD_REQUEST:
         if maybe_applied and not deduplicated:
             # Not deduplicated (a membership change): an earlier try of ours may be

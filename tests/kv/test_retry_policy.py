@@ -27,7 +27,15 @@ REPLY_TABLE: dict[str, tuple[Action, type[ke.MeshraftError] | None]] = {
     p.CAS_MISMATCH: (Action.RAISE, ke.MeshraftError),
     p.INTERNAL: (Action.RAISE, ke.MeshraftError),
     p.TLS_REQUIRED: (Action.RAISE, ke.MeshraftError),
+    p.COMPACTED: (Action.RAISE, ke.Compacted),
+    p.FUTURE_REVISION: (Action.RAISE, ke.FutureRevision),
+    p.LEASE_NOT_FOUND: (Action.RAISE, ke.LeaseNotFound),
+    p.TOO_MANY_LEASES: (Action.RAISE, ke.TooManyLeases),
+    # a bad request, told apart by its own code
+    p.LEASE_TOO_MANY_KEYS: (Action.RAISE, ke.BadRequest),
 }
+# Codes raised as a class whose own code is another one: the error carries the reply's.
+OWN_CODE = {p.LEASE_TOO_MANY_KEYS}
 
 
 def test_the_table_covers_every_protocol_error_code():
@@ -47,7 +55,8 @@ def test_every_error_code(code, write, applied):
         exc = d.exception()
         assert type(exc) is error and "why" in exc.message
         # the error's kind is carried as a code, for every caller to tell it apart
-        assert exc.code == (code if error is ke.MeshraftError else error.code)
+        assert exc.code == (code if error is ke.MeshraftError or code in OWN_CODE
+                            else error.code)
         assert d.maybe_applied == applied
     else:
         assert d.error is None and d.backoff is Backoff.ATTEMPT
