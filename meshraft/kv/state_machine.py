@@ -7,6 +7,12 @@ no clocks, no randomness and no logging of secrets. It must never raise on a
 bad entry (a hostile or corrupt command becomes an error result, because an
 exception here would stop the node), and it never reads from the network.
 
+Why this module is over 600 lines: it is the one place where every replicated
+command (put, delete, cas, txn, compact, the lease commands, fragments) is
+validated, decoded, deduplicated and applied, and where the snapshot is assembled;
+each part's own logic lives in its module (history in ``mvcc``, transactions in
+``txn``, the lease table in ``lease``).
+
 Revisions work like etcd's: one global counter, bumped by every write that
 changes something; each key remembers the revision that created it
 (``create_revision``), the one that last changed it (``mod_revision``) and how
