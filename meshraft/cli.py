@@ -944,6 +944,11 @@ main.add_command(build_txn_command(sys.modules[__name__]), "txn")
 from meshraft.cli_watch import build_command as build_watch_command  # noqa: E402
 
 main.add_command(build_watch_command(sys.modules[__name__]), "watch")
+# `meshraft lock NAME -- CMD`, `meshraft elect NAME VALUE|--listen`: meshraft.cli_recipes.
+from meshraft.cli_recipes import build_commands as build_recipe_commands  # noqa: E402
+
+for _name, _command in build_recipe_commands(sys.modules[__name__]).items():
+    main.add_command(_command, _name)
 
 
 if __name__ == "__main__":
