@@ -393,6 +393,14 @@ async def _drive(cfg: RunConfig, cluster: ServerCluster, hist: HistoryWriter,
             LeaseWorkloadConfig(concurrency=cfg.concurrency, ttl=cfg.lease_ttl, rate=cfg.rate,
                                 op_timeout=cfg.op_timeout),
             cluster.endpoints(), hist, wl_rng)
+    elif cfg.workload in ("lock-set", "fenced-set"):
+        from jepsen_lite.lockset_workload import LockSetConfig, LockSetWorkload
+
+        workload = LockSetWorkload(
+            LockSetConfig(concurrency=cfg.concurrency, ttl=cfg.lease_ttl,
+                          op_timeout=cfg.op_timeout, fenced=cfg.workload == "fenced-set",
+                          stall="pause" in families),
+            cluster.endpoints(), hist, wl_rng)
     else:
         workload = Workload(
             WorkloadConfig(concurrency=cfg.concurrency, keys=cfg.keys, rate=cfg.rate,
@@ -540,7 +548,7 @@ def run(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
     _plots(out, summarized, results)
     if cfg.workload == "watch":
         _watch_report(out, res, results)
-    elif cfg.workload != "lease":  # the HTML report draws a linearizability verdict
+    elif cfg.workload not in ("lease", "lock-set", "fenced-set"):  # a linearizability verdict
         _report(out, events, res, results)
     _write_results(out, results)
     return code, results
@@ -580,6 +588,15 @@ def _check(events: list[dict[str, Any]], time_limit: float | None,
 
     if workload == "watch":
         return _check_watch(events)
+    if workload in ("lock-set", "fenced-set"):
+        from jepsen_lite.lockset_checker import check_lockset_history
+
+        started = time.monotonic()
+        sres = check_lockset_history(events)
+        return (EXIT_OK if sres.valid else EXIT_INVALID if sres.error is None else EXIT_FAILED,
+                {"valid": sres.valid if sres.error is None else "unknown",
+                 "check": sres.to_json(), "explanation": sres.explain(),
+                 "check_time_s": round(time.monotonic() - started, 3)}, sres)
     if workload == "lease":
         from jepsen_lite.lease_checker import check_lease_history
 
@@ -675,7 +692,7 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
             "--quiet-period", f"{cfg.quiet_period:g}", "--op-timeout", f"{cfg.op_timeout:g}"]
     if cfg.workload != "register":
         args += ["--workload", cfg.workload]
-    if cfg.workload == "lease":
+    if cfg.workload in ("lease", "lock-set", "fenced-set"):
         args += ["--lease-ttl", str(cfg.lease_ttl)]
     if cfg.rate:
         args += ["--rate", f"{cfg.rate:g}"]
@@ -717,16 +734,22 @@ def _replay_command(cfg: RunConfig, seed: int) -> str:
               type=click.FloatRange(1), help="Seconds the checker may take (then: unknown).")
 @click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
 @click.option("--workload", default="register", show_default=True,
-              type=click.Choice(["register", "lease", "watch", "txn"]),
+              type=click.Choice(["register", "lease", "watch", "txn", "lock-set",
+                                 "fenced-set"]),
               help="register: read/write/cas, checked for linearizability; lease: grant, "
                    "keep alive, revoke and let lapse, checked against the lease promise; "
                    "watch: writers put increasing integers while watchers follow the keys "
                    "in sessions, checked against etcd's watch guarantees (default --rate "
                    "200); txn: conditional multi-key transactions and multi-key reads over "
                    "groups of 3 registers (--keys / 3 groups), checked for linearizability "
-                   "with the txn model.")
+                   "with the txn model; lock-set: a read-modify-write of a set outside "
+                   "meshraft under meshraft.recipes.Lock, holders stalling past their "
+                   "lease when the nemesis has pause (expected to LOSE updates, exit 1); "
+                   "fenced-set: the same with the set in meshraft and each write guarded "
+                   "by the fencing token (must keep every acknowledged add).")
 @click.option("--lease-ttl", default=2, show_default=True, type=click.IntRange(1, 60),
-              help="Seconds of TTL of every lease (--workload lease).")
+              help="Seconds of TTL of every lease (--workload lease, lock-set, "
+                   "fenced-set).")
 def run_cmd(nodes: int, duration: float, concurrency: int, keys: int, rate: float | None,
             nemesis: str, reads: str, net: str, seed: int | None, out: Path | None,
             transport: str, quiet_period: float, op_timeout: float,
@@ -776,6 +799,9 @@ def _summary_line(r: dict[str, Any]) -> str:
     if r.get("config", {}).get("workload") == "lease":
         verdict = {True: "lease promise kept", False: "lease promise BROKEN"}.get(
             r.get("valid"), "unknown")
+    if r.get("config", {}).get("workload") in ("lock-set", "fenced-set"):
+        verdict = {True: "no acknowledged add lost", False: "acknowledged adds LOST"}.get(
+            r.get("valid"), "unknown") + f" ({r.get('explanation', '')})"
     parts = [f"{verdict}", f"ops {r.get('ops', 0)} (ok {o.get('ok', 0)}, fail "
              f"{o.get('fail', 0)}, info {o.get('info', 0)})",
              f"ok share during faults {a.get('during_faults')}, without "
