@@ -9,7 +9,7 @@ import json
 import random
 
 import pytest
-from conftest import free_port
+from conftest import free_port, free_ports, wait_until
 
 from meshraft.bench_watch import WatchSpec
 from meshraft.bench_watch_worker import hist_bucket, hist_percentile
@@ -53,6 +53,28 @@ def test_table_output_names_every_line(procs) -> None:
     heads = [line.split()[0] for line in lines[1:]]
     assert heads[:5] == ["puts", "deliveries", "latency", "every", "idle"]
     assert "missing 0, out of order 0, 6/6 watchers complete" in r.stdout
+
+
+def test_against_a_running_cluster(procs) -> None:
+    peer_ports, client_ports = free_ports(3), free_ports(3)
+    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(peer_ports))
+    for i in range(3):
+        procs.start("serve", "--id", str(i + 1), "--peers", peers, "--transport", "udp",
+                    "--client", f"127.0.0.1:{client_ports[i]}",
+                    "--data-dir", str(procs.tmpdir(f"n{i + 1}")), name=f"node{i + 1}")
+    endpoints = ",".join(f"127.0.0.1:{p}" for p in client_ports)
+    wait_until(lambda: procs.run("put", "warm", "up", "--endpoints", endpoints).returncode == 0,
+               timeout=30, what="the cluster to accept a write")
+    r = procs.run("bench", "--ops", "watch", "--endpoints", endpoints, "--json", *TINY,
+                  timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["system"] == "meshraft" and doc["nodes"] == 3
+    assert doc["delivered"] == doc["expected_deliveries"] == doc["total_puts"] * 6 > 0
+    assert doc["missing"] == 0 and doc["complete_watchers"] == 6
+    # not its processes: no member memory or CPU, the workers' CPU still
+    assert doc["idle_bytes_per_watcher"] is None and doc["rss_before_kb"] == []
+    assert doc["cpu"]["members_s"] == [] and len(doc["cpu"]["workers_s"]) == 2
 
 
 def test_bad_input_and_an_unreachable_cluster(procs) -> None:
