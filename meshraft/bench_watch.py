@@ -375,7 +375,9 @@ async def run_watch(driver_path: str, endpoints: Sequence[tuple[str, int]], spec
             async with asyncio.timeout(spec.op_timeout):
                 r0 = await driver.put(0, b"bench-watch-r0", b"0")
         except Exception as exc:
-            raise BenchUnavailable(f"the cluster took no write: {exc!r}") from None
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise BenchUnavailable(f"the cluster ({', '.join(f'{h}:{p}' for h, p in eps)}) "
+                                   f"took no write within {spec.op_timeout:g}s: {why}") from None
         rss_before = [rss_kb(p) or 0 for p in member_pids]
         per = [spec.watchers // spec.procs + (1 if k < spec.watchers % spec.procs else 0)
                for k in range(spec.procs)]
