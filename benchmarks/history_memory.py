@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshraft.kv.client import AsyncClient
+from meshraft.kv.client import AsyncClient, MeshraftError
 from meshraft.localcluster import LocalCluster, member_status, plan_members
 
 IN_FLIGHT = 64  # per client process: what one client id may have in flight
@@ -43,8 +43,9 @@ def rss_mib(pid: int) -> float | None:
 
 
 def worker(endpoints: str, first: int, count: int, keys: int, value_size: int,
-           done: Any, stop_at: float) -> None:
-    """Put ``count`` values (numbers first.. first+count) on the keys; add to ``done``."""
+           done: Any, failed: Any, stop_at: float) -> None:
+    """Put ``count`` values (numbers first.. first+count) on the keys; add to ``done``
+    (and to ``failed`` for a put that ended in an error: counted, and the load goes on)."""
 
     async def run() -> None:
         value = b"v" * value_size
@@ -58,7 +59,12 @@ def worker(endpoints: str, first: int, count: int, keys: int, value_size: int,
                 while next_i < end and time.time() < stop_at:
                     i = next_i
                     next_i += 1
-                    await c.put(b"key-%06d" % (i % keys), value)
+                    try:
+                        await c.put(b"key-%06d" % (i % keys), value)
+                    except MeshraftError:  # e.g. outcome unknown after a long stall
+                        with failed.get_lock():
+                            failed.value += 1
+                        continue
                     batch += 1
                     if batch == 100:
                         with done.get_lock():
@@ -96,11 +102,13 @@ def one_run(args: argparse.Namespace, retention: int, root: Path) -> dict[str, A
         start = time.time()
         stop_at = start + args.time_cap
         done = mp.Value("q", 0)
+        failed = mp.Value("q", 0)
         share = args.puts // args.workers
         procs = [mp.Process(target=worker, args=(endpoints, w * share,
                                                  share if w < args.workers - 1
                                                  else args.puts - w * share,
-                                                 args.keys, args.value_size, done, stop_at))
+                                                 args.keys, args.value_size, done, failed,
+                                                 stop_at))
                  for w in range(args.workers)]
         for p in procs:
             p.start()
@@ -126,7 +134,8 @@ def one_run(args: argparse.Namespace, retention: int, root: Path) -> dict[str, A
         samples.append(final)
         print(f"retention {retention or 'off'}: final {final}", flush=True)
         return {"retention": retention, "puts": done.value, "seconds": round(elapsed, 1),
-                "capped": done.value < args.puts, "samples": samples}
+                "failed": failed.value,
+                "capped": done.value + failed.value < args.puts, "samples": samples}
 
 
 def markdown(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
@@ -149,7 +158,9 @@ def markdown(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
         rate = run["puts"] / run["seconds"] if run["seconds"] else 0
         lines += [f"## {name}", "",
                   f"{run['puts']:,} puts in {run['seconds']:g} s ({rate:,.0f}/s)"
-                  + (f"; stopped by the {args.time_cap:g} s time cap" if run["capped"] else ""),
+                  + (f"; stopped by the {args.time_cap:g} s time cap" if run["capped"] else "")
+                  + (f"; {run['failed']:,} puts failed (errors, not counted)"
+                     if run["failed"] else ""),
                   "", "| puts | seconds | revision | compacted at | RSS MiB (members) |",
                   "|---:|---:|---:|---:|---|"]
         for s in run["samples"]:
