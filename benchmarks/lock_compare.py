@@ -7,9 +7,11 @@
 Each run starts each system in turn (a fresh 3-member cluster on loopback; the order
 rotates between runs). Two contenders, each with its own client and session (a
 lease of 60 s), pass one lock back and forth ``--handoffs`` times: the holder waits
-until the other contender is queued (its key is under the lock's prefix), then
-releases; the handoff latency is from the moment the holder starts its release to
-the moment the waiter's acquire returns (both in this process, one monotonic clock).
+until the other contender is queued (its key is under the lock's prefix), holds on
+for ``--hold`` seconds (0.2: the waiter is then really waiting, its watch in place;
+with 0 the release races the waiter's set-up), then releases; the handoff latency
+is from the moment the holder starts its release to the moment the waiter's
+acquire returns (both in this process, one monotonic clock).
 Reported per run: p50, p99, mean; then the median of the runs and every run's ratio.
 
 How each system is driven: meshraft through ``meshraft.recipes.Lock`` on the Python
@@ -64,8 +66,10 @@ QUEUED_POLL = 0.002  # seconds between checks that the waiter is queued
 
 
 async def _handoffs(a: Any, b: Any, queued: Callable[[], Awaitable[int]],
-                    n: int) -> list[float]:
-    """Pass the lock between ``a`` and ``b`` n times; the handoff latencies (s)."""
+                    n: int, hold: float) -> list[float]:
+    """Pass the lock between ``a`` and ``b`` n times; the handoff latencies (s). The
+    holder keeps the lock ``hold`` seconds after the waiter is queued (so that the
+    waiter is really waiting, its watch in place, when the lock is released)."""
     out: list[float] = []
     holder, waiter = a, b
     await holder.acquire()
@@ -76,6 +80,7 @@ async def _handoffs(a: Any, b: Any, queued: Callable[[], Awaitable[int]],
                 task.result()
                 raise BenchError("the waiter got the lock while it was held")
             await asyncio.sleep(QUEUED_POLL)
+        await asyncio.sleep(hold)
         t0 = time.monotonic()
         await holder.release()
         await task
@@ -96,7 +101,7 @@ class _MeshraftContender:
         await self.lock.release()
 
 
-async def run_meshraft(transport: str, n: int) -> dict[str, Any]:
+async def run_meshraft(transport: str, n: int, hold: float) -> dict[str, Any]:
     async with LocalCluster(nodes=3, transport=transport) as c:
         clients = [AsyncClient(c.endpoints, timeout=30) for _ in range(3)]
         try:
@@ -107,7 +112,7 @@ async def run_meshraft(transport: str, n: int) -> dict[str, Any]:
             async def queued() -> int:
                 return len(await clients[2].list(NAME + b"/"))
 
-            lat = await _handoffs(_MeshraftContender(sa), _MeshraftContender(sb), queued, n)
+            lat = await _handoffs(_MeshraftContender(sa), _MeshraftContender(sb), queued, n, hold)
             await sa.close()
             await sb.close()
         finally:
@@ -144,14 +149,14 @@ class _EtcdContender(etcd_driver.EtcdClient):
         return int(r.get("count", 0))
 
 
-async def run_etcd(n: int) -> dict[str, Any]:
+async def run_etcd(n: int, hold: float) -> dict[str, Any]:
     async with etcd_driver.EtcdCluster(nodes=3) as c:
         host, port = await c.leader_endpoint()
         a, b, q = (_EtcdContender(host, port) for _ in range(3))
         try:
             await a.grant()
             await b.grant()
-            r = _stats(await _handoffs(a, b, q.queued, n))
+            r = _stats(await _handoffs(a, b, q.queued, n, hold))
             r["version"] = c.version
         finally:
             for k in (a, b, q):
@@ -187,7 +192,7 @@ class _EtcdctlContender:
             await self.proc.wait()
 
 
-async def run_etcdctl(n: int) -> dict[str, Any]:
+async def run_etcdctl(n: int, hold: float) -> dict[str, Any]:
     async with etcd_driver.EtcdCluster(nodes=3) as c:
         host, port = await c.leader_endpoint()
         eps = ",".join(f"http://{h}:{p}" for h, p in c.endpoints)
@@ -211,7 +216,7 @@ async def run_etcdctl(n: int) -> dict[str, Any]:
 
         try:
             r = _stats(await _handoffs(Rotating(contenders[0]), Rotating(contenders[1]),
-                                       q.queued, n))
+                                       q.queued, n, hold))
             r["version"] = c.version
         finally:
             for k in contenders:
@@ -231,13 +236,13 @@ def _stats(lat: list[float]) -> dict[str, Any]:
             "max_ms": round(s[-1], 3)}
 
 
-async def run_system(system: str, n: int) -> dict[str, Any]:
+async def run_system(system: str, n: int, hold: float) -> dict[str, Any]:
     if system.startswith("meshraft-"):
-        return await run_meshraft(system.split("-", 1)[1], n)
+        return await run_meshraft(system.split("-", 1)[1], n, hold)
     if system == "etcd":
-        return await run_etcd(n)
+        return await run_etcd(n, hold)
     if system == "etcd-etcdctl":
-        return await run_etcdctl(n)
+        return await run_etcdctl(n, hold)
     raise BenchError(f"unknown system {system!r}")
 
 
@@ -245,7 +250,8 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     systems = list(dict.fromkeys(r["system"] for r in results))
     lines = ["# Lock handoff latency between two contenders, 3 members", "",
              f"Command: `{meta['command']}`", f"Date: {meta['date']}",
-             f"Machine: {meta['machine']}", f"Handoffs per run: {meta['handoffs']}", "",
+             f"Machine: {meta['machine']}", f"Handoffs per run: {meta['handoffs']}; the holder "
+             f"releases {meta.get('hold_s', 0)} s after the other contender is queued", "",
              "| system | p50 ms (median) | p99 ms (median) | mean ms (median) | runs (p50 ms) "
              "| runs (p99 ms) |", "|---|---|---|---|---|---|"]
     med: dict[str, dict[str, float]] = {}
@@ -283,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--handoffs", type=int, default=200)
-    ap.add_argument("--systems", default="meshraft-mesh,etcd")
+    ap.add_argument("--hold", type=float, default=0.2,
+                    help="Seconds the holder keeps the lock once the other is queued.")
+    ap.add_argument("--systems", default="meshraft-mesh,etcd,etcd-etcdctl")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in order:
             print(f"run {run + 1}/{args.runs}: {s} ...", file=sys.stderr, flush=True)
             try:
-                r = asyncio.run(run_system(s, args.handoffs))
+                r = asyncio.run(run_system(s, args.handoffs, args.hold))
             except BenchError as exc:
                 sys.exit(f"lock_compare: {exc}")
             r.update(system=s, run=run)
@@ -307,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"command": "python benchmarks/lock_compare.py " + " ".join(
                 argv if argv is not None else sys.argv[1:]),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine_description(), "handoffs": args.handoffs}
+            "machine": machine_description(), "handoffs": args.handoffs, "hold_s": args.hold}
     text = report(results, meta)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lock-latest.md").write_text(text)

@@ -42,6 +42,10 @@ __all__ = ["Lock", "LockNotHeld", "SyncLock", "claim", "contender_key", "contend
 
 log = logging.getLogger("meshraft.recipes.lock")
 
+# Watch cancellations under way (a reference, so that they are not collected early);
+# at most one per watch a waiter made, each one request.
+_BACKGROUND: set[asyncio.Task] = set()
+
 
 class LockNotHeld(MeshraftError):
     """The lock (or leadership) is not held by this contender (any more)."""
@@ -83,42 +87,78 @@ async def claim(session: Session, prefix: bytes, value: bytes) -> tuple[bytes, i
 
 async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> None:
     """Wait until no key under ``prefix`` has a smaller create revision than ``rev``.
-    Raises SessionExpired if the session expires (or our key disappears) meanwhile."""
+    Raises SessionExpired if the session expires (or our key disappears) meanwhile.
+
+    One linearizable list at the start; then no more reads: a key created later has
+    a larger create revision than ours, so the keys ahead of us are a subset of the
+    listed ones. We wait for their deletions newest first (each waiter watches the
+    key just before its own, so a release wakes one waiter, not the whole queue); a
+    key already deleted is reported at once from the watch history. The handoff is
+    then one watch event after the release commits."""
     client = session.client
+    session.check()
+    kvs = contenders(prefix, await client.list(prefix))
+    mine = next((kv for kv in kvs if kv.key == key and kv.create_revision == rev), None)
+    if mine is None:
+        raise SessionExpired(f"the contender key {key!r} is gone (its lease "
+                             f"{session.lease:x} expired or was revoked)")
+    earlier = sorted((kv for kv in kvs if kv.create_revision < rev),
+                     key=lambda kv: kv.create_revision, reverse=True)
+    if not earlier:
+        return
+    own = asyncio.ensure_future(_deleted(client, mine))  # our key going: we lost
+    try:
+        for kv in earlier:
+            await _wait_deleted(session, client, kv, own)
+    finally:
+        if not own.done():
+            own.cancel()
+        with contextlib.suppress(BaseException):
+            await own
+
+
+async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
+    """Return once ``kv`` (as read) is deleted or replaced by a newer incarnation."""
     while True:
-        session.check()
-        kvs = contenders(prefix, await client.list(prefix))
-        if not any(kv.key == key and kv.create_revision == rev for kv in kvs):
-            raise SessionExpired(f"the contender key {key!r} is gone (its lease "
-                                 f"{session.lease:x} expired or was revoked)")
-        earlier = [kv for kv in kvs if kv.create_revision < rev]
-        if not earlier:
-            return
-        ahead = max(earlier, key=lambda kv: kv.create_revision)
-        await _wait_deleted(session, client, ahead)
+        w = client.watch(kv.key, start_revision=kv.mod_revision + 1)
+        try:
+            async for ev in w:
+                if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
+                    return
+        except Compacted:  # the history to tell is gone: look at the key now
+            now = await client.get(kv.key)
+            if now is None or now.create_revision != kv.create_revision:
+                return
+            kv = now
+        finally:
+            # Not awaited: the cancel's round trip is not on the handoff's path.
+            _in_background(w.cancel())
 
 
-async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue) -> None:
-    """Return once ``kv`` (as listed) is deleted or replaced, or the history to tell
-    is compacted (the caller then looks again); raise if the session expires."""
+def _in_background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
-    async def deleted() -> None:
-        with contextlib.suppress(Compacted):
-            async with client.watch(kv.key, start_revision=kv.mod_revision + 1) as w:
-                async for ev in w:
-                    if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
-                        return
 
-    watcher = asyncio.ensure_future(deleted())
+async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue,
+                        own: asyncio.Future) -> None:
+    """Return once ``kv`` is deleted; raise SessionExpired if the session expires or
+    our own key (``own``) is deleted first."""
+    watcher = asyncio.ensure_future(_deleted(client, kv))
     expired = asyncio.ensure_future(session.expired.wait())
     try:
-        await asyncio.wait({watcher, expired}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({watcher, expired, own}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in (watcher, expired):
             if not t.done():
                 t.cancel()
                 with contextlib.suppress(BaseException):
                     await t
+    if own.done() and not watcher.done():
+        own.result()  # an error of the watch itself, else:
+        raise SessionExpired(f"our contender key was deleted (lease {session.lease:x} "
+                             "expired or was revoked)")
     if watcher.done() and not watcher.cancelled():
         watcher.result()  # an error of the watch itself (Unavailable, ...)
     session.check()
@@ -165,8 +205,10 @@ class Lock:
         """Give the lock up (deleting our key; nothing if the lease already did)."""
         if not self.token:
             return
-        key, rev, self.key, self.token = self.key, self.token, b"", 0
-        await remove(self.session, key, rev)
+        key, self.key, self.token = self.key, b"", 0
+        # A plain delete (etcd's Unlock): the key is this session's own (its name is
+        # the lease id), so nobody else's key can be under that name.
+        await self.session.client.delete(key)
 
     def fence(self) -> Compare:
         """The compare that holds only while this holder's key is the lock key it
