@@ -192,8 +192,8 @@ class SyncSession:
     def __init__(self, client: Client, ttl: int = DEFAULT_TTL, *, lease_id: int = 0) -> None:
         self.client = client
         self.expired = threading.Event()
-        self.session: Session = client.run_async(lambda ac: _make_session(ac, ttl, lease_id))
-        self.session.on_expired(self.expired.set)
+        self.session: Session = client.run_async(
+            lambda ac: _make_session(ac, ttl, lease_id, self.expired.set))
 
     @property
     def lease(self) -> int:
@@ -216,5 +216,8 @@ class SyncSession:
         self.close()
 
 
-async def _make_session(client: AsyncClient, ttl: int, lease_id: int) -> Session:
-    return await Session(client, ttl, lease_id=lease_id).open()
+async def _make_session(client: AsyncClient, ttl: int, lease_id: int,
+                        on_expired: Callable[[], Any]) -> Session:
+    s = await Session(client, ttl, lease_id=lease_id).open()
+    s.on_expired(on_expired)  # on the loop's thread, like every later expiry
+    return s

@@ -72,8 +72,34 @@ async def test_waiters_are_served_in_queue_order(cluster):  # noqa: F811
             await s.close()
 
 
-async def _count(c: AsyncClient, prefix: bytes, n: int) -> bool:
-    return len(await c.list(prefix)) >= n
+async def test_a_waiter_that_gives_up_does_not_let_the_next_one_in(cluster):  # noqa: F811
+    async with AsyncClient(cluster.endpoints()) as c:
+        s1, s2, s3 = [await Session(c, 10).open() for _ in range(3)]
+        holder = Lock(s1, "leave")
+        t1 = await holder.acquire()
+        middle = asyncio.create_task(Lock(s2, "leave").acquire())
+        await _wait_for(lambda: _count(c, b"leave/", 2))
+        last_lock = Lock(s3, "leave")
+        last = asyncio.create_task(last_lock.acquire())
+        await _wait_for(lambda: _count(c, b"leave/", 3))
+        middle.cancel()  # the one just ahead of `last` leaves the queue
+        with pytest.raises(asyncio.CancelledError):
+            await middle
+        await _wait_for(lambda: _count(c, b"leave/", 2, exactly=True))
+        assert await holder.is_held()
+        done, _ = await asyncio.wait({last}, timeout=1.0)  # it must still be waiting
+        assert not done
+        await holder.release()
+        t3 = await asyncio.wait_for(last, 10)
+        assert t3 > t1 and await last_lock.is_held()
+        await last_lock.release()
+        for s in (s1, s2, s3):
+            await s.close()
+
+
+async def _count(c: AsyncClient, prefix: bytes, n: int, exactly: bool = False) -> bool:
+    got = len(await c.list(prefix))
+    return got == n if exactly else got >= n
 
 
 async def _wait_for(pred, within: float = 10.0) -> None:
