@@ -149,19 +149,23 @@ async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue,
     expired = asyncio.ensure_future(session.expired.wait())
     try:
         await asyncio.wait({watcher, expired, own}, return_when=asyncio.FIRST_COMPLETED)
+        # what happened, before the cancellations below make every task "done"
+        ahead_gone, lost = watcher.done(), own.done()
     finally:
         for t in (watcher, expired):
             if not t.done():
                 t.cancel()
                 with contextlib.suppress(BaseException):
                     await t
-    if own.done() and not watcher.done():
+    session.check()
+    if lost:
         own.result()  # an error of the watch itself, else:
         raise SessionExpired(f"our contender key was deleted (lease {session.lease:x} "
                              "expired or was revoked)")
-    if watcher.done() and not watcher.cancelled():
+    if ahead_gone:
         watcher.result()  # an error of the watch itself (Unavailable, ...)
-    session.check()
+        return
+    raise SessionExpired("the session expired while waiting")  # (check() raised)
 
 
 async def remove(session: Session, key: bytes, rev: int) -> bool:
