@@ -6,9 +6,10 @@ and the election (``meshraft.recipes.election``) stand in (``wait_turn``).
 How it works (etcd's clientv3/concurrency semantics): a contender creates the key
 ``NAME/<lease id in hex>`` with its session's lease, in a transaction that only
 creates it if absent. Contenders are served in the order of their keys' create
-revisions: each waits, by watching, for the deletion of the newest key under the
-prefix with a smaller create revision than its own, then looks again, until none
-is left. ``acquire()`` returns the **fencing token**: the lock key's create
+revisions: each lists the prefix once, then waits, by watching, for the deletion
+of the keys with a smaller create revision than its own, newest first (so a release
+wakes only the waiter just behind it; no key created later can be ahead of it, so
+it never needs to list again). ``acquire()`` returns the **fencing token**: the lock key's create
 revision, larger for every later holder. ``fence()`` is the compare that a
 transaction guarded by the token needs (etcd's ``IsOwner()``): it holds only while
 this very key (same create revision) still exists.
