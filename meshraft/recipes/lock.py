@@ -107,7 +107,7 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
                      key=lambda kv: kv.create_revision, reverse=True)
     if not earlier:
         return
-    own = asyncio.ensure_future(_deleted(client, mine))  # our key going: we lost
+    own = asyncio.ensure_future(_own_deleted(client, mine))  # our key going: we lost
     try:
         for kv in earlier:
             await _wait_deleted(session, client, kv, own)
@@ -118,19 +118,44 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
             await own
 
 
-async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
-    """Return once ``kv`` (as read) is deleted or replaced by a newer incarnation."""
+async def _own_deleted(client: AsyncClient, kv: KeyValue) -> None:
+    """Return once our own key ``kv`` is deleted (from its history: no read, so that
+    it never competes with the read on the handoff's path)."""
     while True:
         w = client.watch(kv.key, start_revision=kv.mod_revision + 1)
         try:
             async for ev in w:
                 if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
                     return
-        except Compacted:  # the history to tell is gone: look at the key now
+        except Compacted:
             now = await client.get(kv.key)
             if now is None or now.create_revision != kv.create_revision:
                 return
             kv = now
+        finally:
+            _in_background(w.cancel())
+
+
+async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
+    """Return once ``kv`` (as read) is deleted or replaced by a newer incarnation.
+
+    Watch from now, then read: a deletion before the watch began shows in the read
+    (linearizable, after the subscription), a later one comes as an event. (A watch
+    from ``kv.mod_revision + 1`` would also see an earlier deletion, but from the
+    member's history, which a member sends in its catch-up rounds, tens of
+    milliseconds later: a release racing the waiter's set-up would pay for that.)"""
+    while True:
+        w = client.watch(kv.key)
+        try:
+            await w.__aenter__()  # subscribed: every later change comes as an event
+            now = await client.get(kv.key)
+            if now is None or now.create_revision != kv.create_revision:
+                return
+            async for ev in w:
+                if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
+                    return
+        except Compacted:  # a resumed watch found its history gone: look again
+            continue
         finally:
             # Not awaited: the cancel's round trip is not on the handoff's path.
             _in_background(w.cancel())
