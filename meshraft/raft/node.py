@@ -845,25 +845,28 @@ class RaftNode:
         early, msgs = self._core.split_early(rd)
         self._send(early)
         committed = rd.committed_entries
-        if rd.must_sync():
+        if (not rd.entries and rd.snapshot is None and rd.hard_state is not None
+                and self.storage.save_commit_now(rd.hard_state)):
+            pass  # only the commit index moved: written, nothing to wait for
+        elif rd.must_sync():
             # Committed entries already on our disk do not wait for this fsync: they
             # are applied (and their callers answered) while the WAL thread syncs the
             # new ones. Entries this Ready persists are applied only after the save,
             # so a member never applies past what its own log holds.
-            save = asyncio.ensure_future(
-                self.storage.save(rd.hard_state, rd.entries, rd.snapshot))
             on_disk = self._core.persisted_index
             n_early = 0
             if rd.snapshot is None or rd.snapshot.meta.index == 0:
                 while n_early < len(committed) and committed[n_early].index <= on_disk:
                     n_early += 1
             if n_early:
+                save = asyncio.ensure_future(
+                    self.storage.save(rd.hard_state, rd.entries, rd.snapshot))
                 await asyncio.sleep(0)  # let the save reach its thread first
-                for e in committed[:n_early]:
-                    self._apply(e)
-                self._release_applied()
-                committed = committed[n_early:]
-            if await save:
+                committed = self._apply_early(committed, n_early)
+                synced = await save
+            else:  # awaited directly: a task would cost a loop iteration
+                synced = await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            if synced:
                 self.stats["fsync_batches"] += 1
         # 2. send
         self._send(msgs)
@@ -886,6 +889,15 @@ class RaftNode:
         self._core.advance(rd)
         if rd.soft_state is not None:
             self._note_leader()
+
+    def _apply_early(self, committed: list[Entry], n: int) -> list[Entry]:
+        """Apply the first ``n`` of ``committed`` (already on disk); the rest."""
+        if not n:
+            return committed
+        for e in committed[:n]:
+            self._apply(e)
+        self._release_applied()
+        return committed[n:]
 
     def _send(self, messages: list[Message]) -> None:
         if not messages or self._transport is None:

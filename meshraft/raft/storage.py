@@ -52,8 +52,10 @@ crash: it is truncated and everything before it is kept. Any other bad record
 stops the start with :class:`CorruptWAL` naming the file and offset.
 
 Writes are one ``write`` + one ``fsync`` per :meth:`Storage.save` call, done in a
-worker thread so the event loop keeps running (a save that only moves the commit
-index is written without an fsync of its own: the next fsync covers it). The node
+worker thread so the event loop keeps running (a member whose disk hangs still
+answers status, health and metrics). A save that only moves the commit index is
+written without an fsync of its own (the next fsync covers it), at once when
+nothing else is being saved (:meth:`save_commit_now`). The node
 saves one ``Ready`` at a time, so every proposal that arrived during the previous
 fsync shares the next one (group commit). Any write/fsync error (ENOSPC, EIO)
 makes the storage refuse every later write with :class:`StorageFailed`; nothing
@@ -742,6 +744,30 @@ class Storage:
                 took = time.perf_counter() - t0
                 for observe in self.fsync_observers:
                     observe(took)
+
+    def save_commit_now(self, hard_state: HardState) -> bool:
+        """Record ``hard_state`` at once when its commit index is all that changed:
+        one small write to the page cache, no fsync (as in :meth:`save`), nothing
+        awaited. False, with nothing written, when anything else changed, a save is
+        under way, or the segment is full: use :meth:`save` then.
+
+        Why it exists: a leader's every commit is such a Ready, and it is on the
+        path of every write's reply; going through :meth:`save` as a task costs
+        loop iterations (each a system call and a wake-up) before the apply."""
+        hs = self.hard_state
+        if (self._write_lock.locked() or hard_state.term != hs.term
+                or hard_state.vote != hs.vote):
+            return False
+        self._check()
+        buf = _record(REC_HARD_STATE, _pack(_hs_list(hard_state)))
+        if self._segments[-1].size + len(buf) >= self.options.segment_bytes:
+            return False
+        try:
+            self._write_sync(buf, sync=False)
+        except OSError as exc:
+            raise self._fail(f"WAL write on {self._segments[-1].path}", exc) from exc
+        self.hard_state = HardState(hard_state.term, hard_state.vote, hard_state.commit)
+        return True
 
     async def save(self, hard_state: HardState | None = None, entries: Sequence[Entry] = (),
                    snapshot: Snapshot | None = None) -> bool:

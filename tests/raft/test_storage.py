@@ -55,6 +55,22 @@ async def test_roundtrip_entries_hard_state(tmp_path: Path) -> None:
     s.close()
 
 
+async def test_a_commit_only_hard_state_is_written_at_once_without_an_fsync(
+        tmp_path: Path) -> None:
+    s = Storage.open(tmp_path / "d")
+    await s.save(HardState(3, "2", 0), [ent(3, 1), ent(3, 2)])
+    fsyncs = s.fsyncs
+    assert s.save_commit_now(HardState(3, "2", 2))  # only the commit index moved
+    assert s.fsyncs == fsyncs and s.hard_state == HardState(3, "2", 2)
+    # a new term or vote must be fsynced: refused, nothing written
+    assert not s.save_commit_now(HardState(4, None, 2))
+    assert not s.save_commit_now(HardState(3, "1", 2))
+    assert s.hard_state == HardState(3, "2", 2)
+    s = reopen(s)
+    assert s.hard_state == HardState(3, "2", 2)
+    s.close()
+
+
 async def test_conflicting_suffix_is_replaced_after_restart(tmp_path: Path) -> None:
     s = Storage.open(tmp_path / "d")
     await s.save(HardState(1, "1", 0), [ent(1, i) for i in range(1, 11)])
