@@ -693,6 +693,11 @@ def setup_logging(level: str, node_id: str, fmt: str = "text") -> None:
 @click.option("--watch-progress-interval", type=click.FloatRange(0.05, 3600),
               default=5.0, show_default=True, metavar="SECONDS",
               help="How often an idle watch is told the member's revision.")
+@click.option("--loop", "loop_name", type=click.Choice(["auto", "asyncio", "uvloop"]),
+              default="auto", show_default=True,
+              help="Event loop. uvloop (pip install 'meshraft[fast]') spends less CPU per "
+                   "message and wake-up, which shortens every write; auto uses it when "
+                   "it is installed.")
 def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | None,
           data_dir: Path | None, transport: str, password_file: Path | None, join: bool,
           snapshot_entries: int | None, client_cert: str | None, client_key: str | None,
@@ -700,7 +705,7 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
           max_value_bytes: int, log_level: str, log_format: str,
           metrics_addr: str | None, auto_compact_retention: int, max_leases: int,
           max_txn_ops: int, max_watches_per_connection: int, watch_buffer_events: int,
-          watch_progress_interval: float) -> None:
+          watch_progress_interval: float, loop_name: str) -> None:
     """Run one member until SIGTERM or SIGINT.
 
     Clients are served on 127.0.0.1 unless --client says otherwise; listening
@@ -748,8 +753,9 @@ def serve(node_id: str, peers_text: str, listen: str | None, client_addr: str | 
         watch=WatchLimits(max_watches_per_connection=max_watches_per_connection,
                           buffer_events=watch_buffer_events,
                           progress_interval=watch_progress_interval))
+    run = event_loop_runner(loop_name)
     try:
-        asyncio.run(run_member(config))
+        run(run_member(config))
     except KeyboardInterrupt:
         pass
     except StartupError as exc:
@@ -783,11 +789,27 @@ def _client_security(cert: str | None, key: str | None, trusted_ca: str | None,
     return ctx, token
 
 
+def event_loop_runner(name: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """``asyncio.run`` or ``uvloop.run`` for ``serve --loop NAME`` (auto: uvloop when
+    it is installed). Exits with a usage error if uvloop is asked for and missing."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                fail("--loop uvloop: uvloop is not installed (pip install 'meshraft[fast]')",
+                     EXIT_USAGE)
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
 async def run_member(config: MemberConfig) -> None:
     """Run one member until SIGTERM or SIGINT (the wiring is meshraft.member's)."""
     from meshraft.member import Member
 
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
