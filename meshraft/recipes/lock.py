@@ -112,10 +112,7 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
         for kv in earlier:
             await _wait_deleted(session, client, kv, own)
     finally:
-        if not own.done():
-            own.cancel()
-        with contextlib.suppress(BaseException):
-            await own
+        _cancel_in_background(own)
 
 
 async def _own_deleted(client: AsyncClient, kv: KeyValue) -> None:
@@ -167,6 +164,24 @@ def _in_background(coro: Any) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
+def _cancel_in_background(task: asyncio.Future) -> None:
+    """Cancel ``task`` (if still running) without waiting for it to end; whatever it
+    ends with (its cancellation, or an error of a watch we no longer need) is
+    collected, so nothing is logged as never retrieved."""
+    if not task.done():
+        task.cancel()
+        _BACKGROUND.add(task)
+        task.add_done_callback(_collected)
+    else:
+        _collected(task)
+
+
+def _collected(task: asyncio.Future) -> None:
+    _BACKGROUND.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an error here was superseded by the outcome
+
+
 async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue,
                         own: asyncio.Future) -> None:
     """Return once ``kv`` is deleted; raise SessionExpired if the session expires or
@@ -178,11 +193,11 @@ async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue,
         # what happened, before the cancellations below make every task "done"
         ahead_gone, lost = watcher.done(), own.done()
     finally:
+        # Cancelled, not awaited: they end in the loop's next iterations, and the
+        # lock's new holder need not wait for that (it is on the handoff's path).
         for t in (watcher, expired):
             if not t.done():
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
+                _cancel_in_background(t)
     session.check()
     if lost:
         own.result()  # an error of the watch itself, else:
