@@ -27,7 +27,7 @@ import json
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -54,8 +54,9 @@ class _Refuse(asyncio.Protocol):
     """A connection over the bound: told so and closed, nothing read."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_REFUSAL)
+        # Duck-typed, not isinstance(asyncio.WriteTransport): uvloop's transports are
+        # not subclasses of asyncio's, and serve runs on uvloop when it is installed.
+        cast(asyncio.WriteTransport, transport).write(_REFUSAL)
         transport.close()
 
 
