@@ -543,7 +543,8 @@ class RaftNode:
                 self._apply_waiters.remove(waiter)
 
     async def transfer_leadership(self, to: str, timeout: float = 5.0) -> None:
-        """Ask the leader to hand leadership to ``to``; wait until ``to`` leads."""
+        """Ask the leader to hand leadership to ``to``; wait until ``to`` leads. Raises
+        Timeout if it does not within ``timeout``; the transfer is then abandoned."""
         self._check_writable()
         try:
             self._core.transfer_leadership(str(to))
@@ -553,6 +554,11 @@ class RaftNode:
         deadline = self._loop.time() + timeout
         while self._core.lead != str(to):
             if self._loop.time() > deadline:
+                # Abandon it now (a transfer to ourselves cancels ours), so that no
+                # transfer outlives the request that asked for it: a client retrying
+                # would otherwise find one still in progress, or leave one behind.
+                if self._core.role_name == "leader" and self._core.lead_transferee == str(to):
+                    self._core.transfer_leadership(self.node_id)
                 raise Timeout(f"leadership did not move to {to} within {timeout}s")
             await asyncio.sleep(self.config.tick_interval)
 

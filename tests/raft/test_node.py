@@ -380,6 +380,22 @@ async def test_membership_join_promote_remove_and_transfer(tmp_path: Path) -> No
         await c.stop()
 
 
+async def test_a_transfer_that_times_out_is_abandoned_at_once(cluster: Cluster) -> None:
+    """While a transfer is in progress the leader takes no proposals; one that did not
+    finish in time is given up when the caller hears Timeout, not an election timeout
+    later (a retried move-leader used to leave one behind)."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    await leader.propose(b"before")
+    gone = next(n for n in cluster.nodes.values() if n is not leader)
+    await gone.stop()
+    with pytest.raises(Timeout):
+        await leader.transfer_leadership(gone.node_id, timeout=0.2)
+    assert leader.status()["lead_transferee"] is None
+    assert leader.role == "leader"
+    await leader.propose(b"after", timeout=2)
+
+
 async def test_busy_when_too_many_proposals_in_flight(cluster: Cluster) -> None:
     cluster.cfg["max_inflight_proposals"] = 2
     await cluster.start_all()
