@@ -563,7 +563,8 @@ class KVServer:
             return
         try:
             # Reads have no side effect: always safe to ask again after a leader change.
-            await self._retry_on_leader_change(self.node.read_index_future, timeout, True)
+            await self._retry_on_leader_change(lambda _: self.node.read_index_future(),
+                                               timeout, True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -622,7 +623,8 @@ class KVServer:
                 # With a client id the state machine deduplicates, so the same command
                 # may be proposed again when the leader it was forwarded to is gone.
                 result = await self._retry_on_leader_change(
-                    lambda: self.node.propose_future(data), timeout, "cid" in cmd)
+                    lambda to: self.node.propose_future(data, result_to=to), timeout,
+                    "cid" in cmd)
             else:
                 result = await self._propose_fragments(data, timeout)
         except asyncio.CancelledError:
@@ -690,49 +692,66 @@ class KVServer:
             return self._propose_error(rid, exc)
         return p.ok_reply(rid, {})
 
-    async def _retry_on_leader_change(self, submit: Callable[[], asyncio.Future],
-                                      timeout: float, may_retry: bool) -> Any:
-        """Await ``submit()``'s future for at most ``timeout`` seconds. With
+    async def _retry_on_leader_change(
+            self, submit: Callable[[asyncio.Future | None], asyncio.Future],
+            timeout: float, may_retry: bool) -> Any:
+        """Await ``submit(outcome)``'s future for at most ``timeout`` seconds. With
         ``may_retry`` (only for requests that are safe to repeat), if the leader changes
         while it waits (a request forwarded to a leader that died is lost with it),
         submit again and take the first attempt that succeeds.
 
         Costs no task and no polling timer per request: the node's leader-change
         future is shared by every request waiting on it."""
-        attempts = [submit()]  # an error known at once is raised here, as is
+        outcome: asyncio.Future | None = (asyncio.get_running_loop().create_future()
+                                          if may_retry else None)
+        attempts = [submit(outcome)]  # an error known at once is raised here, as is
         try:
             async with asyncio.timeout(timeout):
-                if not may_retry:
+                if outcome is None:
                     return await attempts[0]
-                return await self._first_success(submit, attempts)
+                return await self._first_success(submit, attempts, outcome)
         except TimeoutError:
             raise errors.Timeout(f"not done within {timeout}s (outcome unknown)") from None
         finally:
             for f in attempts:  # an entry may still apply; deduplication keeps that harmless
                 f.cancel()
 
-    async def _first_success(self, submit: Callable[[], asyncio.Future],
-                             attempts: list[asyncio.Future]) -> Any:
+    async def _first_success(self, submit: Callable[[asyncio.Future | None], asyncio.Future],
+                             attempts: list[asyncio.Future], outcome: asyncio.Future) -> Any:
         """The first of ``attempts`` to succeed; another attempt whenever the leader
-        changes (at most four in all); the last error once every attempt failed."""
+        changes (at most four in all); the last error once every attempt failed.
+
+        The task awaits ``outcome`` alone: the node ends it itself when an attempt is
+        applied (``propose_future(result_to=)``), so the answer is written one loop
+        iteration after the apply, where a wait on several futures would take two.
+        The callbacks below end it when every attempt failed, and ask again on a
+        leader change."""
         leader = getattr(self.node, "leader_id", None)
         maybe_applied = False
-        while True:
-            change = self.node.leader_change_future()
-            await asyncio.wait([*attempts, change], return_when=asyncio.FIRST_COMPLETED)
-            for f in [f for f in attempts if f.done()]:
-                attempts.remove(f)
-                exc = f.exception()
-                if exc is None:
-                    return f.result()
-                if isinstance(exc, errors.Timeout | TimeoutError):
-                    maybe_applied = True
-                if not attempts:
-                    if maybe_applied and not isinstance(exc, errors.Timeout):
-                        # an earlier attempt may still apply: the outcome is unknown
-                        raise errors.Timeout(f"outcome unknown (last attempt: {exc})")
-                    raise exc
-                # that attempt failed but another one is still running: wait for it
+        change: asyncio.Future | None = None
+
+        def attempt_done(f: asyncio.Future) -> None:
+            nonlocal maybe_applied
+            if outcome.done() or f.cancelled():
+                return
+            exc = f.exception()
+            if exc is None:  # (a node that does not take result_to ends up here)
+                outcome.set_result(f.result())
+                return
+            if isinstance(exc, errors.Timeout | TimeoutError):
+                maybe_applied = True
+            if all(a.done() for a in attempts):
+                if maybe_applied and not isinstance(exc, errors.Timeout):
+                    # an earlier attempt may still apply: the outcome is unknown
+                    exc = errors.Timeout(f"outcome unknown (last attempt: {exc})")
+                outcome.set_exception(exc)
+            # else: that attempt failed but another one is still running: wait for it
+
+        def leader_changed(_: asyncio.Future) -> None:
+            nonlocal leader, change
+            change = None
+            if outcome.done():
+                return
             now_leader = getattr(self.node, "leader_id", None)
             if now_leader is not None and now_leader != leader and len(attempts) < 4:
                 self.log.info("leader changed (%s -> %s) during a request; asking again",
@@ -740,10 +759,25 @@ class KVServer:
                 self.stats["retried_on_leader_change"] = (
                     self.stats.get("retried_on_leader_change", 0) + 1)
                 try:
-                    attempts.append(submit())
+                    again = submit(outcome)
                 except (errors.RaftError, ValueError) as exc:  # e.g. busy: keep waiting
                     self.log.info("asking again failed: %s", exc)
+                else:
+                    attempts.append(again)
+                    again.add_done_callback(attempt_done)
             leader = now_leader if now_leader is not None else leader
+            change = self.node.leader_change_future()
+            change.add_done_callback(leader_changed)
+
+        for a in attempts:
+            a.add_done_callback(attempt_done)
+        change = self.node.leader_change_future()
+        change.add_done_callback(leader_changed)
+        try:
+            return await outcome
+        finally:
+            if change is not None:  # the shared future must not keep our callback
+                change.remove_done_callback(leader_changed)
 
     async def _propose_fragments(self, data: bytes, timeout: float) -> Any:
         """Propose a large command as fragments, in order; the last one's answer is the

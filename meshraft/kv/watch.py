@@ -15,6 +15,8 @@ The path of an event (see docs/architecture.md#watch):
    scheduled with ``call_soon`` (all revisions applied in one go share it), or a
    little later if the last flush was expensive (``FLUSH_SPACING``: with many
    connections to write, more revisions then share one write per connection).
+   When the node has applied a batch it calls ``flush_due``: a flush that is
+   not held back runs then, without waiting for the loop's next iteration.
 2. flush: each event's key is looked up in the exact-key index and, for each
    distinct prefix length, in the prefix index (cost: events x distinct prefix
    lengths, not events x watchers). Watchers are grouped by (key, prefix,
@@ -431,6 +433,11 @@ class WatchHub:
             timeout = max(1.0, 4 * tick * ticks)  # two of the longest election timeouts
         self.leaderless_timeout = float(timeout)
         sm.add_listener(self)
+        # The node says when a batch of entries was applied: their events go out then,
+        # not one loop iteration later (the scheduled flush finds nothing left).
+        observers = getattr(node, "applied_observers", None)
+        if observers is not None:
+            observers.append(self.flush_due)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -443,6 +450,9 @@ class WatchHub:
         """Cancel every watch with ``unavailable`` (the member is stopping)."""
         self.stopping = True
         self.sm.remove_listener(self)
+        observers = getattr(self.node, "applied_observers", None)
+        if observers is not None and self.flush_due in observers:
+            observers.remove(self.flush_due)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(BaseException):
@@ -577,6 +587,11 @@ class WatchHub:
                     conn.cancel(w, p.COMPACTED, f"compacted at {compact_revision}: the "
                                 f"history from revision {w.next_rev} is gone",
                                 compact_revision=compact_revision)
+
+    def flush_due(self) -> None:
+        """Flush now if a flush is scheduled and not held back by ``FLUSH_SPACING``."""
+        if self._scheduled and self._loop is not None and self._loop.time() >= self._next_flush:
+            self.flush()
 
     def flush(self) -> None:
         """Send the pending revisions' events to the live watchers they match."""

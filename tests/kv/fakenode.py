@@ -62,12 +62,19 @@ class FakeNode:
             self._leader_change = asyncio.get_running_loop().create_future()
         return self._leader_change
 
-    def propose_future(self, data: bytes) -> asyncio.Future:
+    def propose_future(self, data: bytes,
+                       result_to: asyncio.Future | None = None) -> asyncio.Future:
         # the same calls, without waiting: raises what propose() raises before waiting
         if self.fail_with is not None:
             self.proposals += 1
             raise self.fail_with
-        return asyncio.ensure_future(self.propose(data, timeout=3600))
+        fut = asyncio.ensure_future(self.propose(data, timeout=3600))
+        if result_to is not None:  # as RaftNode: ended by an applied proposal only
+            def applied(f: asyncio.Future) -> None:
+                if not f.cancelled() and f.exception() is None and not result_to.done():
+                    result_to.set_result(f.result())
+            fut.add_done_callback(applied)
+        return fut
 
     def read_index_future(self) -> asyncio.Future:
         if self.fail_with is not None:

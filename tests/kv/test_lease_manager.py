@@ -64,12 +64,15 @@ class ScriptedNode:
             if not f.done():
                 f.set_exception(exc) if exc is not None else f.set_result(None)
 
-    def propose_future(self, data: bytes) -> asyncio.Future:
+    def propose_future(self, data: bytes,
+                       result_to: asyncio.Future | None = None) -> asyncio.Future:
         import msgpack
 
         self.proposed.append(msgpack.unpackb(data))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(self.sm.apply_command(data))
+        if result_to is not None and not result_to.done():
+            result_to.set_result(fut.result())
         return fut
 
 

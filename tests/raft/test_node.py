@@ -25,6 +25,7 @@ from meshraft.raft.errors import (
     CorruptWAL,
     DataDirLocked,
     NodeFailed,
+    RaftError,
     Removed,
     StorageFailed,
     Timeout,
@@ -394,6 +395,59 @@ async def test_a_transfer_that_times_out_is_abandoned_at_once(cluster: Cluster) 
     assert leader.status()["lead_transferee"] is None
     assert leader.role == "leader"
     await leader.propose(b"after", timeout=2)
+
+
+async def test_result_to_is_ended_by_the_first_applied_proposal_only(cluster: Cluster) -> None:
+    """propose_future(result_to=F): F ends with the result when the entry is applied
+    here; two proposals may share F (the first applied ends it); a proposal that
+    fails, or whose wait was cancelled, never ends F."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    loop = asyncio.get_running_loop()
+    for node in (leader, follower):  # from the leader, and forwarded from a follower
+        out = loop.create_future()
+        fut = node.propose_future(b"once " + node.node_id.encode(), result_to=out)
+        result = await asyncio.wait_for(out, 10)
+        assert await asyncio.wait_for(fut, 10) == result
+    shared = loop.create_future()
+    first = leader.propose_future(b"twice", result_to=shared)
+    second = leader.propose_future(b"twice", result_to=shared)
+    got = await asyncio.wait_for(shared, 10)
+    assert got == await asyncio.wait_for(first, 10)
+    assert (await asyncio.wait_for(second, 10))[0] == got[0] + 1
+    # Cancelling a proposal's future stops that wait, and its link to result_to.
+    unlinked = loop.create_future()
+    leader.propose_future(b"cancelled", result_to=unlinked).cancel()
+    await cluster.wait(lambda: b"cancelled" in cluster.sms[leader.node_id].items,
+                       what="the cancelled wait's entry to apply anyway")
+    assert not unlinked.done()
+    # A proposal that fails (its member stops before it is committed) leaves it alone.
+    lost = loop.create_future()
+    await leader.stop()
+    pending = follower.propose_future(b"never", result_to=lost)
+    await follower.stop()
+    with pytest.raises(RaftError):
+        await pending
+    assert not lost.done()
+
+
+async def test_followers_learn_each_commit_at_once_not_from_the_next_heartbeat(
+        tmp_path: Path) -> None:
+    """A leader applies a commit before it sends the new commit index (in the loop's
+    next iteration, after the writers' answers): the followers must still get it
+    then, not only with the next heartbeat (2 s apart here)."""
+    c = Cluster(tmp_path, tick_interval=0.02, election_ticks=150, heartbeat_ticks=100)
+    try:
+        await c.start_all()
+        leader = await c.leader(timeout=30)
+        followers = [n for n in c.nodes.values() if n is not leader]
+        for k in range(3):
+            index, _ = await leader.propose(b"w%d" % k)
+            await c.wait(lambda i=index: all(f.applied_index >= i for f in followers),
+                         timeout=0.5, what=f"the followers to apply entry {index}")
+    finally:
+        await c.stop()
 
 
 async def test_busy_when_too_many_proposals_in_flight(cluster: Cluster) -> None:
