@@ -37,6 +37,7 @@ from meshraft.recipes.session import Session, SessionExpired, SyncSession
 
 if TYPE_CHECKING:
     from meshraft.kv.client import AsyncClient
+    from meshraft.kv.watch_client import Watch
 
 __all__ = ["Lock", "LockNotHeld", "SyncLock", "claim", "contender_key", "contenders",
            "prefix_of", "remove", "wait_turn"]
@@ -46,6 +47,11 @@ log = logging.getLogger("meshraft.recipes.lock")
 # Watch cancellations under way (a reference, so that they are not collected early);
 # at most one per watch a waiter made, each one request.
 _BACKGROUND: set[asyncio.Task] = set()
+# A watch the waiter no longer needs is cancelled (on the member, too) this long after,
+# not at once: the cancel's request is a socket write (a system call that wakes the
+# member: about 0.1 ms on a small VM), and made at once it would run in the new
+# holder's event loop before acquire() returns to it.
+CANCEL_AFTER = 0.002
 
 
 class LockNotHeld(MeshraftError):
@@ -130,7 +136,7 @@ async def _own_deleted(client: AsyncClient, kv: KeyValue) -> None:
                 return
             kv = now
         finally:
-            _in_background(w.cancel())
+            _cancel_later(w)
 
 
 async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
@@ -154,8 +160,12 @@ async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
         except Compacted:  # a resumed watch found its history gone: look again
             continue
         finally:
-            # Not awaited: the cancel's round trip is not on the handoff's path.
-            _in_background(w.cancel())
+            # Not awaited, and a moment later: the cancel is not on the handoff's path.
+            _cancel_later(w)
+
+
+def _cancel_later(w: Watch) -> None:
+    asyncio.get_running_loop().call_later(CANCEL_AFTER, lambda: _in_background(w.cancel()))
 
 
 def _in_background(coro: Any) -> None:
