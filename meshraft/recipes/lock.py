@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from meshraft.kv.client import KeyValue
@@ -101,7 +102,12 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
     listed ones. We wait for their deletions newest first (each waiter watches the
     key just before its own, so a release wakes one waiter, not the whole queue); a
     key already deleted is reported at once from the watch history. The handoff is
-    then one watch event after the release commits."""
+    then one watch event after the release commits.
+
+    The watch is read in this very task, not in one of its own: a task's end reaches
+    its waiter only through callbacks, each a loop iteration on the new holder's path.
+    Our key's deletion and the session's expiry are watched beside it, and either
+    cancels the watch being read, which ends its iteration."""
     client = session.client
     session.check()
     kvs = contenders(prefix, await client.list(prefix))
@@ -114,11 +120,36 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
     if not earlier:
         return
     own = asyncio.ensure_future(_own_deleted(client, mine))  # our key going: we lost
+    expired = asyncio.ensure_future(session.expired.wait())
+    reading: list[Watch] = []  # the watch being read, if any
+
+    def interrupt(_: asyncio.Future) -> None:
+        for w in reading:
+            _in_background(w.cancel())  # its iteration ends at once
+
+    def interrupted() -> bool:
+        return own.done() or expired.done()
+
+    own.add_done_callback(interrupt)
+    expired.add_done_callback(interrupt)
     try:
         for kv in earlier:
-            await _wait_deleted(session, client, kv, own)
+            if not await _deleted(client, kv, reading, interrupted):
+                break
+        session.check()
+        if own.done():
+            own.result()  # an error of that watch itself, else:
+            raise SessionExpired(f"our contender key was deleted (lease {session.lease:x} "
+                                 "expired or was revoked)")
+        if expired.done():
+            raise SessionExpired("the session expired while waiting")
     finally:
+        own.remove_done_callback(interrupt)
+        expired.remove_done_callback(interrupt)
+        # Cancelled, not awaited: they end in the loop's next iterations, and the
+        # lock's new holder need not wait for that (it is on the handoff's path).
         _cancel_in_background(own)
+        _cancel_in_background(expired)
 
 
 async def _own_deleted(client: AsyncClient, kv: KeyValue) -> None:
@@ -139,29 +170,35 @@ async def _own_deleted(client: AsyncClient, kv: KeyValue) -> None:
             _cancel_later(w)
 
 
-async def _deleted(client: AsyncClient, kv: KeyValue) -> None:
-    """Return once ``kv`` (as read) is deleted or replaced by a newer incarnation.
+async def _deleted(client: AsyncClient, kv: KeyValue, reading: list[Watch],
+                   interrupted: Callable[[], bool]) -> bool:
+    """True once ``kv`` (as read) is deleted or replaced by a newer incarnation; False
+    if ``interrupted()`` (the watch in ``reading`` was then cancelled under us).
 
     Watch from now, then read: a deletion before the watch began shows in the read
     (linearizable, after the subscription), a later one comes as an event. (A watch
     from ``kv.mod_revision + 1`` would also see an earlier deletion, but from the
     member's history, which a member sends in its catch-up rounds, tens of
     milliseconds later: a release racing the waiter's set-up would pay for that.)"""
-    while True:
+    while not interrupted():
         w = client.watch(kv.key)
+        reading[:] = [w]
         try:
             await w.__aenter__()  # subscribed: every later change comes as an event
             now = await client.get(kv.key)
             if now is None or now.create_revision != kv.create_revision:
-                return
+                return True
             async for ev in w:
                 if ev.type == "DELETE" or ev.create_revision != kv.create_revision:
-                    return
+                    return True
+            return False  # the iteration ended: the watch was cancelled (interrupted)
         except Compacted:  # a resumed watch found its history gone: look again
             continue
         finally:
+            reading.clear()
             # Not awaited, and a moment later: the cancel is not on the handoff's path.
             _cancel_later(w)
+    return False
 
 
 def _cancel_later(w: Watch) -> None:
@@ -190,33 +227,6 @@ def _collected(task: asyncio.Future) -> None:
     _BACKGROUND.discard(task)
     if not task.cancelled():
         task.exception()  # retrieved: an error here was superseded by the outcome
-
-
-async def _wait_deleted(session: Session, client: AsyncClient, kv: KeyValue,
-                        own: asyncio.Future) -> None:
-    """Return once ``kv`` is deleted; raise SessionExpired if the session expires or
-    our own key (``own``) is deleted first."""
-    watcher = asyncio.ensure_future(_deleted(client, kv))
-    expired = asyncio.ensure_future(session.expired.wait())
-    try:
-        await asyncio.wait({watcher, expired, own}, return_when=asyncio.FIRST_COMPLETED)
-        # what happened, before the cancellations below make every task "done"
-        ahead_gone, lost = watcher.done(), own.done()
-    finally:
-        # Cancelled, not awaited: they end in the loop's next iterations, and the
-        # lock's new holder need not wait for that (it is on the handoff's path).
-        for t in (watcher, expired):
-            if not t.done():
-                _cancel_in_background(t)
-    session.check()
-    if lost:
-        own.result()  # an error of the watch itself, else:
-        raise SessionExpired(f"our contender key was deleted (lease {session.lease:x} "
-                             "expired or was revoked)")
-    if ahead_gone:
-        watcher.result()  # an error of the watch itself (Unavailable, ...)
-        return
-    raise SessionExpired("the session expired while waiting")  # (check() raised)
 
 
 async def remove(session: Session, key: bytes, rev: int) -> bool:
