@@ -762,6 +762,9 @@ class KVServer:
                     again = submit(outcome)
                 except (errors.RaftError, ValueError) as exc:  # e.g. busy: keep waiting
                     self.log.info("asking again failed: %s", exc)
+                except Exception as exc:  # a bug: the request fails with it, not hangs
+                    outcome.set_exception(exc)
+                    return
                 else:
                     attempts.append(again)
                     again.add_done_callback(attempt_done)

@@ -943,7 +943,10 @@ class RaftNode:
 
     def _notify_applied(self) -> None:
         for observe in self.applied_observers:
-            observe()
+            try:
+                observe()
+            except Exception:  # a listener's bug must not stop the node (nor skip others)
+                self.log.exception("an applied_observers callback raised")
 
     def _send_soon(self, messages: list[Message]) -> None:
         """Send ``messages`` in the loop's next iteration, after the callbacks already

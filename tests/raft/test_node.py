@@ -432,6 +432,24 @@ async def test_result_to_is_ended_by_the_first_applied_proposal_only(cluster: Cl
     assert not lost.done()
 
 
+async def test_an_applied_observer_that_raises_stops_neither_the_node_nor_the_others(
+        cluster: Cluster) -> None:
+    await cluster.start_all()
+    leader = await cluster.leader()
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("a listener's bug")
+
+    leader.applied_observers.append(broken)
+    leader.applied_observers.append(lambda: calls.append("next"))
+    await leader.propose(b"a")
+    await leader.propose(b"b")
+    assert calls.count("next") >= 2 and calls.count("broken") == calls.count("next")
+    assert leader.fail_stopped is None and leader.role == "leader"
+
+
 async def test_followers_learn_each_commit_at_once_not_from_the_next_heartbeat(
         tmp_path: Path) -> None:
     """A leader applies a commit before it sends the new commit index (in the loop's
