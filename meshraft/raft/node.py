@@ -882,9 +882,7 @@ class RaftNode:
             msgs = early + msgs
         else:
             self._send(early)
-        if commit_only:
-            pass  # written, nothing to wait for
-        elif rd.must_sync():
+        if not commit_only and rd.must_sync():
             # Committed entries already on our disk do not wait for this fsync: they
             # are applied (and their callers answered) while the WAL thread syncs the
             # new ones. Entries this Ready persists are applied only after the save,

@@ -136,13 +136,11 @@ async def wait_turn(session: Session, prefix: bytes, key: bytes, rev: int) -> No
         for kv in earlier:
             if not await _deleted(client, kv, reading, interrupted):
                 break
-        session.check()
+        session.check()  # (raises if `expired` ended the wait)
         if own.done():
             own.result()  # an error of that watch itself, else:
             raise SessionExpired(f"our contender key was deleted (lease {session.lease:x} "
                                  "expired or was revoked)")
-        if expired.done():
-            raise SessionExpired("the session expired while waiting")
     finally:
         own.remove_done_callback(interrupt)
         expired.remove_done_callback(interrupt)
